@@ -1,0 +1,125 @@
+//! The command line: `run` (the default), `sim` and `send`.
+
+pub mod send;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogFormat};
+
+/// reservation-worker: applies reservation and payment events from SQS to inventory and reservations.
+#[derive(Debug, Parser)]
+#[command(name = "reservation-worker", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker (the default). Configured from the environment; see .env.example.
+    Run,
+    /// Run local simulators of the inventory (gRPC) and reservation (REST) services.
+    Sim(crate::sim::SimArgs),
+    /// Publish events to SQS_QUEUE_URL: one from flags, many from a JSONL file, or N generated.
+    Send(Box<send::SendArgs>),
+}
+
+/// Exit code for a configuration error (EX_CONFIG from sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Runs the chosen command and maps its result to an exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run_worker().await,
+        Command::Sim(args) => {
+            crate::telemetry::init_logging(&log_level(), log_format());
+            let shutdown = shutdown_on_signals();
+            match crate::sim::run_sims(args, shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sim: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Send(args) => match send::run(*args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("send: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+async fn run_worker() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::telemetry::init_logging(&config.log_level, config.log_format);
+    let shutdown = shutdown_on_signals();
+    match crate::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            eprintln!("reservation-worker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn log_level() -> String {
+    std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())
+}
+
+fn log_format() -> LogFormat {
+    match std::env::var("LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Pretty,
+    }
+}
+
+/// The one shutdown signal: the first SIGTERM or SIGINT cancels the returned token; a second
+/// exits at once (status 130), for an operator who does not want to wait for the drain.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down (send another to exit at once)");
+        t.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers there is nothing to wait for; never resolve.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,238 @@
+//! The three workflows. Each is two steps in a fixed order; [`attempt`] runs the steps not yet
+//! done in this delivery, so a retry never repeats a step that already succeeded.
+
+mod approved;
+mod expired;
+mod failed;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::client::{
+    Applied, CallError, Inventory, ReservationRecord, ReservationStatus, Reservations,
+};
+use crate::event::{Event, EventKind, Payment};
+use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
+
+/// One downstream call of a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// gRPC `ReleaseHold` with this reason.
+    ReleaseHold { reason: &'static str },
+    /// gRPC `CommitReservation`.
+    CommitReservation,
+    /// REST PATCH of the reservation's status.
+    StatusUpdate(ReservationStatus),
+}
+
+impl Step {
+    /// A short bounded name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::ReleaseHold { .. } => "release_hold",
+            Step::CommitReservation => "commit_reservation",
+            Step::StatusUpdate(_) => "status_update",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::ReleaseHold { reason } => write!(f, "ReleaseHold({reason})"),
+            Step::CommitReservation => f.write_str("CommitReservation"),
+            Step::StatusUpdate(s) => write!(f, "PATCH status {}", s.as_str()),
+        }
+    }
+}
+
+/// The workflow of an event: its two steps, in order.
+pub fn steps(event: &Event) -> [Step; 2] {
+    match event.kind {
+        EventKind::ReservationExpired(_) => expired::STEPS,
+        EventKind::PaymentApproved(_) => approved::STEPS,
+        EventKind::PaymentFailed(_) => failed::STEPS,
+    }
+}
+
+/// The downstream peers a workflow calls.
+#[derive(Clone)]
+pub struct Peers {
+    pub inventory: Arc<dyn Inventory>,
+    pub reservations: Arc<dyn Reservations>,
+}
+
+/// What one delivery has done so far: steps completed and the reservation looked up.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    done: usize,
+    lookup: Option<ReservationRecord>,
+    already_applied: usize,
+}
+
+impl Progress {
+    /// Steps completed in this delivery.
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    /// Steps whose peer said the effect was already there.
+    pub fn already_applied(&self) -> usize {
+        self.already_applied
+    }
+}
+
+/// A step that failed, and how.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{step}: {error}")]
+pub struct StepError {
+    pub step: Step,
+    pub error: CallError,
+}
+
+/// Runs the steps not yet done, in order, stopping at the first failure.
+pub async fn attempt(
+    event: &Event,
+    progress: &mut Progress,
+    peers: &Peers,
+) -> Result<(), StepError> {
+    let steps = steps(event);
+    while let Some(&step) = steps.get(progress.done) {
+        match run_step(step, event, progress, peers).await {
+            Ok(applied) => {
+                if applied == Applied::AlreadyApplied {
+                    progress.already_applied += 1;
+                }
+                progress.done += 1;
+            }
+            Err(error) => return Err(StepError { step, error }),
+        }
+    }
+    Ok(())
+}
+
+async fn run_step(
+    step: Step,
+    event: &Event,
+    progress: &mut Progress,
+    peers: &Peers,
+) -> Result<Applied, CallError> {
+    let key = event.envelope_id.clone();
+    match (step, &event.kind) {
+        (Step::StatusUpdate(status), _) => {
+            peers
+                .reservations
+                .update_status(event.reservation_id(), status, &key)
+                .await
+        }
+        (Step::ReleaseHold { reason }, EventKind::ReservationExpired(e)) => {
+            let req = ReleaseHoldRequest {
+                reservation_id: e.reservation_id.clone(),
+                event_id: e.event_id.clone(),
+                seat_ids: e.seat_ids.clone(),
+                quantity: e.qty as i32,
+                reason: reason.to_string(),
+                idempotency_key: key,
+            };
+            peers.inventory.release_hold(req).await
+        }
+        (
+            Step::ReleaseHold { reason },
+            EventKind::PaymentFailed(p) | EventKind::PaymentApproved(p),
+        ) => {
+            let f = inventory_fields(p, progress, peers).await?;
+            let req = ReleaseHoldRequest {
+                reservation_id: p.reservation_id.clone(),
+                event_id: f.event_id,
+                seat_ids: f.seat_ids,
+                quantity: f.quantity,
+                reason: reason.to_string(),
+                idempotency_key: key,
+            };
+            peers.inventory.release_hold(req).await
+        }
+        (Step::CommitReservation, EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p)) => {
+            let f = inventory_fields(p, progress, peers).await?;
+            let req = CommitReservationRequest {
+                reservation_id: p.reservation_id.clone(),
+                event_id: f.event_id,
+                seat_ids: f.seat_ids,
+                quantity: f.quantity,
+                payment_intent_id: p.payment_intent_id.clone(),
+                user_id: f.user_id,
+                idempotency_key: key,
+            };
+            peers.inventory.commit_reservation(req).await
+        }
+        (Step::CommitReservation, EventKind::ReservationExpired(_)) => Err(CallError::terminal(
+            "CommitReservation is not a step of reservation.expired",
+        )),
+    }
+}
+
+/// What the inventory calls of a payment event need.
+struct InventoryFields {
+    event_id: String,
+    seat_ids: Vec<String>,
+    quantity: i32,
+    user_id: String,
+}
+
+/// Takes the inventory fields from the event, looking the reservation up (once per delivery)
+/// when the event lacks the `event_id` or both `seat_ids` and `qty`.
+async fn inventory_fields(
+    p: &Payment,
+    progress: &mut Progress,
+    peers: &Peers,
+) -> Result<InventoryFields, CallError> {
+    let qty = p.qty.filter(|q| *q > 0);
+    let complete = p.event_id.is_some() && (!p.seat_ids.is_empty() || qty.is_some());
+    if !complete && progress.lookup.is_none() {
+        progress.lookup = Some(peers.reservations.fetch(&p.reservation_id).await?);
+    }
+    let found = progress.lookup.clone().unwrap_or_default();
+    let event_id = p
+        .event_id
+        .clone()
+        .or(found.event_id.filter(|s| !s.is_empty()));
+    let seat_ids = if p.seat_ids.is_empty() {
+        found
+            .seat_ids
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        p.seat_ids.clone()
+    };
+    let quantity = qty
+        .map(i64::from)
+        .or(found.quantity.filter(|q| *q > 0))
+        .unwrap_or(0);
+    let mut missing = Vec::new();
+    if event_id.is_none() {
+        missing.push("event_id");
+    }
+    if seat_ids.is_empty() && quantity == 0 {
+        missing.push("seat_ids or qty");
+    }
+    if !(0..=i64::from(i32::MAX)).contains(&quantity) {
+        missing.push("a quantity within int32");
+    }
+    if !missing.is_empty() {
+        return Err(CallError::Terminal {
+            class: "missing_inventory_fields",
+            reason: format!(
+                "{} missing from the event and from GET /internal/reservations/{}",
+                missing.join(", "),
+                p.reservation_id
+            ),
+        });
+    }
+    Ok(InventoryFields {
+        event_id: event_id.unwrap_or_default(),
+        seat_ids,
+        quantity: quantity as i32,
+        user_id: p.user_id.clone().or(found.user_id).unwrap_or_default(),
+    })
+}

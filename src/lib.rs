@@ -1,0 +1,212 @@
+//! reservation-worker: applies reservation and payment events from SQS to the inventory
+//! service (gRPC) and the reservation API (REST), without losing or repeating an event.
+//!
+//! The pipeline reads top to bottom: [`config`] → [`sqs`] → [`worker`] → [`event`] →
+//! [`handler`] → [`client`]; beside them [`server`] (health and debug ports), [`telemetry`]
+//! (logs), [`sim`] (local simulators of the two peers, also used by the tests) and [`cli`].
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod event;
+pub mod handler;
+pub mod proto;
+pub mod server;
+pub mod sim;
+pub mod sqs;
+pub mod telemetry;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::inventory::GrpcInventory;
+use crate::client::reservation::RestReservations;
+use crate::config::Config;
+use crate::handler::Peers;
+use crate::sqs::Queue;
+use crate::sqs::acker::Acker;
+use crate::sqs::poller::Poller;
+use crate::worker::retry::Backoff;
+use crate::worker::{Pool, PoolSettings, WorkerStatus};
+
+/// Why the worker could not run. Each names the setting to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {var}={port}: {source}")]
+    Bind {
+        var: &'static str,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("INVENTORY_GRPC_ADDR: {0}")]
+    Inventory(#[from] tonic::transport::Error),
+    #[error("reservation API client: {0}")]
+    Reservations(#[from] client::reservation::ReservationClientError),
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains: stop receiving at once, let
+/// in-flight work finish within the shutdown timeout, release the rest, flush the acker.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let status = Arc::new(WorkerStatus::default());
+    let servers_stop = CancellationToken::new();
+
+    let http_listener = bind("SERVER_PORT", config.server_port).await?;
+    let grpc_listener = bind("GRPC_DEBUG_PORT", config.grpc_debug_port).await?;
+    log_listening("http server listening", &http_listener);
+    log_listening("grpc debug server listening", &grpc_listener);
+    let http = tokio::spawn(server::http::serve(
+        http_listener,
+        status.clone(),
+        servers_stop.clone(),
+    ));
+    let grpc = tokio::spawn(server::grpc::serve(
+        grpc_listener,
+        status.clone(),
+        config.queue_url.clone(),
+        servers_stop.clone(),
+    ));
+
+    let peers = Peers {
+        inventory: Arc::new(GrpcInventory::new(
+            &config.inventory_uri,
+            config.inventory_timeout,
+        )?),
+        reservations: Arc::new(RestReservations::new(
+            &config.reservation_api_base,
+            config.reservation_api_token.clone(),
+            config.reservation_api_timeout,
+        )?),
+    };
+    let queue = Queue::from_config(&config).await;
+
+    if let Some(dlq) = reach_queue(&queue, &config, &status, &shutdown).await {
+        let (ack_tx, ack_rx) = mpsc::channel(config.concurrency * 2 + 20);
+        let acker =
+            tokio::spawn(Acker::new(queue.clone(), dlq, config.redelivery_base).run(ack_rx));
+        let hard_stop = CancellationToken::new();
+        let pool = Pool::new(
+            PoolSettings {
+                concurrency: config.concurrency,
+                max_retries: config.max_retries,
+                backoff: Backoff {
+                    base: config.backoff_base,
+                    max: config.backoff_max,
+                },
+                redelivery_base: config.redelivery_base,
+                redelivery_max: config.redelivery_max,
+                visibility: config.visibility_timeout,
+                fifo: config.is_fifo(),
+                dedupe_capacity: config.dedupe_capacity,
+                dedupe_ttl: config.dedupe_ttl,
+            },
+            queue.clone(),
+            peers,
+            ack_tx,
+            status.clone(),
+            shutdown.clone(),
+            hard_stop,
+        );
+        let poller = Poller {
+            queue: queue.clone(),
+            pool: pool.clone(),
+            wait: config.wait_time,
+            visibility: config.visibility_timeout,
+            status: status.clone(),
+        };
+        tracing::info!(
+            queue_url = %config.queue_url,
+            concurrency = config.concurrency,
+            fifo = config.is_fifo(),
+            "worker started"
+        );
+        let polling = tokio::spawn(poller.run(shutdown.clone()));
+
+        shutdown.cancelled().await;
+        status.start_draining();
+        tracing::info!(
+            in_flight = status.in_flight(),
+            timeout_secs = config.shutdown_timeout.as_secs(),
+            "shutting down: receiving stopped, draining"
+        );
+        let _ = polling.await;
+        let finished = pool.drain(config.shutdown_timeout).await;
+        if !finished {
+            tracing::warn!("shutdown timeout reached: unfinished messages released");
+        }
+        // The pool held the last sender: dropping it lets the acker flush and stop.
+        drop(pool);
+        let _ = acker.await;
+    }
+    status.start_draining();
+    servers_stop.cancel();
+    let _ = http.await;
+    let _ = grpc.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(var: &'static str, port: u16) -> Result<TcpListener, RunError> {
+    TcpListener::bind(("0.0.0.0", port))
+        .await
+        .map_err(|source| RunError::Bind { var, port, source })
+}
+
+fn log_listening(what: &str, listener: &TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(addr = %addr, port = addr.port(), "{what}");
+    }
+}
+
+/// Reaches the queue (retrying until it answers or shutdown), marks the worker ready, and
+/// finds the dead-letter queue. Returns `None` if shutdown came first; `Some(None)` when there
+/// is no DLQ, which is warned about: terminal messages are then kept, never deleted.
+async fn reach_queue(
+    queue: &Queue,
+    config: &Config,
+    status: &WorkerStatus,
+    shutdown: &CancellationToken,
+) -> Option<Option<Queue>> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let attempt = async {
+            let attrs = queue.attributes().await?;
+            let dlq = match &config.dlq_url {
+                Some(u) => Some(u.clone()),
+                None if attrs.contains_key("RedrivePolicy") => queue.redrive_dlq_url().await?,
+                None => None,
+            };
+            Ok::<_, sqs::QueueError>(dlq)
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = shutdown.cancelled() => return None,
+        };
+        match result {
+            Ok(dlq) => {
+                status.queue_reached();
+                match &dlq {
+                    Some(url) => {
+                        tracing::info!(dlq_url = %url, "queue reached; dead-letter queue known")
+                    }
+                    None => tracing::warn!(
+                        "queue reached, but there is no dead-letter queue (set SQS_DLQ_URL or a RedrivePolicy): terminal messages will be kept invisible for 12 h instead of dead-lettered"
+                    ),
+                }
+                return Some(dlq.map(|u| queue.sibling(u)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "queue not reachable yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}

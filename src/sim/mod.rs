@@ -1,0 +1,200 @@
+//! Local simulators of the worker's two peers: the inventory service (gRPC) and the
+//! reservation API (REST).
+//!
+//! They serve two purposes with one implementation:
+//!
+//! * `reservation-worker sim` runs both for local development ([`run_sims`]), with
+//!   auto-created demo reservations, optional random failures and latency, and an info
+//!   log line per call so a person can watch the worker at work.
+//! * The integration tests start them on port 0 as the real servers the worker talks to,
+//!   script faults per route ([`InventorySim::push_fault`], [`ReservationSim::push_fault`])
+//!   and assert on the recorded calls ([`InventorySim::calls`], [`ReservationSim::calls`]).
+
+pub mod fault;
+pub mod inventory;
+pub mod reservation;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use fault::{Chaos, FaultScript};
+pub use inventory::{
+    GrpcFault, HoldState, InventoryCall, InventoryMethod, InventorySim, serve_inventory,
+};
+pub use reservation::{
+    HttpCall, HttpFault, HttpRoute, Reservation, ReservationSim, router, serve_reservation,
+};
+
+/// Options of `reservation-worker sim`: where the two simulators listen and how badly they
+/// behave.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Address for the inventory gRPC simulator (`reservation.v1.InventoryService`).
+    #[arg(long, default_value = "127.0.0.1:8020")]
+    pub inventory_addr: String,
+
+    /// Address for the reservation API HTTP simulator.
+    #[arg(long, default_value = "127.0.0.1:8010")]
+    pub reservation_addr: String,
+
+    /// Latency added to every call of both simulators, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Probability (0 to 1) that a call fails: UNAVAILABLE for gRPC, 503 for HTTP.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_failure_rate)]
+    pub failure_rate: f64,
+
+    /// Bearer token the reservation API simulator requires; none means no auth.
+    #[arg(long, env = "RESERVATION_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+fn parse_failure_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("failure rate must be a number between 0 and 1, got {s:?}"))?;
+    fault::validate_failure_rate(rate)
+}
+
+/// Runs both simulators until `shutdown` is cancelled (or one of them fails, which stops the
+/// other). Reservations are auto-created, so any id the worker sends is found.
+pub async fn run_sims(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let failure_rate =
+        fault::validate_failure_rate(args.failure_rate).map_err(anyhow::Error::msg)?;
+    let latency = Duration::from_millis(args.latency_ms);
+    let token = args.token.filter(|t| !t.is_empty());
+
+    let inventory_listener = TcpListener::bind(&args.inventory_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind the inventory simulator to {}",
+                args.inventory_addr
+            )
+        })?;
+    let reservation_listener = TcpListener::bind(&args.reservation_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind the reservation API simulator to {}",
+                args.reservation_addr
+            )
+        })?;
+
+    let inventory = InventorySim::new();
+    inventory.set_failure_rate(failure_rate);
+    inventory.set_latency(latency);
+
+    let reservation = ReservationSim::new();
+    reservation.set_auto_create(true);
+    reservation.set_failure_rate(failure_rate);
+    reservation.set_latency(latency);
+    let auth = token.is_some();
+    reservation.set_token(token);
+
+    tracing::info!(
+        addr = %inventory_listener.local_addr()?,
+        service = "reservation.v1.InventoryService",
+        latency_ms = args.latency_ms,
+        failure_rate,
+        "inventory simulator (gRPC) listening"
+    );
+    tracing::info!(
+        addr = %reservation_listener.local_addr()?,
+        auth,
+        latency_ms = args.latency_ms,
+        failure_rate,
+        "reservation API simulator (HTTP) listening"
+    );
+
+    // One token for both servers, so either failing stops the other.
+    let stop = shutdown.child_token();
+    let inventory_task = {
+        let stop = stop.clone();
+        async move {
+            let result = serve_inventory(inventory_listener, inventory, stop.clone()).await;
+            stop.cancel();
+            result
+        }
+    };
+    let reservation_task = {
+        let stop = stop.clone();
+        async move {
+            let result = serve_reservation(reservation_listener, reservation, stop.clone()).await;
+            stop.cancel();
+            result
+        }
+    };
+    let (inventory_result, reservation_result) = tokio::join!(inventory_task, reservation_task);
+    inventory_result?;
+    reservation_result?;
+    tracing::info!("simulators stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["sim"]).unwrap();
+        assert_eq!(cli.sim.inventory_addr, "127.0.0.1:8020");
+        assert_eq!(cli.sim.reservation_addr, "127.0.0.1:8010");
+        assert_eq!(cli.sim.latency_ms, 0);
+        assert_eq!(cli.sim.failure_rate, 0.0);
+    }
+
+    #[test]
+    fn failure_rate_is_validated() {
+        let cli = Cli::try_parse_from(["sim", "--failure-rate", "0.25"]).unwrap();
+        assert_eq!(cli.sim.failure_rate, 0.25);
+        let err = Cli::try_parse_from(["sim", "--failure-rate", "1.5"]).unwrap_err();
+        assert!(err.to_string().contains("between 0 and 1"), "{err}");
+        let err = Cli::try_parse_from(["sim", "--failure-rate", "lots"]).unwrap_err();
+        assert!(err.to_string().contains("between 0 and 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn run_sims_reports_the_busy_address_and_stops_on_shutdown() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy_addr = busy.local_addr().unwrap().to_string();
+        let args = SimArgs {
+            inventory_addr: "127.0.0.1:0".to_owned(),
+            reservation_addr: busy_addr.clone(),
+            latency_ms: 0,
+            failure_rate: 0.0,
+            token: None,
+        };
+        let err = run_sims(args.clone(), CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains(&busy_addr), "{err:#}");
+
+        let shutdown = CancellationToken::new();
+        let args = SimArgs {
+            reservation_addr: "127.0.0.1:0".to_owned(),
+            ..args
+        };
+        let task = tokio::spawn(run_sims(args, shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("run_sims stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}

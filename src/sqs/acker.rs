@@ -1,0 +1,223 @@
+//! The acker: the one task that writes dispositions back to SQS. Deletes and visibility
+//! changes are batched (10 per call, or whatever is waiting after a short interval); dead
+//! letters are sent to the DLQ and only then deleted from the source queue.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Delivery, EntryFailure, Queue, QueueError};
+use crate::config::MAX_VISIBILITY;
+use crate::worker::Disposition;
+
+/// SQS's batch limit.
+const BATCH: usize = 10;
+/// How long a lone write waits for company before it is sent.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+/// Attempts per batch call before giving up (the message then simply reappears later).
+const WRITE_ATTEMPTS: u32 = 3;
+
+/// A finished delivery and what to do with it.
+#[derive(Debug)]
+pub struct Settle {
+    pub delivery: Delivery,
+    pub disposition: Disposition,
+}
+
+/// Owns every SQS write for the worker's lifetime. Runs until all senders are dropped, then
+/// flushes and returns: that is how shutdown makes sure no decided disposition is lost.
+pub struct Acker {
+    queue: Queue,
+    dlq: Option<Queue>,
+    /// Visibility for a terminal message whose DLQ send failed: try again later.
+    dlq_retry_after: Duration,
+}
+
+impl Acker {
+    pub fn new(queue: Queue, dlq: Option<Queue>, dlq_retry_after: Duration) -> Self {
+        Acker {
+            queue,
+            dlq,
+            dlq_retry_after,
+        }
+    }
+
+    pub async fn run(self, mut rx: mpsc::Receiver<Settle>) {
+        let mut deletes: Vec<String> = Vec::new();
+        let mut visibility: Vec<(String, Duration)> = Vec::new();
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let next = match deadline {
+                Some(at) => tokio::select! {
+                    m = rx.recv() => m,
+                    _ = tokio::time::sleep_until(at) => {
+                        self.flush(&mut deletes, &mut visibility).await;
+                        deadline = None;
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(settle) = next else {
+                self.flush(&mut deletes, &mut visibility).await;
+                return;
+            };
+            self.route(settle, &mut deletes, &mut visibility).await;
+            if deletes.len() >= BATCH {
+                self.flush_deletes(std::mem::take(&mut deletes)).await;
+            }
+            if visibility.len() >= BATCH {
+                self.flush_visibility(std::mem::take(&mut visibility)).await;
+            }
+            if deletes.is_empty() && visibility.is_empty() {
+                deadline = None;
+            } else if deadline.is_none() {
+                deadline = Some(Instant::now() + FLUSH_INTERVAL);
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        s: Settle,
+        deletes: &mut Vec<String>,
+        visibility: &mut Vec<(String, Duration)>,
+    ) {
+        let receipt = s.delivery.receipt_handle.clone();
+        match s.disposition {
+            Disposition::Delete(_) => deletes.push(receipt),
+            Disposition::RetryLater { after, .. } => visibility.push((receipt, after)),
+            Disposition::Release => visibility.push((receipt, Duration::ZERO)),
+            Disposition::DeadLetter { class, error } => match &self.dlq {
+                Some(dlq) => match self.dead_letter(dlq, &s.delivery, class, &error).await {
+                    Ok(()) => deletes.push(receipt),
+                    Err(e) => {
+                        tracing::error!(message_id = %s.delivery.message_id, error = %e, "dead-letter send failed; message kept for a later attempt");
+                        visibility.push((receipt, self.dlq_retry_after));
+                    }
+                },
+                None => {
+                    tracing::error!(message_id = %s.delivery.message_id, reason = class, error = %error, "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted");
+                    visibility.push((receipt, MAX_VISIBILITY));
+                }
+            },
+        }
+    }
+
+    /// Sends the original body to the DLQ with the reason as message attributes.
+    async fn dead_letter(
+        &self,
+        dlq: &Queue,
+        d: &Delivery,
+        class: &str,
+        error: &str,
+    ) -> Result<(), QueueError> {
+        let mut attrs: Vec<(&str, String)> = vec![
+            ("ReasonClass", class.to_string()),
+            ("ErrorMessage", truncate(error, 1024)),
+            ("OriginalMessageId", d.message_id.clone()),
+            ("ReceiveCount", d.receive_count.to_string()),
+            ("SourceQueue", self.queue.url.clone()),
+        ];
+        for keep in ["TraceId", "traceparent"] {
+            if let Some(v) = d.attributes.get(keep) {
+                attrs.push((keep, v.clone()));
+            }
+        }
+        let group = d.group_id.as_deref().or(Some("dead-letter"));
+        let mut last = None;
+        for attempt in 0..WRITE_ATTEMPTS {
+            match dlq.send(&d.body, &attrs, group, Some(&d.message_id)).await {
+                Ok(id) => {
+                    tracing::warn!(message_id = %d.message_id, dlq_message_id = %id, reason = class, error = %error, "dead-lettered");
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        Err(last.unwrap_or(QueueError {
+            operation: "SendMessage",
+            message: "no attempt made".into(),
+        }))
+    }
+
+    async fn flush(&self, deletes: &mut Vec<String>, visibility: &mut Vec<(String, Duration)>) {
+        for chunk in std::mem::take(deletes).chunks(BATCH) {
+            self.flush_deletes(chunk.to_vec()).await;
+        }
+        for chunk in std::mem::take(visibility).chunks(BATCH) {
+            self.flush_visibility(chunk.to_vec()).await;
+        }
+    }
+
+    async fn flush_deletes(&self, mut pending: Vec<String>) {
+        for attempt in 0..WRITE_ATTEMPTS {
+            let refs: Vec<&str> = pending.iter().map(String::as_str).collect();
+            match self.queue.delete_batch(&refs).await {
+                Ok(failed) => {
+                    pending = retry_entries(&pending, &failed, "DeleteMessageBatch");
+                    if pending.is_empty() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, attempt, "delete batch failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        // Not lost: the message reappears after its visibility and is dropped as a duplicate.
+        tracing::error!(
+            count = pending.len(),
+            "deletes abandoned after retries; the messages will be redelivered and recognised as duplicates"
+        );
+    }
+
+    async fn flush_visibility(&self, mut pending: Vec<(String, Duration)>) {
+        for attempt in 0..WRITE_ATTEMPTS {
+            let refs: Vec<(&str, Duration)> =
+                pending.iter().map(|(r, d)| (r.as_str(), *d)).collect();
+            match self.queue.change_visibility_batch(&refs).await {
+                Ok(failed) => {
+                    pending = retry_entries(&pending, &failed, "ChangeMessageVisibilityBatch");
+                    if pending.is_empty() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, attempt, "visibility batch failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        tracing::error!(
+            count = pending.len(),
+            "visibility changes abandoned after retries; the messages reappear when their current visibility ends"
+        );
+    }
+}
+
+/// Logs refused entries and returns those worth sending again (not the sender's fault).
+fn retry_entries<T: Clone>(sent: &[T], failed: &[EntryFailure], op: &str) -> Vec<T> {
+    let mut again = Vec::new();
+    for f in failed {
+        tracing::warn!(operation = op, code = %f.code, error = %f.message, sender_fault = f.sender_fault, "batch entry refused");
+        if !f.sender_fault
+            && let Some(item) = sent.get(f.index)
+        {
+            again.push(item.clone());
+        }
+    }
+    again
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

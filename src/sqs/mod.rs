@@ -1,0 +1,293 @@
+//! The queue: receiving (the [`poller`]), and every write back to SQS (the [`acker`]).
+//! [`Queue`] is the one seam to AWS, so the rest of the worker never sees SDK types.
+
+pub mod acker;
+pub mod delivery;
+pub mod poller;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+};
+
+use crate::config::Config;
+pub use delivery::Delivery;
+
+/// A failed SQS call. The text comes from the SDK and never contains credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct QueueError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+impl QueueError {
+    fn new(operation: &'static str, e: impl std::error::Error) -> Self {
+        QueueError {
+            operation,
+            message: DisplayErrorContext(e).to_string(),
+        }
+    }
+}
+
+/// One entry of a batch call that SQS refused, by its position in the request.
+#[derive(Debug, Clone)]
+pub struct EntryFailure {
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+    /// SQS says the request itself was wrong (e.g. an expired receipt): retrying won't help.
+    pub sender_fault: bool,
+}
+
+/// Loads AWS settings the SDK's usual way (env keys, `AWS_PROFILE`, web identity, …),
+/// with the region from the config. `AWS_ENDPOINT_URL(_SQS)` is honoured by the SDK itself.
+pub async fn aws_sdk_config(region: &str, profile: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()));
+    if let Some(p) = profile {
+        loader = loader.profile_name(p);
+    }
+    loader.load().await
+}
+
+/// The SQS queue the worker consumes and, if known, its dead-letter queue.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    client: aws_sdk_sqs::Client,
+    /// The source queue's URL.
+    pub url: String,
+}
+
+impl Queue {
+    /// A handle on `url` using the given AWS settings.
+    pub fn new(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Queue {
+        Queue {
+            client: aws_sdk_sqs::Client::new(sdk),
+            url: url.into(),
+        }
+    }
+
+    /// Builds the SDK settings from the worker's config and returns a handle on its queue.
+    pub async fn from_config(config: &Config) -> Queue {
+        let sdk = aws_sdk_config(&config.aws_region, config.aws_profile.as_deref()).await;
+        Queue::new(&sdk, config.queue_url.clone())
+    }
+
+    /// The same client pointed at another queue (the DLQ).
+    pub fn sibling(&self, url: impl Into<String>) -> Queue {
+        Queue {
+            client: self.client.clone(),
+            url: url.into(),
+        }
+    }
+
+    /// The raw SDK client, for commands that need more than the worker does.
+    pub fn client(&self) -> &aws_sdk_sqs::Client {
+        &self.client
+    }
+
+    /// Long-polls for up to `max` messages (1–10).
+    pub async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
+            .visibility_timeout(visibility.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| QueueError::new("ReceiveMessage", e))?;
+        Ok(out.messages().iter().map(Delivery::from_sdk).collect())
+    }
+
+    /// Deletes up to 10 messages by receipt handle; returns the entries SQS refused.
+    pub async fn delete_batch(&self, receipts: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
+        let entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*r)
+                    .build()
+                    .map_err(|e| QueueError::new("DeleteMessageBatch", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| QueueError::new("DeleteMessageBatch", e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| EntryFailure {
+                index: f.id().parse().unwrap_or(usize::MAX),
+                code: f.code().to_string(),
+                message: f.message().unwrap_or_default().to_string(),
+                sender_fault: f.sender_fault(),
+            })
+            .collect())
+    }
+
+    /// Sets the visibility of up to 10 messages; returns the entries SQS refused.
+    pub async fn change_visibility_batch(
+        &self,
+        entries: &[(&str, Duration)],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        let entries = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (r, d))| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*r)
+                    .visibility_timeout(
+                        d.as_secs().min(crate::config::MAX_VISIBILITY.as_secs()) as i32
+                    )
+                    .build()
+                    .map_err(|e| QueueError::new("ChangeMessageVisibilityBatch", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| QueueError::new("ChangeMessageVisibilityBatch", e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| EntryFailure {
+                index: f.id().parse().unwrap_or(usize::MAX),
+                code: f.code().to_string(),
+                message: f.message().unwrap_or_default().to_string(),
+                sender_fault: f.sender_fault(),
+            })
+            .collect())
+    }
+
+    /// Sets one message's visibility (the heartbeat's renewal).
+    pub async fn change_visibility(&self, receipt: &str, d: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(d.as_secs().min(crate::config::MAX_VISIBILITY.as_secs()) as i32)
+            .send()
+            .await
+            .map_err(|e| QueueError::new("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    /// Sends one message with string attributes. On a FIFO queue `group` is required and the
+    /// deduplication id makes a repeated send harmless.
+    pub async fn send(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+        group: Option<&str>,
+        dedup_id: Option<&str>,
+    ) -> Result<String, QueueError> {
+        let mut req = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
+        for (name, value) in attributes {
+            let v = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| QueueError::new("SendMessage", e))?;
+            req = req.message_attributes(*name, v);
+        }
+        if self.url.ends_with(".fifo") {
+            req = req
+                .message_group_id(group.unwrap_or("default"))
+                .message_deduplication_id(
+                    dedup_id
+                        .map(str::to_string)
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                );
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| QueueError::new("SendMessage", e))?;
+        Ok(out.message_id().unwrap_or_default().to_string())
+    }
+
+    /// The queue's attributes (all of them), as plain strings.
+    pub async fn attributes(&self) -> Result<HashMap<String, String>, QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| QueueError::new("GetQueueAttributes", e))?;
+        Ok(out
+            .attributes()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The URL of the dead-letter queue named by this queue's RedrivePolicy, if it has one.
+    pub async fn redrive_dlq_url(&self) -> Result<Option<String>, QueueError> {
+        let attrs = self.attributes().await?;
+        let Some(policy) = attrs.get("RedrivePolicy") else {
+            return Ok(None);
+        };
+        let arn = serde_json::from_str::<serde_json::Value>(policy)
+            .ok()
+            .and_then(|v| v.get("deadLetterTargetArn")?.as_str().map(str::to_string));
+        let Some(arn) = arn else {
+            return Ok(None);
+        };
+        // arn:aws:sqs:region:account:name
+        let parts: Vec<&str> = arn.split(':').collect();
+        let (Some(account), Some(name)) = (parts.get(4), parts.get(5)) else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .get_queue_url()
+            .queue_name(*name)
+            .queue_owner_aws_account_id(*account)
+            .send()
+            .await
+            .map_err(|e| QueueError::new("GetQueueUrl", e))?;
+        Ok(out.queue_url().map(str::to_string))
+    }
+}
+
+/// Seconds since the epoch in SQS's millisecond attribute format, as a time.
+pub(crate) fn epoch_millis(text: &str) -> Option<SystemTime> {
+    text.parse::<u64>()
+        .ok()
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+}

@@ -1,0 +1,64 @@
+//! [`Disposition`]: what should happen to a message, decided by the worker and carried out
+//! by the acker. A workflow never writes to SQS itself, which keeps delivery rules testable
+//! and SQS traffic batched.
+
+use std::time::Duration;
+
+/// How a delivery ended, for logs and (later) metrics. A bounded set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Both steps applied (or were already applied): deleted.
+    Success,
+    /// The envelope id was completed recently: deleted without calling anyone.
+    Duplicate,
+    /// Retries spent on a retryable failure: left for a later redelivery.
+    RetryLater,
+    /// Terminal: moved to the dead-letter queue.
+    DeadLettered,
+    /// Handed back unfinished on shutdown (or held back behind its FIFO group).
+    Released,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Duplicate => "duplicate",
+            Outcome::RetryLater => "retry_later",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Released => "released",
+        }
+    }
+}
+
+/// What the acker does with a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// Delete it: its effects are applied. `Outcome` is `Success` or `Duplicate`.
+    Delete(Outcome),
+    /// Keep it, invisible for this long, so the next delivery comes later.
+    RetryLater { after: Duration, error: String },
+    /// Send the body to the DLQ with the reason, then delete it.
+    DeadLetter { class: &'static str, error: String },
+    /// Make it visible again at once, for another consumer.
+    Release,
+}
+
+impl Disposition {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Disposition::Delete(o) => *o,
+            Disposition::RetryLater { .. } => Outcome::RetryLater,
+            Disposition::DeadLetter { .. } => Outcome::DeadLettered,
+            Disposition::Release => Outcome::Released,
+        }
+    }
+
+    /// Whether the message is out of the way, so the next one of its FIFO group may run.
+    pub fn lets_group_continue(&self) -> bool {
+        matches!(
+            self,
+            Disposition::Delete(_) | Disposition::DeadLetter { .. }
+        )
+    }
+}

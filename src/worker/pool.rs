@@ -1,0 +1,310 @@
+//! The pool: permits bound the work in flight, and every received message gets a task that
+//! carries its permit from dispatch until its disposition is handed to the acker.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::disposition::{Disposition, Outcome};
+use super::retry::{Backoff, redelivery_delay};
+use super::{KeyedLocks, RecentlyCompleted, WorkerStatus};
+use crate::client::CallError;
+use crate::event::{self, Event, MessageContext};
+use crate::handler::{self, Peers, Progress};
+use crate::sqs::acker::Settle;
+use crate::sqs::{Delivery, Queue};
+
+/// The pool's settings, taken from the config.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub concurrency: usize,
+    pub max_retries: u32,
+    pub backoff: Backoff,
+    pub redelivery_base: Duration,
+    pub redelivery_max: Duration,
+    pub visibility: Duration,
+    pub fifo: bool,
+    pub dedupe_capacity: usize,
+    pub dedupe_ttl: Duration,
+}
+
+/// Everything a task needs, shared by all tasks.
+struct Shared {
+    settings: PoolSettings,
+    queue: Queue,
+    peers: Peers,
+    acks: mpsc::Sender<Settle>,
+    locks: KeyedLocks,
+    recent: RecentlyCompleted,
+    status: Arc<WorkerStatus>,
+    /// Cancelled at SIGTERM: no new backoff sleeps; unfinished retries are released.
+    draining: CancellationToken,
+    /// Cancelled when the shutdown timeout is up: whatever is still running is released.
+    hard_stop: CancellationToken,
+}
+
+/// A bounded set of message tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: PoolSettings,
+        queue: Queue,
+        peers: Peers,
+        acks: mpsc::Sender<Settle>,
+        status: Arc<WorkerStatus>,
+        draining: CancellationToken,
+        hard_stop: CancellationToken,
+    ) -> Pool {
+        Pool {
+            permits: Arc::new(Semaphore::new(settings.concurrency)),
+            tracker: TaskTracker::new(),
+            shared: Arc::new(Shared {
+                recent: RecentlyCompleted::new(settings.dedupe_capacity, settings.dedupe_ttl),
+                settings,
+                queue,
+                peers,
+                acks,
+                locks: KeyedLocks::default(),
+                status,
+                draining,
+                hard_stop,
+            }),
+        }
+    }
+
+    /// Waits for one free slot, then takes up to `max` without waiting.
+    pub async fn reserve(&self, max: usize) -> Vec<OwnedSemaphorePermit> {
+        let Ok(first) = self.permits.clone().acquire_owned().await else {
+            return Vec::new();
+        };
+        let mut permits = vec![first];
+        while permits.len() < max {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        permits
+    }
+
+    /// Free slots right now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Starts a task per delivery. On FIFO queues, messages of one group are chained so each
+    /// starts only after the one before it is out of the way.
+    pub fn dispatch(&self, batch: Vec<Delivery>, permits: Vec<OwnedSemaphorePermit>) {
+        let mut chains: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
+        for (delivery, permit) in batch.into_iter().zip(permits) {
+            let (after, next) = match (&delivery.group_id, self.shared.settings.fifo) {
+                (Some(group), true) => {
+                    let (tx, rx) = oneshot::channel();
+                    (chains.insert(group.clone(), rx), Some(tx))
+                }
+                _ => (None, None),
+            };
+            let shared = self.shared.clone();
+            self.tracker.spawn(async move {
+                settle(shared, delivery, permit, after, next).await;
+            });
+        }
+    }
+
+    /// Stops accepting tasks and waits for the running ones.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.tracker.close();
+        if tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        self.shared.hard_stop.cancel();
+        self.tracker.wait().await;
+        false
+    }
+}
+
+/// One message, start to finish: decide its disposition, hand it to the acker, free the slot.
+async fn settle(
+    shared: Arc<Shared>,
+    delivery: Delivery,
+    permit: OwnedSemaphorePermit,
+    after: Option<oneshot::Receiver<bool>>,
+    next: Option<oneshot::Sender<bool>>,
+) {
+    shared.status.begin();
+    let span = tracing::info_span!(
+        "message",
+        message_id = %delivery.message_id,
+        receive_count = delivery.receive_count,
+        envelope_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+        reservation_id = tracing::field::Empty,
+    );
+    let work = async {
+        if let Some(prev) = after {
+            // A sender dropped without a word means the previous task was cut short.
+            if !prev.await.unwrap_or(false) {
+                return (Disposition::Release, None);
+            }
+        }
+        decide(&shared, &delivery).await
+    };
+    let (disposition, event_type) = tokio::select! {
+        d = with_heartbeat(&shared, &delivery, work.instrument(span.clone())) => d,
+        _ = shared.hard_stop.cancelled() => (Disposition::Release, None),
+    };
+    if let Some(tx) = next {
+        let _ = tx.send(disposition.lets_group_continue());
+    }
+    let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
+    let outcome = disposition.outcome();
+    match &disposition {
+        Disposition::DeadLetter { class, error } => {
+            tracing::warn!(parent: &span, outcome = outcome.as_str(), latency_ms, reason = class, error = %error, event_type, "message finished");
+        }
+        Disposition::RetryLater { after, error } => {
+            tracing::warn!(parent: &span, outcome = outcome.as_str(), latency_ms, retry_in_secs = after.as_secs(), error = %error, event_type, "message finished");
+        }
+        _ => {
+            tracing::info!(parent: &span, outcome = outcome.as_str(), latency_ms, event_type, "message finished")
+        }
+    }
+    // The acker outlives every task (it stops only when all senders are gone).
+    if shared
+        .acks
+        .send(Settle {
+            delivery,
+            disposition,
+        })
+        .await
+        .is_err()
+    {
+        tracing::error!("acker is gone; the message will reappear after its visibility timeout");
+    }
+    shared.status.end();
+    drop(permit);
+}
+
+/// Keeps the message invisible while `work` runs: renews its visibility at half the timeout.
+async fn with_heartbeat<F: Future>(shared: &Shared, delivery: &Delivery, work: F) -> F::Output {
+    let visibility = shared.settings.visibility;
+    let beat = async {
+        let period = visibility / 2;
+        let mut at = tokio::time::Instant::from_std(delivery.received_at) + period;
+        loop {
+            tokio::time::sleep_until(at).await;
+            match shared
+                .queue
+                .change_visibility(&delivery.receipt_handle, visibility)
+                .await
+            {
+                Ok(()) => tracing::debug!(message_id = %delivery.message_id, "visibility extended"),
+                Err(e) => {
+                    tracing::warn!(message_id = %delivery.message_id, error = %e, "visibility extension failed")
+                }
+            }
+            at += period;
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        never = beat => never,
+    }
+}
+
+/// Parse, serialize by key, skip duplicates, run the workflow with retries.
+async fn decide(shared: &Shared, delivery: &Delivery) -> (Disposition, Option<&'static str>) {
+    let ctx = MessageContext {
+        message_id: delivery.message_id.clone(),
+        attributes: delivery.attributes.clone(),
+    };
+    let event = match event::parse(&delivery.body, &ctx) {
+        Ok(e) => e,
+        Err(e) => {
+            return (
+                Disposition::DeadLetter {
+                    class: e.class(),
+                    error: e.to_string(),
+                },
+                None,
+            );
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("envelope_id", event.envelope_id.as_str());
+    span.record("event_type", event.event_type().as_str());
+    span.record("reservation_id", event.reservation_id());
+    let event_type = Some(event.event_type().as_str());
+
+    // FIFO groups are already serialized by their chain; on standard queues, the reservation.
+    let _guard = if shared.settings.fifo && delivery.group_id.is_some() {
+        None
+    } else {
+        Some(shared.locks.lock(event.reservation_id()).await)
+    };
+    if shared.recent.contains(&event.envelope_id) {
+        return (Disposition::Delete(Outcome::Duplicate), event_type);
+    }
+    let d = run_workflow(shared, &event, delivery).await;
+    if matches!(d, Disposition::Delete(Outcome::Success)) {
+        shared.recent.insert(&event.envelope_id);
+    }
+    (d, event_type)
+}
+
+/// Up to `max_retries` attempts with backoff; steps done in one attempt are not repeated.
+async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Disposition {
+    let s = &shared.settings;
+    let mut progress = Progress::default();
+    let mut last_error = String::new();
+    for attempt in 1..=s.max_retries {
+        match handler::attempt(event, &mut progress, &shared.peers)
+            .instrument(tracing::debug_span!("attempt", attempt))
+            .await
+        {
+            Ok(()) => return Disposition::Delete(Outcome::Success),
+            Err(e) => match e.error {
+                CallError::Terminal { class, ref reason } => {
+                    return Disposition::DeadLetter {
+                        class,
+                        error: format!("{}: {reason}", e.step),
+                    };
+                }
+                CallError::Retryable(ref reason) => {
+                    last_error = format!("{}: {reason}", e.step);
+                    tracing::warn!(attempt, step = e.step.name(), error = %reason, "step failed, retryable");
+                }
+            },
+        }
+        if attempt == s.max_retries {
+            break;
+        }
+        if shared.draining.is_cancelled() {
+            return Disposition::Release;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(s.backoff.delay(attempt)) => {}
+            _ = shared.draining.cancelled() => return Disposition::Release,
+        }
+    }
+    Disposition::RetryLater {
+        after: redelivery_delay(s.redelivery_base, s.redelivery_max, delivery.receive_count),
+        error: last_error,
+    }
+}

@@ -1,0 +1,97 @@
+//! Memory of recently completed envelope ids, so a redelivered duplicate is deleted without
+//! calling downstream again. Bounded in both size and age.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Completed ids in completion order. Entries are only ever appended, so the oldest is at the
+/// front and eviction by count or age is a pop from the front.
+#[derive(Debug)]
+pub struct RecentlyCompleted {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    ttl: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    at: HashMap<String, Instant>,
+    order: VecDeque<(String, Instant)>,
+}
+
+impl RecentlyCompleted {
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        RecentlyCompleted {
+            inner: Mutex::new(Inner::default()),
+            capacity,
+            ttl,
+        }
+    }
+
+    /// Whether `id` completed within the TTL.
+    pub fn contains(&self, id: &str) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.at.get(id).is_some_and(|t| t.elapsed() < self.ttl)
+    }
+
+    /// Records `id` as completed now.
+    pub fn insert(&self, id: &str) {
+        if self.capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.at.insert(id.to_string(), now);
+        inner.order.push_back((id.to_string(), now));
+        while let Some((old, t)) = inner.order.front().cloned() {
+            if inner.order.len() <= self.capacity && t.elapsed() < self.ttl {
+                break;
+            }
+            inner.order.pop_front();
+            // Only forget the id if this entry is its latest completion.
+            if inner.at.get(&old) == Some(&t) {
+                inner.at.remove(&old);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .at
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_until_capacity_then_forgets_the_oldest() {
+        let r = RecentlyCompleted::new(2, Duration::from_secs(60));
+        r.insert("a");
+        r.insert("b");
+        assert!(r.contains("a") && r.contains("b"));
+        r.insert("c");
+        assert!(!r.contains("a"));
+        assert!(r.contains("b") && r.contains("c"));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn forgets_after_the_ttl() {
+        let r = RecentlyCompleted::new(10, Duration::from_millis(1));
+        r.insert("a");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!r.contains("a"));
+        r.insert("b");
+        assert_eq!(r.len(), 1, "expired entries are dropped on insert");
+    }
+}

@@ -1,0 +1,151 @@
+//! Shared test servers: a real moto SQS server, the two peers (the crate's simulators, which
+//! record calls and take scripted faults), and the real worker binary as a child process.
+
+#![allow(dead_code)]
+
+pub mod moto;
+pub mod peers;
+pub mod worker;
+
+use std::time::Duration;
+
+pub use moto::{Moto, TestQueue};
+pub use peers::TestPeers;
+pub use worker::WorkerProcess;
+
+/// Long enough for anything that should happen; tests wait for conditions, never sleep-and-hope.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds or `PATIENCE` runs out (then panics with `what`).
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Everything one scenario needs: moto with a source queue and a DLQ (redrive policy set), and
+/// both peers. Dropping it stops them.
+pub struct Harness {
+    pub moto: Moto,
+    pub queue: TestQueue,
+    pub dlq: TestQueue,
+    pub peers: TestPeers,
+}
+
+impl Harness {
+    /// A standard queue whose RedrivePolicy names the DLQ (maxReceiveCount 5).
+    pub async fn start() -> Harness {
+        Self::with_queue(false).await
+    }
+
+    /// A FIFO queue (content-based deduplication) with a FIFO DLQ.
+    pub async fn start_fifo() -> Harness {
+        Self::with_queue(true).await
+    }
+
+    async fn with_queue(fifo: bool) -> Harness {
+        let moto = Moto::start().await;
+        let suffix = if fifo { ".fifo" } else { "" };
+        let dlq = moto
+            .create_queue(&format!("events-dlq{suffix}"), None)
+            .await;
+        let queue = moto
+            .create_queue(&format!("events{suffix}"), Some((&dlq, 5)))
+            .await;
+        let peers = TestPeers::start().await;
+        Harness {
+            moto,
+            queue,
+            dlq,
+            peers,
+        }
+    }
+
+    /// The environment that points a worker at these servers, fast settings for tests.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.aws_env();
+        for (k, v) in [
+            ("SQS_QUEUE_URL", self.queue.url.as_str()),
+            ("SQS_WAIT_TIME", "1"),
+            ("INVENTORY_GRPC_ADDR", self.peers.inventory_addr.as_str()),
+            ("RESERVATION_API_BASE", self.peers.reservation_base.as_str()),
+            ("BACKOFF_BASE_MS", "20"),
+            ("BACKOFF_MAX_MS", "200"),
+            ("SERVER_PORT", "0"),
+            ("GRPC_DEBUG_PORT", "0"),
+            ("LOG_LEVEL", "info,reservation_worker=debug"),
+        ] {
+            env.push((k.to_string(), v.to_string()));
+        }
+        env
+    }
+
+    /// Starts the worker with `env()` plus `extra` (later entries win) and waits for `/ready`.
+    pub async fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+        let mut env = self.env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let w = WorkerProcess::spawn(&env);
+        w.wait_ready().await;
+        w
+    }
+
+    /// Waits until the source queue holds nothing, visible or in flight.
+    pub async fn wait_queue_empty(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (visible, in_flight) = self.queue.depth().await;
+            if visible + in_flight == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("queue not empty: {visible} visible, {in_flight} in flight");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Message bodies in the documented envelope form.
+pub mod bodies {
+    use serde_json::{Value, json};
+
+    pub fn documented(id: &str, event_type: &str, detail: Value) -> String {
+        json!({"id": id, "type": event_type, "source": "tests", "detail": detail, "time": "2026-11-21T00:00:00Z", "trace_id": "trace-from-body"}).to_string()
+    }
+
+    pub fn eventbridge(id: &str, event_type: &str, detail: Value) -> String {
+        json!({"version": "0", "id": id, "detail-type": event_type, "source": "tests", "account": "123456789012", "time": "2026-11-21T00:00:00Z", "region": "ap-northeast-2", "resources": [], "detail": detail}).to_string()
+    }
+
+    pub fn sns(inner: &str) -> String {
+        json!({"Type": "Notification", "MessageId": "sns-msg-1", "TopicArn": "arn:aws:sns:ap-northeast-2:123456789012:t", "Message": inner, "Timestamp": "2026-11-21T00:00:00Z"}).to_string()
+    }
+
+    pub fn expired(id: &str, rid: &str) -> String {
+        documented(
+            id,
+            "reservation.expired",
+            json!({"reservation_id": rid, "event_id": "evt-1", "qty": 2, "seat_ids": ["A-1", "A-2"]}),
+        )
+    }
+
+    pub fn approved(id: &str, rid: &str) -> String {
+        documented(id, "payment.approved", approved_detail(rid))
+    }
+
+    pub fn approved_detail(rid: &str) -> Value {
+        json!({"reservation_id": rid, "payment_intent_id": "pi-1", "amount": 50000, "currency": "KRW", "event_id": "evt-1", "user_id": "user-1", "seat_ids": ["A-1", "A-2"], "qty": 2})
+    }
+
+    pub fn failed(id: &str, rid: &str) -> String {
+        documented(
+            id,
+            "payment.failed",
+            json!({"reservation_id": rid, "payment_intent_id": "pi-2", "amount": 50000, "event_id": "evt-1", "user_id": "user-1", "seat_ids": ["A-1", "A-2"], "qty": 2, "error_code": "card_declined", "error_message": "declined"}),
+        )
+    }
+}

@@ -1,0 +1,165 @@
+//! The real worker binary as a child process: started with an environment, its JSON log lines
+//! collected, stopped with real signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A running `reservation-worker`.
+pub struct WorkerProcess {
+    child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reservation-worker");
+
+impl WorkerProcess {
+    /// Starts the worker with exactly `env` (plus PATH): nothing leaks in from the test's own
+    /// environment, so a developer's AWS settings can never point a test at real AWS.
+    pub fn spawn(env: &[(String, String)]) -> WorkerProcess {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn reservation-worker");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if std::env::var_os("WORKER_LOGS").is_some() {
+                        eprintln!("worker: {line}");
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    stderr.lock().expect("stderr").push(line);
+                }
+            });
+        }
+        WorkerProcess {
+            child,
+            logs,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// JSON log lines parsed; non-JSON lines are skipped.
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Log lines whose `message` equals `msg`.
+    pub fn logs_with_message(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.json_logs()
+            .into_iter()
+            .filter(|v| v.get("message").and_then(|m| m.as_str()) == Some(msg))
+            .collect()
+    }
+
+    /// The port the worker's HTTP server bound (it logs it at start).
+    pub async fn http_port(&self) -> u16 {
+        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        loop {
+            if let Some(p) = self
+                .logs_with_message("http server listening")
+                .first()
+                .and_then(|v| v.get("port")?.as_u64())
+            {
+                return p as u16;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "worker never logged its HTTP port; stderr: {:?}",
+                    self.stderr.lock().expect("stderr")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// GET a path on the worker's HTTP port; returns (status, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let port = self.http_port().await;
+        let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.unwrap_or_default()))
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        loop {
+            if let Some((200, _)) = self.get("/ready").await {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "worker not ready; logs: {:?}; stderr: {:?}",
+                    self.logs.lock().expect("logs"),
+                    self.stderr.lock().expect("stderr")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a signal by name (TERM, INT, KILL).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, up to `limit`; panics if it does not.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("worker did not exit within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
