@@ -174,17 +174,15 @@ async fn settle(
     }
     let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
     let outcome = disposition.outcome();
-    match &disposition {
+    span.in_scope(|| match &disposition {
         Disposition::DeadLetter { class, error } => {
-            tracing::warn!(parent: &span, outcome = outcome.as_str(), latency_ms, reason = class, error = %error, event_type, "message finished");
+            tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class, error = %error, event_type, "message finished");
         }
         Disposition::RetryLater { after, error } => {
-            tracing::warn!(parent: &span, outcome = outcome.as_str(), latency_ms, retry_in_secs = after.as_secs(), error = %error, event_type, "message finished");
+            tracing::warn!(outcome = outcome.as_str(), latency_ms, retry_in_secs = after.as_secs(), error = %error, event_type, "message finished");
         }
-        _ => {
-            tracing::info!(parent: &span, outcome = outcome.as_str(), latency_ms, event_type, "message finished")
-        }
-    }
+        _ => tracing::info!(outcome = outcome.as_str(), latency_ms, event_type, "message finished"),
+    });
     // The acker outlives every task (it stops only when all senders are gone).
     if shared
         .acks

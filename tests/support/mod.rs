@@ -95,17 +95,7 @@ impl Harness {
 
     /// Waits until the source queue holds nothing, visible or in flight.
     pub async fn wait_queue_empty(&self) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let (visible, in_flight) = self.queue.depth().await;
-            if visible + in_flight == 0 {
-                return;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("queue not empty: {visible} visible, {in_flight} in flight");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.queue.wait_empty().await;
     }
 }
 

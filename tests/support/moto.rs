@@ -217,6 +217,24 @@ impl TestQueue {
             .to_string()
     }
 
+    /// Waits until the queue holds nothing, visible or in flight.
+    pub async fn wait_empty(&self) {
+        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        loop {
+            let (visible, in_flight) = self.depth().await;
+            if visible + in_flight == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{} not empty: {visible} visible, {in_flight} in flight",
+                    self.url
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// (visible, in flight) from GetQueueAttributes.
     pub async fn depth(&self) -> (u64, u64) {
         let out = self

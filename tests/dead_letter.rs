@@ -1,0 +1,301 @@
+//! Terminal messages go to the dead-letter queue with their reason and leave the source queue;
+//! nothing is called for a message that does not parse; with no DLQ, nothing is deleted.
+
+mod support;
+
+use std::collections::HashMap;
+
+use reservation_worker::proto::reservation::v1::CommitStatus;
+use reservation_worker::sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
+use serde_json::json;
+use support::{Harness, bodies, moto::Received};
+
+/// Receives `n` dead letters and indexes them by the original message id.
+async fn dead_letters(h: &Harness, n: usize) -> HashMap<String, Received> {
+    h.dlq
+        .receive_n(n)
+        .await
+        .into_iter()
+        .map(|m| {
+            (
+                m.attributes
+                    .get("OriginalMessageId")
+                    .cloned()
+                    .unwrap_or_default(),
+                m,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn invalid_messages_are_dead_lettered_with_the_reason_and_nothing_is_called() {
+    let h = Harness::start().await;
+    let _w = h.worker(&[]).await;
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "malformed",
+            "{not json".into(),
+            "malformed_json",
+            "malformed JSON",
+        ),
+        (
+            "unknown type",
+            bodies::documented("e1", "order.created", json!({"reservation_id": "r"})),
+            "unknown_type",
+            "order.created",
+        ),
+        (
+            "expired without reservation_id",
+            bodies::documented(
+                "e2",
+                "reservation.expired",
+                json!({"event_id": "evt", "qty": 1}),
+            ),
+            "invalid_field",
+            "detail.reservation_id",
+        ),
+        (
+            "expired without event_id",
+            bodies::documented(
+                "e3",
+                "reservation.expired",
+                json!({"reservation_id": "r", "qty": 1}),
+            ),
+            "invalid_field",
+            "detail.event_id",
+        ),
+        (
+            "expired without seats or qty",
+            bodies::documented(
+                "e4",
+                "reservation.expired",
+                json!({"reservation_id": "r", "event_id": "evt"}),
+            ),
+            "invalid_field",
+            "detail.seat_ids",
+        ),
+        (
+            "approved without payment_intent_id",
+            bodies::documented(
+                "e5",
+                "payment.approved",
+                json!({"reservation_id": "r", "amount": 1}),
+            ),
+            "invalid_field",
+            "detail.payment_intent_id",
+        ),
+        (
+            "approved without amount",
+            bodies::documented(
+                "e6",
+                "payment.approved",
+                json!({"reservation_id": "r", "payment_intent_id": "pi"}),
+            ),
+            "invalid_field",
+            "detail.amount",
+        ),
+        (
+            "failed without reservation_id",
+            bodies::documented(
+                "e7",
+                "payment.failed",
+                json!({"payment_intent_id": "pi", "amount": 1}),
+            ),
+            "invalid_field",
+            "detail.reservation_id",
+        ),
+        (
+            "negative qty",
+            bodies::documented(
+                "e8",
+                "reservation.expired",
+                json!({"reservation_id": "r", "event_id": "evt", "qty": -1}),
+            ),
+            "invalid_field",
+            "detail.qty",
+        ),
+        (
+            "no detail",
+            json!({"id": "e9", "type": "payment.failed"}).to_string(),
+            "invalid_field",
+            "detail",
+        ),
+        (
+            "SNS around garbage",
+            bodies::sns("garbage"),
+            "malformed_json",
+            "Message",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (_, body, _, _) in &cases {
+        ids.push(h.queue.send(body).await);
+    }
+    let dlq = dead_letters(&h, cases.len()).await;
+    h.wait_queue_empty().await;
+    for ((name, body, class, needle), id) in cases.iter().zip(&ids) {
+        let m = dlq
+            .get(id)
+            .unwrap_or_else(|| panic!("{name}: not in the DLQ"));
+        assert_eq!(&m.body, body, "{name}: the original body is kept");
+        assert_eq!(
+            m.attributes.get("ReasonClass").map(String::as_str),
+            Some(*class),
+            "{name}"
+        );
+        let error = m
+            .attributes
+            .get("ErrorMessage")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            error.contains(needle),
+            "{name}: error {error:?} should name {needle:?}"
+        );
+        assert_eq!(
+            m.attributes.get("ReceiveCount").map(String::as_str),
+            Some("1"),
+            "{name}"
+        );
+        assert_eq!(
+            m.attributes.get("SourceQueue"),
+            Some(&h.queue.url),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        h.peers.total_calls(),
+        0,
+        "no downstream call for an invalid message"
+    );
+}
+
+#[tokio::test]
+async fn terminal_downstream_errors_are_dead_lettered() {
+    let h = Harness::start().await;
+    // Unknown to the reservation API: PATCH answers 404 (terminal) after ReleaseHold succeeded.
+    h.peers.hold("r-commit");
+    h.peers.hold("r-grpc");
+    h.peers.hold("r-409");
+    let _w = h.worker(&[]).await;
+    let id_404 = h.queue.send(&bodies::expired("env-404", "r-unknown")).await;
+    let dl = dead_letters(&h, 1).await;
+    assert!(
+        dl[&id_404].attributes["ErrorMessage"].contains("HTTP 404"),
+        "{:?}",
+        dl[&id_404].attributes
+    );
+    assert_eq!(dl[&id_404].attributes["ReasonClass"], "downstream_rejected");
+
+    h.peers.inventory.push_fault(
+        InventoryMethod::CommitReservation,
+        GrpcFault::CommitStatus(CommitStatus::FailedExpired),
+    );
+    let id_commit = h
+        .queue
+        .send(&bodies::approved("env-commit", "r-commit"))
+        .await;
+    let dl = dead_letters(&h, 1).await;
+    assert!(dl[&id_commit].attributes["ErrorMessage"].contains("COMMIT_STATUS_FAILED_EXPIRED"));
+
+    h.peers.inventory.push_fault(
+        InventoryMethod::ReleaseHold,
+        GrpcFault::Status(tonic::Code::InvalidArgument),
+    );
+    let id_grpc = h.queue.send(&bodies::expired("env-grpc", "r-grpc")).await;
+    let dl = dead_letters(&h, 1).await;
+    assert!(dl[&id_grpc].attributes["ErrorMessage"].contains("InvalidArgument"));
+    assert!(
+        h.peers.reservations.calls_for("r-grpc").is_empty(),
+        "step 2 never runs after a terminal step 1"
+    );
+
+    h.peers
+        .reservations
+        .push_fault(HttpRoute::Patch, HttpFault::Status(409));
+    let id_409 = h.queue.send(&bodies::failed("env-409", "r-409")).await;
+    let dl = dead_letters(&h, 1).await;
+    assert!(dl[&id_409].attributes["ErrorMessage"].contains("HTTP 409"));
+    assert!(h.peers.inventory.calls_for("r-409").is_empty());
+    h.wait_queue_empty().await;
+    // Each terminal error was tried once: no retry of a terminal failure.
+    assert_eq!(h.peers.reservations.calls_for("r-unknown").len(), 1);
+    assert_eq!(h.peers.inventory.calls_for("r-commit").len(), 1);
+}
+
+#[tokio::test]
+async fn a_lookup_that_cannot_fill_the_fields_is_terminal() {
+    let h = Harness::start().await;
+    let mut r = reservation_worker::sim::Reservation::demo("r-empty");
+    r.event_id = String::new();
+    r.seat_ids.clear();
+    r.quantity = 0;
+    h.peers.reservations.seed(r);
+    let _w = h.worker(&[]).await;
+    let body = bodies::documented(
+        "env-x",
+        "payment.failed",
+        json!({"reservation_id": "r-empty", "payment_intent_id": "pi", "amount": 1}),
+    );
+    let id = h.queue.send(&body).await;
+    let dl = dead_letters(&h, 1).await;
+    assert_eq!(
+        dl[&id].attributes["ReasonClass"],
+        "missing_inventory_fields"
+    );
+    let error = &dl[&id].attributes["ErrorMessage"];
+    assert!(
+        error.contains("event_id") && error.contains("seat_ids or qty"),
+        "{error}"
+    );
+    assert!(h.peers.inventory.calls().is_empty());
+}
+
+#[tokio::test]
+async fn sqs_dlq_url_is_used_when_the_queue_has_no_redrive_policy() {
+    let h = Harness::start().await;
+    let plain = h.moto.create_queue("no-redrive", None).await;
+    let _w = h
+        .worker(&[
+            ("SQS_QUEUE_URL", plain.url.as_str()),
+            ("SQS_DLQ_URL", h.dlq.url.as_str()),
+        ])
+        .await;
+    let id = plain.send("[1,2,3]").await;
+    let dl = dead_letters(&h, 1).await;
+    assert_eq!(dl[&id].attributes["ReasonClass"], "malformed_json");
+    assert_eq!(dl[&id].attributes["SourceQueue"], plain.url);
+    plain.wait_empty().await;
+}
+
+#[tokio::test]
+async fn without_any_dlq_a_terminal_message_is_kept_not_deleted() {
+    let h = Harness::start().await;
+    let plain = h.moto.create_queue("no-dlq", None).await;
+    let w = h.worker(&[("SQS_QUEUE_URL", plain.url.as_str())]).await;
+    assert!(!w.logs_with_message("queue reached, but there is no dead-letter queue (set SQS_DLQ_URL or a RedrivePolicy): terminal messages will be kept invisible for 12 h instead of dead-lettered").is_empty(), "start-up warns about the missing DLQ");
+    plain.send("not json").await;
+    support::eventually("the terminal message is decided", || {
+        !w.logs_with_message(
+            "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted",
+        )
+        .is_empty()
+    })
+    .await;
+    // Still in the queue, hidden: never deleted.
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    loop {
+        let (visible, in_flight) = plain.depth().await;
+        assert_eq!(visible, 0);
+        if in_flight == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "message disappeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.dlq.depth().await, (0, 0));
+}

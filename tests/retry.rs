@@ -1,0 +1,138 @@
+//! Retryable failures are retried within a delivery without repeating a step that already
+//! succeeded; when retries are spent the message is kept and comes back later.
+
+mod support;
+
+use reservation_worker::sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
+use support::{Harness, bodies};
+use tonic::Code;
+
+#[tokio::test]
+async fn a_retryable_first_step_recovers() {
+    let h = Harness::start().await;
+    h.peers.hold("r1");
+    h.peers.inventory.push_fault(
+        InventoryMethod::ReleaseHold,
+        GrpcFault::Status(Code::Unavailable),
+    );
+    h.peers.inventory.push_fault(
+        InventoryMethod::ReleaseHold,
+        GrpcFault::Status(Code::DeadlineExceeded),
+    );
+    let _w = h.worker(&[]).await;
+    h.queue.send(&bodies::expired("env-1", "r1")).await;
+    h.wait_queue_empty().await;
+    support::eventually("status set", || {
+        h.peers
+            .reservations
+            .get("r1")
+            .is_some_and(|r| r.status == "EXPIRED")
+    })
+    .await;
+    let inv = h.peers.inventory.calls_for("r1");
+    assert_eq!(inv.len(), 3, "two failures then success");
+    assert!(inv.iter().all(|c| c.idempotency_key == "env-1"));
+    assert_eq!(h.peers.reservations.calls_for("r1").len(), 1);
+    assert_eq!(h.dlq.depth().await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_retryable_second_step_does_not_repeat_the_first() {
+    let h = Harness::start().await;
+    h.peers.hold("r-exp");
+    h.peers.hold("r-ok");
+    for status in [503, 500, 429] {
+        h.peers
+            .reservations
+            .push_fault(HttpRoute::Patch, HttpFault::Status(status));
+    }
+    let _w = h.worker(&[]).await;
+    h.queue.send(&bodies::expired("env-exp", "r-exp")).await;
+    h.wait_queue_empty().await;
+    support::eventually("expired", || {
+        h.peers
+            .reservations
+            .get("r-exp")
+            .is_some_and(|r| r.status == "EXPIRED")
+    })
+    .await;
+    assert_eq!(
+        h.peers.inventory.calls_for("r-exp").len(),
+        1,
+        "ReleaseHold is not repeated"
+    );
+    assert_eq!(h.peers.reservations.calls_for("r-exp").len(), 4);
+
+    h.peers.inventory.push_fault(
+        InventoryMethod::CommitReservation,
+        GrpcFault::Status(Code::ResourceExhausted),
+    );
+    h.peers.inventory.push_fault(
+        InventoryMethod::CommitReservation,
+        GrpcFault::Status(Code::Internal),
+    );
+    h.queue.send(&bodies::approved("env-ok", "r-ok")).await;
+    h.wait_queue_empty().await;
+    support::eventually("committed", || {
+        h.peers.inventory.calls_for("r-ok").len() == 3
+    })
+    .await;
+    assert_eq!(
+        h.peers.reservations.calls_for("r-ok").len(),
+        1,
+        "PATCH CONFIRMED is not repeated"
+    );
+}
+
+#[tokio::test]
+async fn spent_retries_leave_the_message_for_a_later_delivery() {
+    let h = Harness::start().await;
+    h.peers.hold("r1");
+    // Three failures; two attempts per delivery: the first delivery gives up, the second wins.
+    for _ in 0..3 {
+        h.peers.inventory.push_fault(
+            InventoryMethod::ReleaseHold,
+            GrpcFault::Status(Code::Unavailable),
+        );
+    }
+    let w = h
+        .worker(&[
+            ("MAX_RETRIES", "2"),
+            ("REDELIVERY_BACKOFF_BASE_SECS", "1"),
+            ("REDELIVERY_BACKOFF_MAX_SECS", "2"),
+        ])
+        .await;
+    h.queue.send(&bodies::expired("env-1", "r1")).await;
+    support::eventually("first delivery gave up", || {
+        w.json_logs()
+            .iter()
+            .any(|l| l["outcome"] == "retry_later" && l["retry_in_secs"] == 1)
+    })
+    .await;
+    // Not deleted: hidden for the backoff, then delivered again and completed.
+    h.wait_queue_empty().await;
+    support::eventually("completed on redelivery", || {
+        h.peers
+            .reservations
+            .get("r1")
+            .is_some_and(|r| r.status == "EXPIRED")
+    })
+    .await;
+    let finished: Vec<_> = w.logs_with_message("message finished");
+    let counts: Vec<(String, u64)> = finished
+        .iter()
+        .map(|l| {
+            let count = l["spans"]
+                .as_array()
+                .and_then(|s| s.iter().find_map(|sp| sp["receive_count"].as_u64()))
+                .unwrap_or(0);
+            (l["outcome"].as_str().unwrap_or("").to_string(), count)
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [("retry_later".to_string(), 1), ("success".to_string(), 2)]
+    );
+    assert_eq!(h.peers.inventory.calls_for("r1").len(), 4);
+    assert_eq!(h.dlq.depth().await, (0, 0));
+}
