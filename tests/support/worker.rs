@@ -79,10 +79,19 @@ impl WorkerProcess {
 
     /// The port the worker's HTTP server bound (it logs it at start).
     pub async fn http_port(&self) -> u16 {
+        self.logged_port("http server listening").await
+    }
+
+    /// The port of the gRPC debug server.
+    pub async fn grpc_port(&self) -> u16 {
+        self.logged_port("grpc debug server listening").await
+    }
+
+    async fn logged_port(&self, message: &str) -> u16 {
         let deadline = tokio::time::Instant::now() + super::PATIENCE;
         loop {
             if let Some(p) = self
-                .logs_with_message("http server listening")
+                .logs_with_message(message)
                 .first()
                 .and_then(|v| v.get("port")?.as_u64())
             {
