@@ -154,47 +154,62 @@ impl Acker {
         }
     }
 
-    async fn flush_deletes(&self, mut pending: Vec<String>) {
-        for attempt in 0..WRITE_ATTEMPTS {
-            let refs: Vec<&str> = pending.iter().map(String::as_str).collect();
-            match self.queue.delete_batch(&refs).await {
-                Ok(failed) => {
-                    pending = retry_entries(&pending, &failed, "DeleteMessageBatch");
-                    if pending.is_empty() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, attempt, "delete batch failed"),
-            }
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+    async fn flush_deletes(&self, pending: Vec<String>) {
+        let left = write_with_retries(pending, "DeleteMessageBatch", |batch| async move {
+            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            self.queue.delete_batch(&refs).await
+        })
+        .await;
+        if left > 0 {
+            // Not lost: each reappears after its visibility and is dropped as a duplicate.
+            tracing::error!(
+                count = left,
+                "deletes abandoned after retries; the messages will be redelivered and recognised as duplicates"
+            );
         }
-        // Not lost: the message reappears after its visibility and is dropped as a duplicate.
-        tracing::error!(
-            count = pending.len(),
-            "deletes abandoned after retries; the messages will be redelivered and recognised as duplicates"
-        );
     }
 
-    async fn flush_visibility(&self, mut pending: Vec<(String, Duration)>) {
-        for attempt in 0..WRITE_ATTEMPTS {
-            let refs: Vec<(&str, Duration)> =
-                pending.iter().map(|(r, d)| (r.as_str(), *d)).collect();
-            match self.queue.change_visibility_batch(&refs).await {
-                Ok(failed) => {
-                    pending = retry_entries(&pending, &failed, "ChangeMessageVisibilityBatch");
-                    if pending.is_empty() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, attempt, "visibility batch failed"),
-            }
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+    async fn flush_visibility(&self, pending: Vec<(String, Duration)>) {
+        let left = write_with_retries(
+            pending,
+            "ChangeMessageVisibilityBatch",
+            |batch| async move {
+                let refs: Vec<(&str, Duration)> =
+                    batch.iter().map(|(r, d)| (r.as_str(), *d)).collect();
+                self.queue.change_visibility_batch(&refs).await
+            },
+        )
+        .await;
+        if left > 0 {
+            tracing::error!(
+                count = left,
+                "visibility changes abandoned after retries; the messages reappear when their current visibility ends"
+            );
         }
-        tracing::error!(
-            count = pending.len(),
-            "visibility changes abandoned after retries; the messages reappear when their current visibility ends"
-        );
     }
+}
+
+/// Sends a batch, then resends whatever failed for reasons other than the request itself, up
+/// to [`WRITE_ATTEMPTS`] times. Returns how many entries were never written.
+async fn write_with_retries<T, F, Fut>(mut pending: Vec<T>, op: &'static str, send: F) -> usize
+where
+    T: Clone,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<EntryFailure>, QueueError>>,
+{
+    for attempt in 0..WRITE_ATTEMPTS {
+        match send(pending.clone()).await {
+            Ok(failed) => {
+                pending = retry_entries(&pending, &failed, op);
+                if pending.is_empty() {
+                    return 0;
+                }
+            }
+            Err(e) => tracing::warn!(operation = op, error = %e, attempt, "batch call failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+    }
+    pending.len()
 }
 
 /// Logs refused entries and returns those worth sending again (not the sender's fault).

@@ -134,16 +134,7 @@ impl Queue {
             .send()
             .await
             .map_err(|e| QueueError::new("DeleteMessageBatch", e))?;
-        Ok(out
-            .failed()
-            .iter()
-            .map(|f| EntryFailure {
-                index: f.id().parse().unwrap_or(usize::MAX),
-                code: f.code().to_string(),
-                message: f.message().unwrap_or_default().to_string(),
-                sender_fault: f.sender_fault(),
-            })
-            .collect())
+        Ok(entry_failures(out.failed()))
     }
 
     /// Sets the visibility of up to 10 messages; returns the entries SQS refused.
@@ -173,16 +164,7 @@ impl Queue {
             .send()
             .await
             .map_err(|e| QueueError::new("ChangeMessageVisibilityBatch", e))?;
-        Ok(out
-            .failed()
-            .iter()
-            .map(|f| EntryFailure {
-                index: f.id().parse().unwrap_or(usize::MAX),
-                code: f.code().to_string(),
-                message: f.message().unwrap_or_default().to_string(),
-                sender_fault: f.sender_fault(),
-            })
-            .collect())
+        Ok(entry_failures(out.failed()))
     }
 
     /// Sets one message's visibility (the heartbeat's renewal).
@@ -283,6 +265,19 @@ impl Queue {
             .map_err(|e| QueueError::new("GetQueueUrl", e))?;
         Ok(out.queue_url().map(str::to_string))
     }
+}
+
+/// The refused entries of a batch call, by their position in the request (ids are indexes).
+fn entry_failures(failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<EntryFailure> {
+    failed
+        .iter()
+        .map(|f| EntryFailure {
+            index: f.id().parse().unwrap_or(usize::MAX),
+            code: f.code().to_string(),
+            message: f.message().unwrap_or_default().to_string(),
+            sender_fault: f.sender_fault(),
+        })
+        .collect()
 }
 
 /// Seconds since the epoch in SQS's millisecond attribute format, as a time.
