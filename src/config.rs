@@ -128,7 +128,7 @@ pub struct Config {
     pub log_level: String,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
     pub log_format: LogFormat,
-    /// Port of health, readiness and metrics (`SERVER_PORT`; 0 picks a free port).
+    /// Port of health and readiness (`SERVER_PORT`; 0 picks a free port).
     pub server_port: u16,
     /// Port of gRPC health, reflection and the debug service (`GRPC_DEBUG_PORT`).
     pub grpc_debug_port: u16,

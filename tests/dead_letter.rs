@@ -250,6 +250,22 @@ async fn a_lookup_that_cannot_fill_the_fields_is_terminal() {
         "{error}"
     );
     assert!(h.peers.inventory.calls().is_empty());
+    let http: Vec<String> = h
+        .peers
+        .reservations
+        .calls()
+        .iter()
+        .map(|c| c.method.clone())
+        .collect();
+    assert_eq!(
+        http,
+        ["GET"],
+        "nothing was changed: the reservation is not CANCELLED"
+    );
+    assert_eq!(
+        h.peers.reservations.get("r-empty").map(|r| r.status),
+        Some("HELD".into())
+    );
 }
 
 #[tokio::test]

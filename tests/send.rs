@@ -72,7 +72,13 @@ async fn send_from_flags_file_and_count() {
         assert!(bodies.contains(&line.to_string()), "{bodies:?}");
     }
 
-    let out = send(&moto, &q.url, &["--count", "25"]);
+    // --queue-url stands in for SQS_QUEUE_URL.
+    let out = Command::new(BIN)
+        .args(["send", "--count", "25", "--queue-url", q.url.as_str()])
+        .env_clear()
+        .envs(moto.aws_env())
+        .output()
+        .expect("run send");
     assert!(
         out.status.success(),
         "{}",

@@ -147,9 +147,10 @@ async fn payment_without_inventory_fields_looks_the_reservation_up_first() {
     eventually("three calls", || h.peers.total_calls() == 3).await;
     h.wait_queue_empty().await;
 
+    // The lookup comes first, so an event that cannot be completed changes nothing.
     assert_eq!(
         call_order(&h, "r-look"),
-        ["http:PATCH", "http:GET", "grpc:CommitReservation"]
+        ["http:GET", "http:PATCH", "grpc:CommitReservation"]
     );
     let inv = &h.peers.inventory.calls()[0];
     // Filled from GET /internal/reservations/r-look (seeded by `hold`).

@@ -79,10 +79,12 @@ fn log_level() -> String {
     std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())
 }
 
+/// `LOG_FORMAT` for the commands that are not the worker: as the worker reads it, but a bad
+/// value falls back to JSON rather than stopping a simulator.
 fn log_format() -> LogFormat {
     match std::env::var("LOG_FORMAT").as_deref() {
-        Ok("json") => LogFormat::Json,
-        _ => LogFormat::Pretty,
+        Ok("pretty") => LogFormat::Pretty,
+        _ => LogFormat::Json,
     }
 }
 

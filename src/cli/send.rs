@@ -64,12 +64,17 @@ pub struct SendArgs {
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
-    let config = Config::from_env().map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
-    let url = args
-        .queue_url
-        .clone()
-        .unwrap_or_else(|| config.queue_url.clone());
-    let queue = Queue::from_config(&config).await.sibling(url);
+    // --queue-url stands in for SQS_QUEUE_URL; the rest (region, profile) comes from the env.
+    let vars = std::env::vars()
+        .filter(|(k, _)| args.queue_url.is_none() || k != "SQS_QUEUE_URL")
+        .chain(
+            args.queue_url
+                .clone()
+                .map(|u| ("SQS_QUEUE_URL".to_string(), u)),
+        );
+    let config =
+        Config::from_vars(vars).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let queue = Queue::from_config(&config).await;
 
     let bodies: Vec<(String, String)> = if let Some(path) = &args.file {
         let file =

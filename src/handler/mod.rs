@@ -23,6 +23,9 @@ pub enum Step {
     CommitReservation,
     /// REST PATCH of the reservation's status.
     StatusUpdate(ReservationStatus),
+    /// REST GET of the reservation, for the inventory fields a payment event left out. Runs
+    /// before the first step, so an event that cannot be completed changes nothing.
+    FetchReservation,
 }
 
 impl Step {
@@ -32,6 +35,7 @@ impl Step {
             Step::ReleaseHold { .. } => "release_hold",
             Step::CommitReservation => "commit_reservation",
             Step::StatusUpdate(_) => "status_update",
+            Step::FetchReservation => "fetch_reservation",
         }
     }
 }
@@ -42,6 +46,7 @@ impl fmt::Display for Step {
             Step::ReleaseHold { reason } => write!(f, "ReleaseHold({reason})"),
             Step::CommitReservation => f.write_str("CommitReservation"),
             Step::StatusUpdate(s) => write!(f, "PATCH status {}", s.as_str()),
+            Step::FetchReservation => f.write_str("GET reservation"),
         }
     }
 }
@@ -66,7 +71,8 @@ pub struct Peers {
 #[derive(Debug, Default, Clone)]
 pub struct Progress {
     done: usize,
-    lookup: Option<ReservationRecord>,
+    /// The inventory fields of a payment event, resolved once per delivery.
+    fields: Option<InventoryFields>,
     already_applied: usize,
 }
 
@@ -96,6 +102,17 @@ pub async fn attempt(
     progress: &mut Progress,
     peers: &Peers,
 ) -> Result<(), StepError> {
+    if let EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p) = &event.kind
+        && progress.fields.is_none()
+    {
+        let fields = inventory_fields(p, peers)
+            .await
+            .map_err(|error| StepError {
+                step: Step::FetchReservation,
+                error,
+            })?;
+        progress.fields = Some(fields);
+    }
     let steps = steps(event);
     while let Some(&step) = steps.get(progress.done) {
         match run_step(step, event, progress, peers).await {
@@ -140,7 +157,7 @@ async fn run_step(
             Step::ReleaseHold { reason },
             EventKind::PaymentFailed(p) | EventKind::PaymentApproved(p),
         ) => {
-            let f = inventory_fields(p, progress, peers).await?;
+            let f = resolved(progress)?;
             let req = ReleaseHoldRequest {
                 reservation_id: p.reservation_id.clone(),
                 event_id: f.event_id,
@@ -152,7 +169,7 @@ async fn run_step(
             peers.inventory.release_hold(req).await
         }
         (Step::CommitReservation, EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p)) => {
-            let f = inventory_fields(p, progress, peers).await?;
+            let f = resolved(progress)?;
             let req = CommitReservationRequest {
                 reservation_id: p.reservation_id.clone(),
                 event_id: f.event_id,
@@ -164,13 +181,16 @@ async fn run_step(
             };
             peers.inventory.commit_reservation(req).await
         }
-        (Step::CommitReservation, EventKind::ReservationExpired(_)) => Err(CallError::terminal(
-            "CommitReservation is not a step of reservation.expired",
-        )),
+        (Step::CommitReservation, EventKind::ReservationExpired(_))
+        | (Step::FetchReservation, _) => Err(CallError::terminal(format!(
+            "{step} is not a step of {}",
+            event.event_type()
+        ))),
     }
 }
 
 /// What the inventory calls of a payment event need.
+#[derive(Debug, Clone)]
 struct InventoryFields {
     event_id: String,
     seat_ids: Vec<String>,
@@ -178,19 +198,24 @@ struct InventoryFields {
     user_id: String,
 }
 
-/// Takes the inventory fields from the event, looking the reservation up (once per delivery)
-/// when the event lacks the `event_id` or both `seat_ids` and `qty`.
-async fn inventory_fields(
-    p: &Payment,
-    progress: &mut Progress,
-    peers: &Peers,
-) -> Result<InventoryFields, CallError> {
+/// The fields resolved before the first step (`attempt` guarantees they are there).
+fn resolved(progress: &Progress) -> Result<InventoryFields, CallError> {
+    progress
+        .fields
+        .clone()
+        .ok_or_else(|| CallError::terminal("inventory fields were not resolved"))
+}
+
+/// Takes the inventory fields from the event, looking the reservation up when the event lacks
+/// the `event_id` or both `seat_ids` and `qty`.
+async fn inventory_fields(p: &Payment, peers: &Peers) -> Result<InventoryFields, CallError> {
     let qty = p.qty.filter(|q| *q > 0);
     let complete = p.event_id.is_some() && (!p.seat_ids.is_empty() || qty.is_some());
-    if !complete && progress.lookup.is_none() {
-        progress.lookup = Some(peers.reservations.fetch(&p.reservation_id).await?);
-    }
-    let found = progress.lookup.clone().unwrap_or_default();
+    let found = if complete {
+        ReservationRecord::default()
+    } else {
+        peers.reservations.fetch(&p.reservation_id).await?
+    };
     let event_id = p
         .event_id
         .clone()

@@ -22,7 +22,10 @@ pub fn init_logging(level: &str, format: LogFormat) {
             .with_current_span(false)
             .with_span_list(true)
             .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        // Colour only for a terminal: log files stay free of escape codes.
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
     };
     // A second init (tests, or a command that already set one up) keeps the first.
     let _ = result;

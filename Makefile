@@ -1,0 +1,79 @@
+# reservation-worker — developer tasks. `make` (or `make help`) lists them.
+# Everything installs itself: moto (the SQS emulator) goes into .venv via scripts/install-moto.sh.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+MOTO_SERVER := $(CURDIR)/.venv/bin/moto_server
+
+# $(call need,TOOL,HOW TO GET IT): stops with what is missing.
+need = command -v $(1) >/dev/null 2>&1 || { echo "make: '$(1)' not found: $(2)" >&2; exit 127; }
+NEED_CARGO := $(call need,$(CARGO),install Rust 1.94 or newer from https://rustup.rs)
+INSTALL_MOTO := bash scripts/install-moto.sh >/dev/null
+
+.PHONY: help init build run run-with-env sim dev test test-integration lint fmt verify \
+	emulator-up emulator-down
+
+help: ## List the targets (the default)
+	@echo "Targets:"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+init: ## Install moto into .venv and fetch the crates
+	@$(NEED_CARGO)
+	@$(INSTALL_MOTO)
+	$(CARGO) fetch
+
+build: ## Build the worker (debug)
+	@$(NEED_CARGO)
+	$(CARGO) build
+
+run: ## Run the worker with the current environment (variables: .env.example)
+	@$(NEED_CARGO)
+	$(CARGO) run --quiet -- run
+
+run-with-env: ## Load .env.local, then run the worker
+	@test -f .env.local || { echo "make: .env.local not found: cp .env.example .env.local and edit it" >&2; exit 1; }
+	@$(NEED_CARGO)
+	set -a && . ./.env.local && set +a && $(CARGO) run --quiet -- run
+
+sim: ## Run the inventory (gRPC :8020) and reservation API (REST :8010) simulators
+	@$(NEED_CARGO)
+	$(CARGO) run --quiet -- sim
+
+dev: ## Local run: moto + simulators + worker + sample events (DEV_NO_WAIT=1 to stop after)
+	bash scripts/dev.sh
+
+test: ## Unit and integration tests (installs moto into .venv first)
+	@$(NEED_CARGO)
+	@$(INSTALL_MOTO)
+	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test
+
+test-integration: ## Integration tests only (tests/*.rs) against moto
+	@$(NEED_CARGO)
+	@$(INSTALL_MOTO)
+	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test --test '*'
+
+lint: ## Clippy on all targets; warnings are errors
+	@$(NEED_CARGO)
+	@$(CARGO) clippy --version >/dev/null 2>&1 || { echo "make: clippy not installed: rustup component add clippy" >&2; exit 127; }
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt: ## Format the code
+	@$(NEED_CARGO)
+	@$(CARGO) fmt --version >/dev/null 2>&1 || { echo "make: rustfmt not installed: rustup component add rustfmt" >&2; exit 127; }
+	$(CARGO) fmt
+
+verify: ## What CI should pass: fmt --check, lint, test
+	@$(NEED_CARGO)
+	@$(CARGO) fmt --version >/dev/null 2>&1 || { echo "make: rustfmt not installed: rustup component add rustfmt" >&2; exit 127; }
+	$(CARGO) fmt --check
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory test
+
+emulator-up: ## Start a background moto on 127.0.0.1:4566 with the queues (pid in .dev/moto.pid)
+	bash scripts/emulator.sh up
+
+emulator-down: ## Stop the background moto
+	bash scripts/emulator.sh down
