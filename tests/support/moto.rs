@@ -14,7 +14,10 @@ pub const REGION: &str = "ap-northeast-2";
 pub struct Moto {
     pub endpoint: String,
     pub client: Client,
+    /// The `sh` wrapper that started moto.
     child: Child,
+    /// moto's own pid (the wrapper's child).
+    pid: String,
 }
 
 /// Where moto_server is: `MOTO_SERVER`, the project's `.venv`, or `PATH`.
@@ -40,30 +43,35 @@ impl Moto {
     pub async fn start() -> Moto {
         for _ in 0..5 {
             let port = free_port();
-            // The shell wrapper kills moto when our stdin pipe closes, so a test process that
-            // dies without running destructors leaves no server behind.
+            // The shell wrapper prints moto's pid, then kills moto when our stdin pipe closes:
+            // a test process that dies without running destructors leaves no server behind.
             let script = format!(
-                "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid 2>/dev/null"
+                "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; echo $pid; cat >/dev/null; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null"
             );
-            let child = Command::new("sh")
+            let mut child = Command::new("sh")
                 .arg("-c")
                 .arg(&script)
                 .arg(moto_binary())
                 .stdin(Stdio::piped())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start moto_server (run `make test`, which installs it into .venv)");
+            let mut pid = String::new();
+            if let Some(out) = child.stdout.take() {
+                let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut pid);
+            }
             let endpoint = format!("http://127.0.0.1:{port}");
             let mut moto = Moto {
                 client: client(&endpoint),
                 endpoint,
                 child,
+                pid: pid.trim().to_string(),
             };
             if moto.wait_up().await {
                 return moto;
             }
-            let _ = moto.child.kill();
+            drop(moto);
         }
         panic!("moto_server did not start (is it installed? `make test` installs it)");
     }
@@ -143,9 +151,15 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        // Closing stdin makes the wrapper kill moto; kill the wrapper too.
+        // Kill moto itself, then let the wrapper see its stdin close and exit. Killing only
+        // the wrapper would orphan moto.
+        if !self.pid.is_empty() {
+            let _ = Command::new("kill")
+                .args(["-9", &self.pid])
+                .stderr(Stdio::null())
+                .status();
+        }
         drop(self.child.stdin.take());
-        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
