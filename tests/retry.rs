@@ -3,6 +3,7 @@
 
 mod support;
 
+use reservation_worker::proto::reservation::v1::ReleaseStatus;
 use reservation_worker::sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
 use support::{Harness, bodies};
 use tonic::Code;
@@ -88,8 +89,8 @@ async fn a_retryable_second_step_does_not_repeat_the_first() {
 async fn spent_retries_leave_the_message_for_a_later_delivery() {
     let h = Harness::start().await;
     h.peers.hold("r1");
-    // Three failures; two attempts per delivery: the first delivery gives up, the second wins.
-    for _ in 0..3 {
+    // Five failures, two attempts per delivery: deliveries 1 and 2 give up, the third wins.
+    for _ in 0..5 {
         h.peers.inventory.push_fault(
             InventoryMethod::ReleaseHold,
             GrpcFault::Status(Code::Unavailable),
@@ -99,40 +100,92 @@ async fn spent_retries_leave_the_message_for_a_later_delivery() {
         .worker(&[
             ("MAX_RETRIES", "2"),
             ("REDELIVERY_BACKOFF_BASE_SECS", "1"),
-            ("REDELIVERY_BACKOFF_MAX_SECS", "2"),
+            ("REDELIVERY_BACKOFF_MAX_SECS", "8"),
         ])
         .await;
     h.queue.send(&bodies::expired("env-1", "r1")).await;
-    support::eventually("first delivery gave up", || {
-        w.json_logs()
-            .iter()
-            .any(|l| l["outcome"] == "retry_later" && l["retry_in_secs"] == 1)
-    })
-    .await;
-    // Not deleted: hidden for the backoff, then delivered again and completed.
-    h.wait_queue_empty().await;
-    support::eventually("completed on redelivery", || {
+    support::eventually("completed on the third delivery", || {
         h.peers
             .reservations
             .get("r1")
             .is_some_and(|r| r.status == "EXPIRED")
     })
     .await;
-    let finished: Vec<_> = w.logs_with_message("message finished");
-    let counts: Vec<(String, u64)> = finished
+    // Never deleted before that: hidden for a growing backoff, then delivered again.
+    h.wait_queue_empty().await;
+    support::eventually("three deliveries finished", || {
+        w.logs_with_message("message finished").len() == 3
+    })
+    .await;
+    let finished: Vec<(String, u64, u64)> = w
+        .logs_with_message("message finished")
         .iter()
         .map(|l| {
             let count = l["spans"]
                 .as_array()
                 .and_then(|s| s.iter().find_map(|sp| sp["receive_count"].as_u64()))
                 .unwrap_or(0);
-            (l["outcome"].as_str().unwrap_or("").to_string(), count)
+            let outcome = l["outcome"].as_str().unwrap_or("").to_string();
+            (outcome, count, l["retry_in_secs"].as_u64().unwrap_or(0))
         })
         .collect();
     assert_eq!(
-        counts,
-        [("retry_later".to_string(), 1), ("success".to_string(), 2)]
+        finished,
+        [
+            ("retry_later".to_string(), 1, 1),
+            ("retry_later".to_string(), 2, 2),
+            ("success".to_string(), 3, 0)
+        ],
+        "the redelivery delay doubles with the receive count"
     );
-    assert_eq!(h.peers.inventory.calls_for("r1").len(), 4);
+    assert_eq!(h.peers.inventory.calls_for("r1").len(), 6);
+    assert_eq!(h.dlq.depth().await, (0, 0));
+}
+
+#[tokio::test]
+async fn already_applied_answers_count_as_success() {
+    let h = Harness::start().await;
+    h.peers.hold("r-commit");
+    h.peers.hold("r-release");
+    h.peers.hold("r-gone");
+    let w = h.worker(&[]).await;
+    h.peers.inventory.push_fault(
+        InventoryMethod::CommitReservation,
+        GrpcFault::Status(Code::AlreadyExists),
+    );
+    h.queue.send(&bodies::approved("env-1", "r-commit")).await;
+    h.wait_queue_empty().await;
+    h.peers.inventory.push_fault(
+        InventoryMethod::ReleaseHold,
+        GrpcFault::ReleaseStatus(ReleaseStatus::AlreadyReleased),
+    );
+    h.queue.send(&bodies::expired("env-2", "r-release")).await;
+    h.wait_queue_empty().await;
+    h.peers.inventory.push_fault(
+        InventoryMethod::ReleaseHold,
+        GrpcFault::ReleaseStatus(ReleaseStatus::NotFound),
+    );
+    h.queue.send(&bodies::expired("env-3", "r-gone")).await;
+    h.wait_queue_empty().await;
+    support::eventually("three finished", || {
+        w.logs_with_message("message finished").len() == 3
+    })
+    .await;
+    let outcomes: Vec<String> = w
+        .logs_with_message("message finished")
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(outcomes, ["success", "success", "success"]);
+    // Each step ran once: an already-applied answer is not retried.
+    assert_eq!(h.peers.inventory.calls().len(), 3);
+    assert_eq!(
+        h.peers.reservations.get("r-release").map(|r| r.status),
+        Some("EXPIRED".into())
+    );
+    assert_eq!(
+        h.peers.reservations.get("r-gone").map(|r| r.status),
+        Some("EXPIRED".into())
+    );
     assert_eq!(h.dlq.depth().await, (0, 0));
 }

@@ -131,3 +131,53 @@ async fn a_second_signal_exits_at_once() {
     let status = w.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(130));
 }
+
+#[tokio::test]
+async fn sigterm_during_a_retry_backoff_releases_at_once() {
+    let h = Harness::start().await;
+    h.peers.hold("r1");
+    for _ in 0..5 {
+        h.peers.inventory.push_fault(
+            InventoryMethod::ReleaseHold,
+            GrpcFault::Status(tonic::Code::Unavailable),
+        );
+    }
+    let mut w = h
+        .worker(&[
+            ("BACKOFF_BASE_MS", "10000"),
+            ("BACKOFF_MAX_MS", "10000"),
+            ("SHUTDOWN_TIMEOUT_SECS", "30"),
+        ])
+        .await;
+    h.queue.send(&bodies::expired("env-1", "r1")).await;
+    // The failure is logged just before the 10 s backoff sleep starts.
+    support::eventually("first attempt failed", || {
+        !w.logs_with_message("step failed, retryable").is_empty()
+    })
+    .await;
+    let t = Instant::now();
+    w.signal("TERM");
+    let status = w.wait_exit(Duration::from_secs(40)).await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the backoff sleep was waited out: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        h.peers.inventory.calls_for("r1").len(),
+        1,
+        "no attempt after SIGTERM"
+    );
+    assert_eq!(
+        h.queue.depth().await,
+        (1, 0),
+        "released: visible again at once"
+    );
+    let outcomes: Vec<String> = w
+        .logs_with_message("message finished")
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(outcomes, ["released"]);
+}
