@@ -69,6 +69,11 @@ struct RawEnv {
     log_format: Option<String>,
     server_port: Option<String>,
     grpc_debug_port: Option<String>,
+    otel_exporter_otlp_endpoint: Option<String>,
+    pod_name: Option<String>,
+    use_secret_manager: Option<String>,
+    secret_name: Option<String>,
+    debug_process_event: Option<String>,
 }
 
 /// How log lines are written.
@@ -132,6 +137,18 @@ pub struct Config {
     pub server_port: u16,
     /// Port of gRPC health, reflection and the debug service (`GRPC_DEBUG_PORT`).
     pub grpc_debug_port: u16,
+    /// Where traces go (`OTEL_EXPORTER_OTLP_ENDPOINT`); tracing export is off when unset.
+    /// The other `OTEL_*` variables are read by the OpenTelemetry SDK itself.
+    pub otel_endpoint: Option<String>,
+    /// This pod's name (`POD_NAME`, from the downward API), on every log line.
+    pub pod_name: Option<String>,
+    /// Overlay settings from AWS Secrets Manager (`USE_SECRET_MANAGER`).
+    pub use_secret_manager: bool,
+    /// The secret to read when `use_secret_manager` is on (`SECRET_NAME`).
+    pub secret_name: Option<String>,
+    /// Serve `WorkerDebug/ProcessEvent`, which runs a workflow for real (`DEBUG_PROCESS_EVENT`,
+    /// off by default).
+    pub debug_process_event: bool,
 }
 
 /// SQS's ceiling for a message's visibility timeout.
@@ -325,7 +342,23 @@ impl Config {
                 expected: "a port other than SERVER_PORT".into(),
             });
         }
+        let use_secret_manager = boolean("USE_SECRET_MANAGER", raw.use_secret_manager)?;
+        let secret_name = nonempty(raw.secret_name);
+        if use_secret_manager && secret_name.is_none() {
+            return Err(ConfigError::Missing {
+                var: "SECRET_NAME",
+                expected: "the name or ARN of the secret to read (USE_SECRET_MANAGER is true)",
+            });
+        }
+        let otel_endpoint = nonempty(raw.otel_exporter_otlp_endpoint)
+            .map(|u| url("OTEL_EXPORTER_OTLP_ENDPOINT", u))
+            .transpose()?;
         Ok(Config {
+            otel_endpoint,
+            pod_name: nonempty(raw.pod_name),
+            use_secret_manager,
+            secret_name,
+            debug_process_event: boolean("DEBUG_PROCESS_EVENT", raw.debug_process_event)?,
             queue_url,
             wait_time: Duration::from_secs(wait),
             visibility_timeout: Duration::from_secs(visibility),
@@ -376,6 +409,19 @@ fn int(
             var,
             value: text,
             expected: format!("an integer from {min} to {max} ({unit})"),
+        }),
+    }
+}
+
+/// Parses an optional boolean (`true`/`false`, `1`/`0`, `yes`/`no`), default false.
+fn boolean(var: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match nonempty(value).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            var,
+            value: other.to_string(),
+            expected: "true or false".into(),
         }),
     }
 }
@@ -489,6 +535,21 @@ mod tests {
         let e = Config::from_vars(vars(&[QUEUE, ("RESERVATION_API_TOKEN", "s3 cr3t")]))
             .expect_err("space");
         assert!(!e.to_string().contains("s3"), "{e}");
+    }
+
+    #[test]
+    fn switches_and_the_secret_name() {
+        let c = Config::from_vars(vars(&[QUEUE, ("DEBUG_PROCESS_EVENT", "TRUE")])).expect("ok");
+        assert!(c.debug_process_event && !c.use_secret_manager);
+        let e = Config::from_vars(vars(&[QUEUE, ("USE_SECRET_MANAGER", "true")]))
+            .expect_err("needs a name");
+        assert!(e.to_string().starts_with("SECRET_NAME is not set"), "{e}");
+        let e =
+            Config::from_vars(vars(&[QUEUE, ("USE_SECRET_MANAGER", "maybe")])).expect_err("bad");
+        assert!(
+            e.to_string().starts_with("USE_SECRET_MANAGER=\"maybe\""),
+            "{e}"
+        );
     }
 
     #[test]
