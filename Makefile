@@ -12,9 +12,10 @@ MOTO_SERVER := $(CURDIR)/.venv/bin/moto_server
 need = command -v $(1) >/dev/null 2>&1 || { echo "make: '$(1)' not found: $(2)" >&2; exit 127; }
 NEED_CARGO := $(call need,$(CARGO),install Rust 1.94 or newer from https://rustup.rs)
 INSTALL_MOTO := bash scripts/install-moto.sh >/dev/null
+INSTALL_PROMTOOL := bash scripts/install-promtool.sh
 
 .PHONY: help init build run run-with-env sim dev test test-integration lint fmt verify \
-	emulator-up emulator-down
+	emulator-up emulator-down grpcurl
 
 help: ## List the targets (the default)
 	@echo "Targets:"
@@ -45,14 +46,16 @@ sim: ## Run the inventory (gRPC :8020) and reservation API (REST :8010) simulato
 dev: ## Local run: moto + simulators + worker + sample events (DEV_NO_WAIT=1 to stop after)
 	bash scripts/dev.sh
 
-test: ## Unit and integration tests (installs moto into .venv first)
+test: ## Unit and integration tests (installs moto into .venv, and promtool, first)
 	@$(NEED_CARGO)
 	@$(INSTALL_MOTO)
+	@$(INSTALL_PROMTOOL)
 	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test
 
 test-integration: ## Integration tests only (tests/*.rs) against moto
 	@$(NEED_CARGO)
 	@$(INSTALL_MOTO)
+	@$(INSTALL_PROMTOOL)
 	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test --test '*'
 
 lint: ## Clippy on all targets; warnings are errors
@@ -77,3 +80,17 @@ emulator-up: ## Start a background moto on 127.0.0.1:4566 with the queues (pid i
 
 emulator-down: ## Stop the background moto
 	bash scripts/emulator.sh down
+
+grpcurl: ## List the services of a running worker's debug port (GRPC_DEBUG_PORT, default 8041); installs grpcurl if missing
+	@bin="$$(command -v grpcurl || true)"; \
+	if [[ -z "$$bin" ]]; then \
+		$(NEED_CARGO); \
+		echo "make: grpcurl not found; installing it: $(CARGO) install --locked grpcurl-rs (about 3 minutes)" >&2; \
+		$(CARGO) install --locked grpcurl-rs; \
+		bin="$${CARGO_HOME:-$$HOME/.cargo}/bin/grpcurl"; \
+	fi; \
+	port="$${GRPC_DEBUG_PORT:-8041}"; \
+	"$$bin" -plaintext "localhost:$$port" list || { \
+		echo "make: no worker answers gRPC on localhost:$$port (start one with 'make dev' or 'make run'; another port: make grpcurl GRPC_DEBUG_PORT=N)" >&2; \
+		exit 1; \
+	}

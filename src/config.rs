@@ -1,6 +1,7 @@
-//! Settings from the environment. Every variable is read as text by envy and then parsed
-//! here, so a bad value stops start-up with one line naming the variable, the value and what
-//! was expected — never a generic deserializer message.
+//! Settings from the environment, optionally overlaid by an AWS Secrets Manager secret. Every
+//! variable is read as text by envy and then parsed here, so a bad value stops start-up with
+//! one line naming the variable (or the secret's key), the value and what was expected — never
+//! a generic deserializer message.
 
 use std::fmt;
 use std::time::Duration;
@@ -40,6 +41,51 @@ pub enum ConfigError {
     },
     #[error("cannot read the environment: {0}")]
     Environment(String),
+    /// The secret could not be read or is not a JSON object of strings. Never holds its values.
+    #[error("cannot use secret {secret}: {problem}")]
+    Secret { secret: String, problem: String },
+    /// A value from the secret failed the same check as its variable would have.
+    #[error("secret {secret} key {key}={value:?} is invalid: expected {expected}")]
+    SecretValue {
+        secret: String,
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// A required setting is in neither the environment nor the secret.
+    #[error(
+        "{var} is not set: expected {expected} (in the environment, or as {key} in secret {secret})"
+    )]
+    MissingEverywhere {
+        var: &'static str,
+        key: &'static str,
+        secret: String,
+        expected: &'static str,
+    },
+}
+
+/// The secret's keys and the variables they override, in the order they are reported.
+pub const SECRET_KEYS: [(&str, &str); 5] = [
+    ("sqs_queue_url", "SQS_QUEUE_URL"),
+    ("inventory_grpc_addr", "INVENTORY_GRPC_ADDR"),
+    ("reservation_api_base", "RESERVATION_API_BASE"),
+    ("reservation_api_token", "RESERVATION_API_TOKEN"),
+    ("otel_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+];
+
+/// How long reading the secret may take before start-up gives up.
+const SECRET_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the secret contributed, so start-up can log it and `check` can show it (names only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    /// The secret's name or ARN (`SECRET_NAME`).
+    pub name: String,
+    /// Keys whose non-empty values overrode the environment.
+    pub applied: Vec<&'static str>,
+    /// Keys the worker does not know: ignored, and warned about (a typo would otherwise
+    /// silently leave the environment's value in place).
+    pub ignored: Vec<String>,
 }
 
 /// Every variable, as text. Unknown variables are ignored; names are the fields, upper-cased.
@@ -149,29 +195,52 @@ pub struct Config {
     /// Serve `WorkerDebug/ProcessEvent`, which runs a workflow for real (`DEBUG_PROCESS_EVENT`,
     /// off by default).
     pub debug_process_event: bool,
+    /// What the Secrets Manager overlay applied, when it was on.
+    pub secret: Option<SecretSource>,
 }
 
 /// SQS's ceiling for a message's visibility timeout.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 
 impl Config {
-    /// Reads and validates the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from_vars(std::env::vars())
+    /// The worker's settings: the process environment, overlaid by the secret when
+    /// `USE_SECRET_MANAGER` is on, then validated.
+    pub async fn load() -> Result<Config, ConfigError> {
+        Self::load_from_vars(std::env::vars()).await
     }
 
-    /// Reads and validates the given variables (the environment, in tests a list).
+    /// As [`Config::load`], from the given variables. A secret that cannot be read or parsed
+    /// is an error, never a silent fallback to the environment.
+    pub async fn load_from_vars<I>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut raw = RawEnv::from_vars(vars)?;
+        if !boolean("USE_SECRET_MANAGER", raw.use_secret_manager.clone())? {
+            return Self::validate(raw);
+        }
+        let Some(name) = nonempty(raw.secret_name.clone()) else {
+            return Err(secret_name_missing());
+        };
+        let region = nonempty(raw.aws_region.clone()).unwrap_or_else(|| DEFAULT_REGION.into());
+        let text =
+            read_secret(&region, nonempty(raw.aws_profile.clone()).as_deref(), &name).await?;
+        let (source, values) = parse_secret(&name, &text)?;
+        for (var, value) in values {
+            raw.set(var, value);
+        }
+        let mut config = Self::validate(raw).map_err(|e| blame_secret(e, &source))?;
+        config.secret = Some(source);
+        Ok(config)
+    }
+
+    /// Reads and validates the given variables without the secret overlay (no AWS call):
+    /// for unit tests and tools that must work offline.
     pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let raw: RawEnv = envy::from_iter(vars.into_iter().filter(|(k, _)| {
-            // envy upper-cases field names; our variables are all upper-case already.
-            k.chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        }))
-        .map_err(|e| ConfigError::Environment(e.to_string()))?;
-        Self::validate(raw)
+        Self::validate(RawEnv::from_vars(vars)?)
     }
 
     /// Whether the queue is FIFO (its URL ends in `.fifo`), which turns on group ordering.
@@ -345,10 +414,7 @@ impl Config {
         let use_secret_manager = boolean("USE_SECRET_MANAGER", raw.use_secret_manager)?;
         let secret_name = nonempty(raw.secret_name);
         if use_secret_manager && secret_name.is_none() {
-            return Err(ConfigError::Missing {
-                var: "SECRET_NAME",
-                expected: "the name or ARN of the secret to read (USE_SECRET_MANAGER is true)",
-            });
+            return Err(secret_name_missing());
         }
         let otel_endpoint = nonempty(raw.otel_exporter_otlp_endpoint)
             .map(|u| url("OTEL_EXPORTER_OTLP_ENDPOINT", u))
@@ -359,6 +425,7 @@ impl Config {
             use_secret_manager,
             secret_name,
             debug_process_event: boolean("DEBUG_PROCESS_EVENT", raw.debug_process_event)?,
+            secret: None,
             queue_url,
             wait_time: Duration::from_secs(wait),
             visibility_timeout: Duration::from_secs(visibility),
@@ -377,13 +444,201 @@ impl Config {
             reservation_api_base,
             reservation_api_token,
             reservation_api_timeout: Duration::from_millis(reservation_api_timeout),
-            aws_region: nonempty(raw.aws_region).unwrap_or_else(|| "ap-northeast-2".into()),
+            aws_region: nonempty(raw.aws_region).unwrap_or_else(|| DEFAULT_REGION.into()),
             aws_profile: nonempty(raw.aws_profile),
             log_level,
             log_format,
             server_port: server_port as u16,
             grpc_debug_port: grpc_debug_port as u16,
         })
+    }
+}
+
+/// The region when `AWS_REGION` is unset.
+const DEFAULT_REGION: &str = "ap-northeast-2";
+
+impl RawEnv {
+    fn from_vars<I>(vars: I) -> Result<RawEnv, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        envy::from_iter(vars.into_iter().filter(|(k, _)| {
+            // envy upper-cases field names; our variables are all upper-case already.
+            k.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        }))
+        .map_err(|e| ConfigError::Environment(e.to_string()))
+    }
+
+    /// Overrides one of the variables the secret may carry.
+    fn set(&mut self, var: &str, value: String) {
+        let field = match var {
+            "SQS_QUEUE_URL" => &mut self.sqs_queue_url,
+            "INVENTORY_GRPC_ADDR" => &mut self.inventory_grpc_addr,
+            "RESERVATION_API_BASE" => &mut self.reservation_api_base,
+            "RESERVATION_API_TOKEN" => &mut self.reservation_api_token,
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => &mut self.otel_exporter_otlp_endpoint,
+            _ => return,
+        };
+        *field = Some(value);
+    }
+}
+
+impl SecretSource {
+    /// Logs what the overlay did, by key name only, once logging is up.
+    pub fn log(&self) {
+        tracing::info!(secret = %self.name, keys = ?self.applied, "settings overlaid from Secrets Manager");
+        if !self.ignored.is_empty() {
+            tracing::warn!(secret = %self.name, keys = ?self.ignored, "unknown keys in the secret ignored");
+        }
+    }
+}
+
+fn secret_name_missing() -> ConfigError {
+    ConfigError::Missing {
+        var: "SECRET_NAME",
+        expected: "the name or ARN of the secret to read (USE_SECRET_MANAGER is true)",
+    }
+}
+
+/// Reads the secret's text with the same AWS settings as SQS (region, profile, the SDK's
+/// credential chain and `AWS_ENDPOINT_URL(_SECRETS_MANAGER)`).
+async fn read_secret(
+    region: &str,
+    profile: Option<&str>,
+    name: &str,
+) -> Result<String, ConfigError> {
+    use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+    let problem = |p: String| ConfigError::Secret {
+        secret: name.to_string(),
+        problem: p,
+    };
+    let sdk = crate::sqs::aws_sdk_config(region, profile).await;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let call = client.get_secret_value().secret_id(name).send();
+    let out = match tokio::time::timeout(SECRET_TIMEOUT, call).await {
+        Err(_) => {
+            return Err(problem(format!(
+                "no answer from Secrets Manager within {} s",
+                SECRET_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(problem(match e.as_service_error() {
+                Some(se) if se.is_resource_not_found_exception() => {
+                    format!("not found in region {region} (ResourceNotFoundException)")
+                }
+                Some(se) => format!(
+                    "{}: {}",
+                    se.code().unwrap_or("error"),
+                    se.message().unwrap_or("no message")
+                ),
+                None => format!("GetSecretValue failed: {}", DisplayErrorContext(&e)),
+            }));
+        }
+        Ok(Ok(out)) => out,
+    };
+    out.secret_string().map(str::to_string).ok_or_else(|| {
+        problem("it holds binary data, not a SecretString: expected a JSON object".into())
+    })
+}
+
+/// (variable, value) pairs a secret overrides.
+type Overrides = Vec<(&'static str, String)>;
+
+/// Parses the secret's text: a JSON object whose known keys hold strings (or null). Returns
+/// what it applies and the (variable, value) pairs to overlay. Errors never quote a value.
+fn parse_secret(name: &str, text: &str) -> Result<(SecretSource, Overrides), ConfigError> {
+    let problem = |p: String| ConfigError::Secret {
+        secret: name.to_string(),
+        problem: p,
+    };
+    let keys = SECRET_KEYS.map(|(k, _)| k).join(", ");
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        // serde_json's message gives only a position, never the text itself.
+        problem(format!(
+            "it is not JSON ({e}): expected a JSON object with keys {keys}"
+        ))
+    })?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(problem(format!(
+            "it is JSON {}, not an object: expected a JSON object with keys {keys}",
+            json_kind(&value)
+        )));
+    };
+    let mut source = SecretSource {
+        name: name.to_string(),
+        applied: Vec::new(),
+        ignored: map
+            .keys()
+            .filter(|k| !SECRET_KEYS.iter().any(|(known, _)| known == k))
+            .cloned()
+            .collect(),
+    };
+    let mut values = Vec::new();
+    for (key, var) in SECRET_KEYS {
+        match map.get(key) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(s)) => {
+                if let Some(v) = nonempty(Some(s.clone())) {
+                    source.applied.push(key);
+                    values.push((var, v));
+                }
+            }
+            Some(other) => {
+                return Err(problem(format!(
+                    "key {key} is {}: expected a string",
+                    json_kind(other)
+                )));
+            }
+        }
+    }
+    Ok((source, values))
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Rewrites a validation error about a value the secret supplied so it names the secret's
+/// key instead of the variable the operator did not set.
+fn blame_secret(e: ConfigError, source: &SecretSource) -> ConfigError {
+    let key_of = |var: &str| SECRET_KEYS.iter().find(|(_, v)| *v == var).map(|(k, _)| *k);
+    match e {
+        ConfigError::Invalid {
+            var,
+            value,
+            expected,
+        } => match key_of(var).filter(|k| source.applied.contains(k)) {
+            Some(key) => ConfigError::SecretValue {
+                secret: source.name.clone(),
+                key,
+                value,
+                expected,
+            },
+            None => ConfigError::Invalid {
+                var,
+                value,
+                expected,
+            },
+        },
+        ConfigError::Missing { var, expected } => match key_of(var) {
+            Some(key) => ConfigError::MissingEverywhere {
+                var,
+                key,
+                secret: source.name.clone(),
+                expected,
+            },
+            None => ConfigError::Missing { var, expected },
+        },
+        other => other,
     }
 }
 
@@ -548,6 +803,93 @@ mod tests {
             Config::from_vars(vars(&[QUEUE, ("USE_SECRET_MANAGER", "maybe")])).expect_err("bad");
         assert!(
             e.to_string().starts_with("USE_SECRET_MANAGER=\"maybe\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_values_are_parsed_and_unknown_keys_reported() {
+        let text = r#"{"sqs_queue_url":"http://h/1/q","reservation_api_token":"tok","inventory_grpc_addr":"  ","otel_endpoint":null,"db_password":"x"}"#;
+        let (source, values) = parse_secret("s", text).expect("valid");
+        assert_eq!(
+            source.applied,
+            vec!["sqs_queue_url", "reservation_api_token"]
+        );
+        assert_eq!(source.ignored, vec!["db_password".to_string()]);
+        assert_eq!(
+            values,
+            vec![
+                ("SQS_QUEUE_URL", "http://h/1/q".to_string()),
+                ("RESERVATION_API_TOKEN", "tok".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_secret_is_an_error_that_never_quotes_it() {
+        for (text, want) in [
+            ("not json sekrit", "it is not JSON"),
+            (r#"["sekrit"]"#, "it is JSON an array, not an object"),
+            (r#""sekrit""#, "it is JSON a string, not an object"),
+            (
+                r#"{"sqs_queue_url": 5, "reservation_api_token": "sekrit"}"#,
+                "key sqs_queue_url is a number: expected a string",
+            ),
+            (
+                r#"{"reservation_api_token": {"v": "sekrit"}}"#,
+                "key reservation_api_token is an object: expected a string",
+            ),
+        ] {
+            let e = parse_secret("prod/worker", text).expect_err(text);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("cannot use secret prod/worker: {want}")),
+                "{msg}"
+            );
+            assert!(!msg.contains("sekrit"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn errors_about_secret_values_name_the_key() {
+        let (source, values) = parse_secret(
+            "s",
+            r#"{"sqs_queue_url":"not a url","reservation_api_token":"a b"}"#,
+        )
+        .expect("parsed");
+        let mut raw = RawEnv::from_vars(vars(&[])).expect("raw");
+        for (var, value) in values {
+            raw.set(var, value);
+        }
+        let e = blame_secret(Config::validate(raw).expect_err("bad url"), &source);
+        assert_eq!(
+            e.to_string(),
+            "secret s key sqs_queue_url=\"not a url\" is invalid: expected an absolute http:// or https:// URL"
+        );
+
+        let (source, values) =
+            parse_secret("s", r#"{"reservation_api_token":"a b"}"#).expect("parsed");
+        let mut raw = RawEnv::from_vars(vars(&[QUEUE])).expect("raw");
+        for (var, value) in values {
+            raw.set(var, value);
+        }
+        let e = blame_secret(Config::validate(raw).expect_err("bad token"), &source);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("secret s key reservation_api_token=\"***\" is invalid"),
+            "{msg}"
+        );
+
+        // A bad value from the environment still names the variable.
+        let raw = RawEnv::from_vars(vars(&[("SQS_QUEUE_URL", "nope")])).expect("raw");
+        let e = blame_secret(Config::validate(raw).expect_err("env"), &source);
+        assert!(e.to_string().starts_with("SQS_QUEUE_URL=\"nope\""), "{e}");
+        // Absent everywhere: says where it could have come from.
+        let raw = RawEnv::from_vars(vars(&[])).expect("raw");
+        let e = blame_secret(Config::validate(raw).expect_err("missing"), &source);
+        assert!(
+            e.to_string()
+                .ends_with("(in the environment, or as sqs_queue_url in secret s)"),
             "{e}"
         );
     }

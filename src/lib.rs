@@ -3,7 +3,8 @@
 //!
 //! The pipeline reads top to bottom: [`config`] → [`sqs`] → [`worker`] → [`event`] →
 //! [`handler`] → [`client`]; beside them [`server`] (health and debug ports), [`telemetry`]
-//! (logs), [`sim`] (local simulators of the two peers, also used by the tests) and [`cli`].
+//! (logs, traces, metrics), [`sim`] (local simulators of the two peers, also used by the
+//! tests) and [`cli`].
 
 pub mod cli;
 pub mod client;
@@ -31,6 +32,7 @@ use crate::handler::Peers;
 use crate::sqs::Queue;
 use crate::sqs::acker::Acker;
 use crate::sqs::poller::Poller;
+use crate::telemetry::metrics::{Measured, metrics};
 use crate::worker::retry::Backoff;
 use crate::worker::{Pool, PoolSettings, WorkerStatus};
 
@@ -54,6 +56,18 @@ pub enum RunError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let status = Arc::new(WorkerStatus::default());
     let servers_stop = CancellationToken::new();
+    metrics().set_pool_capacity(config.concurrency);
+    let peers = Peers {
+        inventory: Arc::new(Measured(GrpcInventory::new(
+            &config.inventory_uri,
+            config.inventory_timeout,
+        )?)),
+        reservations: Arc::new(Measured(RestReservations::new(
+            &config.reservation_api_base,
+            config.reservation_api_token.clone(),
+            config.reservation_api_timeout,
+        )?)),
+    };
 
     let http_listener = bind("SERVER_PORT", config.server_port).await?;
     let grpc_listener = bind("GRPC_DEBUG_PORT", config.grpc_debug_port).await?;
@@ -66,28 +80,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     ));
     let grpc = tokio::spawn(server::grpc::serve(
         grpc_listener,
-        status.clone(),
-        config.queue_url.clone(),
+        server::grpc::Debug::new(&config, status.clone(), peers.clone()),
         servers_stop.clone(),
     ));
 
-    let peers = Peers {
-        inventory: Arc::new(GrpcInventory::new(
-            &config.inventory_uri,
-            config.inventory_timeout,
-        )?),
-        reservations: Arc::new(RestReservations::new(
-            &config.reservation_api_base,
-            config.reservation_api_token.clone(),
-            config.reservation_api_timeout,
-        )?),
-    };
     let queue = Queue::from_config(&config).await;
 
     if let Some(dlq) = reach_queue(&queue, &config, &status, &shutdown).await {
         let (ack_tx, ack_rx) = mpsc::channel(config.concurrency * 2 + 20);
-        let acker =
-            tokio::spawn(Acker::new(queue.clone(), dlq, config.redelivery_base).run(ack_rx));
+        let acker = tokio::spawn(status.clone().supervise(
+            "acker",
+            shutdown.clone(),
+            Acker::new(queue.clone(), dlq, config.redelivery_base).run(ack_rx),
+        ));
         let hard_stop = CancellationToken::new();
         let pool = Pool::new(
             PoolSettings {
@@ -124,7 +129,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             fifo = config.is_fifo(),
             "worker started"
         );
-        let polling = tokio::spawn(poller.run(shutdown.clone()));
+        let polling = tokio::spawn(status.clone().supervise(
+            "poll loop",
+            shutdown.clone(),
+            poller.run(shutdown.clone()),
+        ));
 
         shutdown.cancelled().await;
         status.start_draining();

@@ -121,10 +121,7 @@ async fn spent_retries_leave_the_message_for_a_later_delivery() {
         .logs_with_message("message finished")
         .iter()
         .map(|l| {
-            let count = l["spans"]
-                .as_array()
-                .and_then(|s| s.iter().find_map(|sp| sp["receive_count"].as_u64()))
-                .unwrap_or(0);
+            let count = l["receive_count"].as_u64().unwrap_or(0);
             let outcome = l["outcome"].as_str().unwrap_or("").to_string();
             (outcome, count, l["retry_in_secs"].as_u64().unwrap_or(0))
         })

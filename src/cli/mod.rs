@@ -1,5 +1,7 @@
-//! The command line: `run` (the default), `sim` and `send`.
+//! The command line: `run` (the default), `sim`, `send`, and the ops commands `check` and `dlq`.
 
+pub mod check;
+pub mod dlq;
 pub mod send;
 
 use std::process::ExitCode;
@@ -25,6 +27,11 @@ pub enum Command {
     Sim(crate::sim::SimArgs),
     /// Publish events to SQS_QUEUE_URL: one from flags, many from a JSONL file, or N generated.
     Send(Box<send::SendArgs>),
+    /// Check the configuration and reach the queue, its DLQ, the inventory service and the
+    /// reservation API. Exit 0 when all is well, 1 when a check failed, 78 on bad configuration.
+    Check,
+    /// Inspect the dead-letter queue or move its messages back to their source queue.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Exit code for a configuration error (EX_CONFIG from sysexits.h).
@@ -52,27 +59,41 @@ pub async fn main(cli: Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Check => check::run().await,
+        Command::Dlq(args) => dlq::run(args).await,
     }
 }
 
 async fn run_worker() -> ExitCode {
-    let config = match Config::from_env() {
+    let config = match Config::load().await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    crate::telemetry::init_logging(&config.log_level, config.log_format);
+    let telemetry = match crate::telemetry::init(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(source) = &config.secret {
+        source.log();
+    }
     let shutdown = shutdown_on_signals();
-    match crate::run(config, shutdown).await {
+    let code = match crate::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");
             eprintln!("reservation-worker: {e}");
             ExitCode::from(1)
         }
-    }
+    };
+    // The last messages' spans are exported before the process exits.
+    telemetry.shutdown().await;
+    code
 }
 
 fn log_level() -> String {

@@ -72,8 +72,13 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
                 .clone()
                 .map(|u| ("SQS_QUEUE_URL".to_string(), u)),
         );
-    let config =
-        Config::from_vars(vars).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let mut config = Config::load_from_vars(vars)
+        .await
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    // The flag wins over the secret overlay too.
+    if let Some(url) = &args.queue_url {
+        config.queue_url = url.clone();
+    }
     let queue = Queue::from_config(&config).await;
 
     let bodies: Vec<(String, String)> = if let Some(path) = &args.file {

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tracing::Instrument;
 
 use super::Inventory;
 use super::classify::{self, Applied, CallError};
 use crate::proto::reservation::v1::inventory_service_client::InventoryServiceClient;
 use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
+use crate::telemetry::tracing::ClientSpan;
 
 /// A tonic client of `reservation.v1.InventoryService` with a per-call deadline.
 #[derive(Clone, Debug)]
@@ -39,7 +41,17 @@ impl GrpcInventory {
 #[async_trait]
 impl Inventory for GrpcInventory {
     async fn release_hold(&self, req: ReleaseHoldRequest) -> Result<Applied, CallError> {
-        match self.client.clone().release_hold(req).await {
+        let call = ClientSpan::grpc("ReleaseHold");
+        let mut req = tonic::Request::new(req);
+        call.inject_grpc(req.metadata_mut());
+        let result = self
+            .client
+            .clone()
+            .release_hold(req)
+            .instrument(call.span().clone())
+            .await;
+        call.grpc_result(&result);
+        match result {
             Ok(resp) => {
                 let r = resp.into_inner();
                 classify::release_status(r.status, r.error.as_ref())
@@ -52,7 +64,17 @@ impl Inventory for GrpcInventory {
         &self,
         req: CommitReservationRequest,
     ) -> Result<Applied, CallError> {
-        match self.client.clone().commit_reservation(req).await {
+        let call = ClientSpan::grpc("CommitReservation");
+        let mut req = tonic::Request::new(req);
+        call.inject_grpc(req.metadata_mut());
+        let result = self
+            .client
+            .clone()
+            .commit_reservation(req)
+            .instrument(call.span().clone())
+            .await;
+        call.grpc_result(&result);
+        match result {
             Ok(resp) => {
                 let r = resp.into_inner();
                 classify::commit_status(r.status, r.error.as_ref())

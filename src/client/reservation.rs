@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use tracing::Instrument;
 
 use super::classify::{self, Applied, CallError};
 use super::{ReservationRecord, ReservationStatus, Reservations};
 use crate::config::Secret;
+use crate::telemetry::tracing::ClientSpan;
 
 /// A client of `{base}/internal/reservations/{id}`.
 #[derive(Clone, Debug)]
@@ -78,18 +80,22 @@ impl Reservations for RestReservations {
         idempotency_key: &str,
     ) -> Result<Applied, CallError> {
         let url = self.url(reservation_id)?;
+        let call = ClientSpan::http("PATCH", &url);
         let req = self
             .http
             .patch(url)
+            .headers(call.http_headers())
             .header(CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", idempotency_key)
             .body(format!(r#"{{"status":"{}"}}"#, status.as_str()));
         let resp = self
             .authorize(req)
             .send()
+            .instrument(call.span().clone())
             .await
-            .map_err(|e| classify::http_transport(&e))?;
+            .map_err(|e| classify::http_transport(&call.fail(e)))?;
         let code = resp.status();
+        call.http_status(code.as_u16());
         if code.is_success() {
             return Ok(Applied::Done);
         }
@@ -99,12 +105,15 @@ impl Reservations for RestReservations {
 
     async fn fetch(&self, reservation_id: &str) -> Result<ReservationRecord, CallError> {
         let url = self.url(reservation_id)?;
+        let call = ClientSpan::http("GET", &url);
         let resp = self
-            .authorize(self.http.get(url))
+            .authorize(self.http.get(url).headers(call.http_headers()))
             .send()
+            .instrument(call.span().clone())
             .await
-            .map_err(|e| classify::http_transport(&e))?;
+            .map_err(|e| classify::http_transport(&call.fail(e)))?;
         let code = resp.status();
+        call.http_status(code.as_u16());
         let body = resp
             .text()
             .await

@@ -1,7 +1,9 @@
 //! gRPC on `GRPC_DEBUG_PORT`: `grpc.health.v1.Health` mirroring readiness, server reflection
 //! (v1 and v1alpha, since many clients still speak only v1alpha) and `WorkerDebug`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -9,8 +11,18 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
+use crate::client::CallError;
+use crate::config::{Config, LogFormat};
+use crate::event::{self, Event, EventError, EventKind, MessageContext};
+use crate::handler::{self, Peers, Progress, Step};
+use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
 use crate::proto::reservation::worker::v1::worker_debug_server::{WorkerDebug, WorkerDebugServer};
-use crate::proto::reservation::worker::v1::{GetStatusRequest, GetStatusResponse};
+use crate::proto::reservation::worker::v1::{
+    DownstreamCall, GetStatusRequest, GetStatusResponse, HoldExpired, OutcomeCount, ParsedEvent,
+    Payment, ProcessEventRequest, ProcessEventResponse, RestRequest, Setting, ValidateEventRequest,
+    ValidateEventResponse, ValidationError, downstream_call, parsed_event, validate_event_response,
+};
+use crate::telemetry::metrics::{self, EVENT_TYPES, OUTCOMES, metrics};
 use crate::worker::WorkerStatus;
 
 /// Why the gRPC port could not be served.
@@ -22,10 +34,102 @@ pub enum GrpcServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// `reservation.worker.v1.WorkerDebug`.
+/// What a masked secret shows.
+const MASKED: &str = "***";
+/// What an absent optional setting shows.
+const UNSET: &str = "(unset)";
+/// The MessageId given to a debug body when the request names none.
+const DEBUG_MESSAGE_ID: &str = "debug-message";
+
+/// `reservation.worker.v1.WorkerDebug`. Holds the configuration only as masked text, so no
+/// answer can carry a secret.
 pub struct Debug {
     status: Arc<WorkerStatus>,
     queue_url: String,
+    reservation_api_base: String,
+    settings: Vec<Setting>,
+    pool_capacity: u64,
+    /// The peers, present only when `DEBUG_PROCESS_EVENT` is on.
+    peers: Option<Peers>,
+}
+
+impl Debug {
+    /// The service for this worker: its status, its configuration (masked) and, when
+    /// `ProcessEvent` is switched on, the same peers the pool calls.
+    pub fn new(config: &Config, status: Arc<WorkerStatus>, peers: Peers) -> Debug {
+        Debug {
+            status,
+            queue_url: config.queue_url.clone(),
+            reservation_api_base: config.reservation_api_base.clone(),
+            settings: settings(config),
+            pool_capacity: config.concurrency as u64,
+            peers: config.debug_process_event.then_some(peers),
+        }
+    }
+}
+
+/// The effective configuration by variable name, secrets masked and URL credentials hidden.
+fn settings(c: &Config) -> Vec<Setting> {
+    let secs = |d: Duration| d.as_secs().to_string();
+    let ms = |d: Duration| d.as_millis().to_string();
+    let opt = |v: &Option<String>| v.as_deref().map_or_else(|| UNSET.to_string(), mask_url);
+    let token = match c.reservation_api_token {
+        Some(_) => MASKED,
+        None => UNSET,
+    };
+    let log_format = match c.log_format {
+        LogFormat::Json => "json",
+        LogFormat::Pretty => "pretty",
+    };
+    [
+        ("SQS_QUEUE_URL", mask_url(&c.queue_url)),
+        ("SQS_WAIT_TIME", secs(c.wait_time)),
+        ("SQS_VISIBILITY_TIMEOUT", secs(c.visibility_timeout)),
+        ("SQS_DLQ_URL", opt(&c.dlq_url)),
+        ("WORKER_CONCURRENCY", c.concurrency.to_string()),
+        ("MAX_RETRIES", c.max_retries.to_string()),
+        ("BACKOFF_BASE_MS", ms(c.backoff_base)),
+        ("BACKOFF_MAX_MS", ms(c.backoff_max)),
+        ("REDELIVERY_BACKOFF_BASE_SECS", secs(c.redelivery_base)),
+        ("REDELIVERY_BACKOFF_MAX_SECS", secs(c.redelivery_max)),
+        ("SHUTDOWN_TIMEOUT_SECS", secs(c.shutdown_timeout)),
+        ("DEDUPE_CAPACITY", c.dedupe_capacity.to_string()),
+        ("DEDUPE_TTL_SECS", secs(c.dedupe_ttl)),
+        ("INVENTORY_GRPC_ADDR", mask_url(&c.inventory_uri)),
+        ("INVENTORY_TIMEOUT_MS", ms(c.inventory_timeout)),
+        ("RESERVATION_API_BASE", mask_url(&c.reservation_api_base)),
+        ("RESERVATION_API_TOKEN", token.to_string()),
+        ("RESERVATION_API_TIMEOUT_MS", ms(c.reservation_api_timeout)),
+        ("AWS_REGION", c.aws_region.clone()),
+        ("AWS_PROFILE", opt(&c.aws_profile)),
+        ("LOG_LEVEL", c.log_level.clone()),
+        ("LOG_FORMAT", log_format.to_string()),
+        ("SERVER_PORT", c.server_port.to_string()),
+        ("GRPC_DEBUG_PORT", c.grpc_debug_port.to_string()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", opt(&c.otel_endpoint)),
+        ("POD_NAME", opt(&c.pod_name)),
+        ("USE_SECRET_MANAGER", c.use_secret_manager.to_string()),
+        ("SECRET_NAME", opt(&c.secret_name)),
+        ("DEBUG_PROCESS_EVENT", c.debug_process_event.to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| Setting {
+        name: name.to_string(),
+        value,
+    })
+    .collect()
+}
+
+/// A URL with any user name or password replaced by `***`.
+fn mask_url(text: &str) -> String {
+    match reqwest::Url::parse(text) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username(MASKED);
+            let _ = u.set_password(Some(MASKED));
+            u.to_string()
+        }
+        _ => text.to_string(),
+    }
 }
 
 #[tonic::async_trait]
@@ -35,15 +139,281 @@ impl WorkerDebug for Debug {
         _: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
         let s = &self.status;
+        let m = metrics();
+        let mut outcomes = Vec::new();
+        let mut outcome_totals: HashMap<String, u64> = HashMap::new();
+        for t in EVENT_TYPES {
+            for o in OUTCOMES {
+                let count = m.events(t, o);
+                *outcome_totals.entry(o.as_str().to_string()).or_default() += count;
+                outcomes.push(OutcomeCount {
+                    event_type: t.to_string(),
+                    outcome: o.as_str().to_string(),
+                    count,
+                });
+            }
+        }
+        let last_poll = s.last_poll_ms();
+        let liveness = s.liveness();
         Ok(Response::new(GetStatusResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: s.uptime().as_secs(),
-            queue_url: self.queue_url.clone(),
+            queue_url: mask_url(&self.queue_url),
             in_flight: s.in_flight() as u64,
             ready: s.is_ready(),
             draining: s.is_draining(),
+            config: self.settings.clone(),
+            outcomes,
+            outcome_totals,
+            last_successful_poll: (last_poll > 0).then(|| prost_types::Timestamp {
+                seconds: (last_poll / 1000) as i64,
+                nanos: ((last_poll % 1000) * 1_000_000) as i32,
+            }),
+            liveness: liveness.as_str().to_string(),
+            liveness_reason: liveness.reason(),
+            pool_capacity: self.pool_capacity,
         }))
     }
+
+    async fn validate_event(
+        &self,
+        request: Request<ValidateEventRequest>,
+    ) -> Result<Response<ValidateEventResponse>, Status> {
+        let r = request.into_inner();
+        let answer = match parse(r.body, r.attributes, r.message_id) {
+            Ok(event) => ValidateEventResponse {
+                calls: plan(&event, &self.reservation_api_base),
+                result: Some(validate_event_response::Result::Event(parsed(&event))),
+            },
+            Err(e) => ValidateEventResponse {
+                result: Some(validate_event_response::Result::Error(ValidationError {
+                    class: e.class().to_string(),
+                    message: e.to_string(),
+                    field: match &e {
+                        EventError::InvalidField { field, .. } => field.clone(),
+                        _ => String::new(),
+                    },
+                })),
+                calls: Vec::new(),
+            },
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn process_event(
+        &self,
+        request: Request<ProcessEventRequest>,
+    ) -> Result<Response<ProcessEventResponse>, Status> {
+        let Some(peers) = &self.peers else {
+            return Err(Status::failed_precondition(
+                "ProcessEvent is off: start the worker with DEBUG_PROCESS_EVENT=true to run workflows from the debug port",
+            ));
+        };
+        let r = request.into_inner();
+        let event = parse(r.body, r.attributes, r.message_id)
+            .map_err(|e| Status::invalid_argument(format!("{}: {e}", e.class())))?;
+        tracing::warn!(
+            envelope_id = %event.envelope_id,
+            event_type = event.event_type().as_str(),
+            reservation_id = event.reservation_id(),
+            "ProcessEvent: running a workflow from the debug port"
+        );
+        let mut progress = Progress::default();
+        let result = handler::attempt(&event, &mut progress, peers).await;
+        let steps = handler::steps(&event);
+        let mut answer = ProcessEventResponse {
+            event: Some(parsed(&event)),
+            outcome: "success".into(),
+            steps_done: steps
+                .iter()
+                .take(progress.steps_done())
+                .map(|s| s.name().to_string())
+                .collect(),
+            already_applied: progress.already_applied() as u32,
+            ..Default::default()
+        };
+        if let Err(e) = result {
+            answer.outcome = "failed".into();
+            answer.failed_step = e.step.name().to_string();
+            answer.error = e.error.to_string();
+            match e.error {
+                CallError::Retryable(_) => answer.error_kind = "retryable".into(),
+                CallError::Terminal { class, .. } => {
+                    answer.error_kind = "terminal".into();
+                    answer.error_class = class.to_string();
+                }
+            }
+        }
+        Ok(Response::new(answer))
+    }
+}
+
+/// Parses a body the way the pool does.
+fn parse(
+    body: String,
+    attributes: HashMap<String, String>,
+    message_id: String,
+) -> Result<Event, EventError> {
+    let message_id = if message_id.is_empty() {
+        DEBUG_MESSAGE_ID.to_string()
+    } else {
+        message_id
+    };
+    event::parse(
+        &body,
+        &MessageContext {
+            message_id,
+            attributes,
+        },
+    )
+}
+
+fn parsed(event: &Event) -> ParsedEvent {
+    let detail = match &event.kind {
+        EventKind::ReservationExpired(e) => parsed_event::Detail::Expired(HoldExpired {
+            reservation_id: e.reservation_id.clone(),
+            event_id: e.event_id.clone(),
+            seat_ids: e.seat_ids.clone(),
+            qty: e.qty,
+        }),
+        EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p) => {
+            parsed_event::Detail::Payment(Payment {
+                reservation_id: p.reservation_id.clone(),
+                payment_intent_id: p.payment_intent_id.clone(),
+                amount: p.amount,
+                currency: p.currency.clone(),
+                event_id: p.event_id.clone(),
+                user_id: p.user_id.clone(),
+                seat_ids: p.seat_ids.clone(),
+                qty: p.qty,
+                error_code: p.error_code.clone(),
+                error_message: p.error_message.clone(),
+            })
+        }
+    };
+    ParsedEvent {
+        event_type: event.event_type().as_str().to_string(),
+        envelope_id: event.envelope_id.clone(),
+        reservation_id: event.reservation_id().to_string(),
+        trace_id: event.trace_id.clone().unwrap_or_default(),
+        source: event.source.clone().unwrap_or_default(),
+        detail: Some(detail),
+    }
+}
+
+/// The calls [`handler::attempt`] would make for `event`, in order, built from the event
+/// alone. A payment event lacking inventory fields is looked up first; that GET is listed,
+/// not made, and the inventory requests show what the event itself carries.
+fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
+    let key = event.envelope_id.clone();
+    let rid = event.reservation_id().to_string();
+    let url = reservation_url(reservation_api_base, &rid);
+    let mut calls = Vec::new();
+    let mut note = String::new();
+    let (event_id, seat_ids, quantity, user_id, payment_intent_id) = match &event.kind {
+        EventKind::ReservationExpired(e) => (
+            e.event_id.clone(),
+            e.seat_ids.clone(),
+            e.qty as i32,
+            String::new(),
+            String::new(),
+        ),
+        EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p) => {
+            let qty = p.qty.filter(|q| *q > 0);
+            let complete = p.event_id.is_some() && (!p.seat_ids.is_empty() || qty.is_some());
+            if !complete {
+                calls.push(DownstreamCall {
+                    target: metrics::RESERVATION_API.into(),
+                    method: "GET".into(),
+                    step: Step::FetchReservation.name().into(),
+                    idempotency_key: String::new(),
+                    request: Some(downstream_call::Request::Rest(RestRequest {
+                        url: url.clone(),
+                        body: String::new(),
+                    })),
+                    note: "the event lacks event_id, or both seat_ids and qty: they are read from the reservation first".into(),
+                });
+                note = "fields the event lacks are filled from the GET answer".into();
+            }
+            (
+                p.event_id.clone().unwrap_or_default(),
+                p.seat_ids.clone(),
+                qty.unwrap_or(0) as i32,
+                p.user_id.clone().unwrap_or_default(),
+                p.payment_intent_id.clone(),
+            )
+        }
+    };
+    for step in handler::steps(event) {
+        let (target, method, request, note) = match step {
+            Step::ReleaseHold { reason } => (
+                metrics::INVENTORY,
+                "ReleaseHold",
+                downstream_call::Request::ReleaseHold(ReleaseHoldRequest {
+                    reservation_id: rid.clone(),
+                    event_id: event_id.clone(),
+                    seat_ids: seat_ids.clone(),
+                    quantity,
+                    reason: reason.to_string(),
+                    idempotency_key: key.clone(),
+                }),
+                note.clone(),
+            ),
+            Step::CommitReservation => (
+                metrics::INVENTORY,
+                "CommitReservation",
+                downstream_call::Request::CommitReservation(CommitReservationRequest {
+                    reservation_id: rid.clone(),
+                    event_id: event_id.clone(),
+                    seat_ids: seat_ids.clone(),
+                    quantity,
+                    payment_intent_id: payment_intent_id.clone(),
+                    user_id: user_id.clone(),
+                    idempotency_key: key.clone(),
+                }),
+                note.clone(),
+            ),
+            Step::StatusUpdate(status) => (
+                metrics::RESERVATION_API,
+                "PATCH",
+                downstream_call::Request::Rest(RestRequest {
+                    url: url.clone(),
+                    body: serde_json::json!({"status": status.as_str()}).to_string(),
+                }),
+                String::new(),
+            ),
+            Step::FetchReservation => (
+                metrics::RESERVATION_API,
+                "GET",
+                downstream_call::Request::Rest(RestRequest {
+                    url: url.clone(),
+                    body: String::new(),
+                }),
+                String::new(),
+            ),
+        };
+        calls.push(DownstreamCall {
+            target: target.into(),
+            method: method.into(),
+            step: step.name().into(),
+            idempotency_key: key.clone(),
+            request: Some(request),
+            note,
+        });
+    }
+    calls
+}
+
+/// `{base}/internal/reservations/{id}`, built as the REST client builds it.
+fn reservation_url(base: &str, reservation_id: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(base) else {
+        return format!("{base}/internal/reservations/{reservation_id}");
+    };
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty()
+            .extend(["internal", "reservations", reservation_id]);
+    }
+    mask_url(url.as_str())
 }
 
 /// Reflection over what this port serves, identical in both versions. The inventory contract
@@ -64,12 +434,11 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// Serves until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    status: Arc<WorkerStatus>,
-    queue_url: String,
+    debug: Debug,
     stop: CancellationToken,
 ) -> Result<(), GrpcServerError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let mut ready = status.watch_ready();
+    let mut ready = debug.status.watch_ready();
     let follow = {
         let reporter = reporter.clone();
         let stop = stop.clone();
@@ -98,10 +467,46 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(WorkerDebugServer::new(Debug { status, queue_url }))
+        .add_service(WorkerDebugServer::new(debug))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             stop.cancelled().await
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_credentials_are_masked() {
+        assert_eq!(
+            mask_url("https://user:pw@example.com/x"),
+            "https://***:***@example.com/x"
+        );
+        assert_eq!(mask_url("http://h:1"), "http://h:1");
+        assert_eq!(
+            reservation_url("http://api:8010/v2", "r/1 ?"),
+            "http://api:8010/v2/internal/reservations/r%2F1%20%3F"
+        );
+    }
+
+    #[test]
+    fn the_token_is_masked_in_the_settings() {
+        let c = Config::from_vars([
+            ("SQS_QUEUE_URL".to_string(), "http://q/1/q".to_string()),
+            (
+                "RESERVATION_API_TOKEN".to_string(),
+                "s3cr3t-value".to_string(),
+            ),
+        ])
+        .expect("config");
+        let all = format!("{:?}", settings(&c));
+        assert!(!all.contains("s3cr3t"), "{all}");
+        assert!(
+            all.contains("\"RESERVATION_API_TOKEN\", value: \"***\""),
+            "{all}"
+        );
+    }
 }

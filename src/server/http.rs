@@ -1,15 +1,18 @@
-//! `GET /health` (liveness) and `GET /ready` (readiness) on `SERVER_PORT`.
+//! `GET /health` (liveness), `GET /ready` (readiness) and `GET /metrics` (Prometheus) on
+//! `SERVER_PORT`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::metrics::{self, metrics};
 use crate::worker::WorkerStatus;
 
 /// The router, separate from serving so it can be tested without a socket.
@@ -17,15 +20,27 @@ pub fn router(status: Arc<WorkerStatus>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(prometheus))
         .with_state(status)
 }
 
+/// 200 while the poll loop beats and every long-lived part runs; 503 when restarting the
+/// process is the fix (a wedged poll loop, a part that stopped).
 async fn health(State(s): State<Arc<WorkerStatus>>) -> (StatusCode, Json<serde_json::Value>) {
+    let liveness = s.liveness();
+    let code = if liveness.is_alive() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
-        StatusCode::OK,
-        Json(
-            json!({"status": "ok", "in_flight": s.in_flight(), "uptime_seconds": s.uptime().as_secs()}),
-        ),
+        code,
+        Json(json!({
+            "status": liveness.as_str(),
+            "reason": liveness.reason(),
+            "in_flight": s.in_flight(),
+            "uptime_seconds": s.uptime().as_secs(),
+        })),
     )
 }
 
@@ -37,6 +52,13 @@ async fn ready(State(s): State<Arc<WorkerStatus>>) -> (StatusCode, Json<serde_js
             Json(json!({"ready": false, "reason": reason})),
         ),
     }
+}
+
+async fn prometheus() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics().encode(),
+    )
 }
 
 /// Serves until `stop` is cancelled.

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{Delivery, EntryFailure, Queue, QueueError};
 use crate::config::MAX_VISIBILITY;
+use crate::telemetry::metrics::metrics;
 use crate::worker::Disposition;
 
 /// SQS's batch limit.
@@ -91,7 +92,10 @@ impl Acker {
             Disposition::Release => visibility.push((receipt, Duration::ZERO)),
             Disposition::DeadLetter { class, error } => match &self.dlq {
                 Some(dlq) => match self.dead_letter(dlq, &s.delivery, class, &error).await {
-                    Ok(()) => deletes.push(receipt),
+                    Ok(()) => {
+                        metrics().dead_lettered(class);
+                        deletes.push(receipt);
+                    }
                     Err(e) => {
                         tracing::error!(message_id = %s.delivery.message_id, error = %e, "dead-letter send failed; message kept for a later attempt");
                         visibility.push((receipt, self.dlq_retry_after));
@@ -157,7 +161,11 @@ impl Acker {
     async fn flush_deletes(&self, pending: Vec<String>) {
         let left = write_with_retries(pending, "DeleteMessageBatch", |batch| async move {
             let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-            self.queue.delete_batch(&refs).await
+            let result = self.queue.delete_batch(&refs).await;
+            if let Ok(failed) = &result {
+                metrics().deleted(refs.len().saturating_sub(failed.len()));
+            }
+            result
         })
         .await;
         if left > 0 {
@@ -176,7 +184,14 @@ impl Acker {
             |batch| async move {
                 let refs: Vec<(&str, Duration)> =
                     batch.iter().map(|(r, d)| (r.as_str(), *d)).collect();
-                self.queue.change_visibility_batch(&refs).await
+                let result = self.queue.change_visibility_batch(&refs).await;
+                if let Ok(failed) = &result {
+                    let released = (0..refs.len())
+                        .filter(|i| refs[*i].1.is_zero() && !failed.iter().any(|f| f.index == *i))
+                        .count();
+                    metrics().released(released);
+                }
+                result
             },
         )
         .await;

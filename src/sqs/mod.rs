@@ -14,8 +14,25 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
 };
 
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
+use tracing::Instrument;
+
 use crate::config::Config;
+use crate::telemetry::metrics::metrics;
+use crate::telemetry::tracing::ClientSpan;
 pub use delivery::Delivery;
+
+/// Longest a ReceiveMessage may take beyond its long-poll wait before it counts as failed.
+pub const RECEIVE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Longest any other SQS call may take (all its retries included) before it counts as failed,
+/// so an endpoint that accepts connections and never answers cannot hang the worker.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The operation timeout of a ReceiveMessage that long-polls for `wait`.
+pub fn receive_timeout(wait: Duration) -> Duration {
+    wait + RECEIVE_MARGIN
+}
 
 /// A failed SQS call. The text comes from the SDK and never contains credentials.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,8 +83,17 @@ pub struct Queue {
 impl Queue {
     /// A handle on `url` using the given AWS settings.
     pub fn new(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Queue {
+        // The SDK sets only a connect timeout by default; an answer that never comes would
+        // otherwise be waited for forever.
+        let conf = aws_sdk_sqs::config::Builder::from(sdk)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(CALL_TIMEOUT)
+                    .build(),
+            )
+            .build();
         Queue {
-            client: aws_sdk_sqs::Client::new(sdk),
+            client: aws_sdk_sqs::Client::from_conf(conf),
             url: url.into(),
         }
     }
@@ -98,6 +124,16 @@ impl Queue {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
+        let _timer = metrics().sqs_call("ReceiveMessage");
+        let call = ClientSpan::sqs("ReceiveMessage", "receive", &self.url);
+        let timeouts = self
+            .client
+            .config()
+            .timeout_config()
+            .map(TimeoutConfig::to_builder)
+            .unwrap_or_default()
+            .operation_timeout(receive_timeout(wait))
+            .build();
         let out = self
             .client
             .receive_message()
@@ -107,9 +143,13 @@ impl Queue {
             .visibility_timeout(visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
             .send()
+            .instrument(call.span().clone())
             .await
-            .map_err(|e| QueueError::new("ReceiveMessage", e))?;
+            .map_err(|e| call.fail(QueueError::new("ReceiveMessage", e)))?;
+        call.message_count(out.messages().len());
         Ok(out.messages().iter().map(Delivery::from_sdk).collect())
     }
 
@@ -126,14 +166,18 @@ impl Queue {
                     .map_err(|e| QueueError::new("DeleteMessageBatch", e))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let _timer = metrics().sqs_call("DeleteMessageBatch");
+        let call = ClientSpan::sqs("DeleteMessageBatch", "settle", &self.url);
+        call.message_count(receipts.len());
         let out = self
             .client
             .delete_message_batch()
             .queue_url(&self.url)
             .set_entries(Some(entries))
             .send()
+            .instrument(call.span().clone())
             .await
-            .map_err(|e| QueueError::new("DeleteMessageBatch", e))?;
+            .map_err(|e| call.fail(QueueError::new("DeleteMessageBatch", e)))?;
         Ok(entry_failures(out.failed()))
     }
 
@@ -156,27 +200,34 @@ impl Queue {
                     .map_err(|e| QueueError::new("ChangeMessageVisibilityBatch", e))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let _timer = metrics().sqs_call("ChangeMessageVisibilityBatch");
+        let call = ClientSpan::sqs("ChangeMessageVisibilityBatch", "settle", &self.url);
+        call.message_count(entries.len());
         let out = self
             .client
             .change_message_visibility_batch()
             .queue_url(&self.url)
             .set_entries(Some(entries))
             .send()
+            .instrument(call.span().clone())
             .await
-            .map_err(|e| QueueError::new("ChangeMessageVisibilityBatch", e))?;
+            .map_err(|e| call.fail(QueueError::new("ChangeMessageVisibilityBatch", e)))?;
         Ok(entry_failures(out.failed()))
     }
 
     /// Sets one message's visibility (the heartbeat's renewal).
     pub async fn change_visibility(&self, receipt: &str, d: Duration) -> Result<(), QueueError> {
+        let _timer = metrics().sqs_call("ChangeMessageVisibility");
+        let call = ClientSpan::sqs("ChangeMessageVisibility", "settle", &self.url);
         self.client
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(receipt)
             .visibility_timeout(d.as_secs().min(crate::config::MAX_VISIBILITY.as_secs()) as i32)
             .send()
+            .instrument(call.span().clone())
             .await
-            .map_err(|e| QueueError::new("ChangeMessageVisibility", e))?;
+            .map_err(|e| call.fail(QueueError::new("ChangeMessageVisibility", e)))?;
         Ok(())
     }
 
@@ -211,15 +262,19 @@ impl Queue {
                         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 );
         }
+        let _timer = metrics().sqs_call("SendMessage");
+        let call = ClientSpan::sqs("SendMessage", "send", &self.url);
         let out = req
             .send()
+            .instrument(call.span().clone())
             .await
-            .map_err(|e| QueueError::new("SendMessage", e))?;
+            .map_err(|e| call.fail(QueueError::new("SendMessage", e)))?;
         Ok(out.message_id().unwrap_or_default().to_string())
     }
 
     /// The queue's attributes (all of them), as plain strings.
     pub async fn attributes(&self) -> Result<HashMap<String, String>, QueueError> {
+        let _timer = metrics().sqs_call("GetQueueAttributes");
         let out = self
             .client
             .get_queue_attributes()
@@ -255,6 +310,7 @@ impl Queue {
         let (Some(account), Some(name)) = (parts.get(4), parts.get(5)) else {
             return Ok(None);
         };
+        let _timer = metrics().sqs_call("GetQueueUrl");
         let out = self
             .client
             .get_queue_url()

@@ -1,13 +1,25 @@
 //! The long-poller. It takes worker permits *before* asking SQS for messages, and asks for no
 //! more than it holds, so a received message never waits invisible for a free slot.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::Queue;
+use crate::telemetry::metrics::metrics;
 use crate::worker::{Pool, WorkerStatus};
+
+/// How often the loop beats while it waits for a free slot or out an error backoff.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the poll loop may go without a heartbeat before `/health` fails: three receive
+/// timeouts (`SQS_WAIT_TIME` + 5 s each), at least 30 s. Every other wait of the loop beats
+/// once a second, and a receive cannot outlast its timeout, so only a stuck loop stays silent.
+pub fn liveness_limit(wait: Duration) -> Duration {
+    (super::receive_timeout(wait) * 3).max(Duration::from_secs(30))
+}
 
 /// Receives batches and hands them to the pool until `receiving` is cancelled.
 pub struct Poller {
@@ -20,11 +32,11 @@ pub struct Poller {
 
 impl Poller {
     pub async fn run(self, receiving: CancellationToken) {
+        self.status.poll_loop_started(liveness_limit(self.wait));
         let mut error_backoff = Duration::from_millis(500);
         loop {
-            let permits = tokio::select! {
-                p = self.pool.reserve(10) => p,
-                _ = receiving.cancelled() => return,
+            let Some(permits) = self.beating(self.pool.reserve(10), &receiving).await else {
+                return;
             };
             self.status.polling();
             let received = tokio::select! {
@@ -36,6 +48,7 @@ impl Poller {
                 Ok(batch) => {
                     error_backoff = Duration::from_millis(500);
                     self.status.polled();
+                    metrics().received(&batch);
                     if !batch.is_empty() {
                         tracing::debug!(count = batch.len(), "received");
                         self.pool.dispatch(batch, permits);
@@ -43,13 +56,30 @@ impl Poller {
                 }
                 Err(e) => {
                     drop(permits);
+                    metrics().poll_failed();
                     tracing::warn!(error = %e, retry_in_ms = error_backoff.as_millis() as u64, "receive failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(error_backoff) => {}
-                        _ = receiving.cancelled() => return,
+                    let backoff = tokio::time::sleep(error_backoff);
+                    if self.beating(backoff, &receiving).await.is_none() {
+                        return;
                     }
                     error_backoff = (error_backoff * 2).min(Duration::from_secs(20));
                 }
+            }
+        }
+    }
+
+    /// Awaits `work`, beating once a second meanwhile; `None` if `receiving` is cancelled.
+    async fn beating<F: Future>(
+        &self,
+        work: F,
+        receiving: &CancellationToken,
+    ) -> Option<F::Output> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                _ = tokio::time::sleep(BEAT_EVERY) => self.status.beat(),
+                _ = receiving.cancelled() => return None,
             }
         }
     }

@@ -1,32 +1,82 @@
-//! Logs: JSON lines on stdout by default (one object per line, for log pipelines), or
-//! human-readable with `LOG_FORMAT=pretty`.
+//! Telemetry: [`logging`] (JSON lines on stdout by default, or human-readable with
+//! `LOG_FORMAT=pretty`), [`tracing`] (OpenTelemetry spans over OTLP, on when an endpoint is
+//! set) and [`metrics`] (Prometheus). Logs and traces share one `tracing` subscriber, so
+//! the spans that give log lines their fields are the spans that are exported.
 
-use tracing_subscriber::EnvFilter;
+pub mod logging;
+pub mod metrics;
+pub mod tracing;
 
-use crate::config::LogFormat;
+use std::time::Duration;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `LOG_LEVEL`.
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{Config, LogFormat};
+use logging::{LogSettings, Redactor};
+
+/// How long shutdown waits for the last spans to reach the collector.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The running telemetry. Call [`Telemetry::shutdown`] once the worker has stopped, so the
+/// spans of its last messages are exported before the process exits.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered and stops the exporter (waiting at most 5 s).
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        // The SDK blocks while its export thread hands the last batch to this runtime.
+        let done =
+            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT))
+                .await;
+        if let Ok(Err(e)) = done {
+            ::tracing::warn!(error = %e, "flushing traces at shutdown failed");
+        }
+    }
+}
+
+/// Installs the global subscriber of the worker: logs as `LOG_FORMAT` says, filtered by
+/// `RUST_LOG`/`LOG_LEVEL`, with `pod_name` on every JSON line and the config's secrets
+/// redacted; and, when `config.otel_endpoint` is set, the OpenTelemetry layer. Must run on
+/// the tokio runtime (the exporter is bound to it).
+pub fn init(config: &Config) -> Result<Telemetry, tracing::TracingError> {
+    let redactor = Redactor::default();
+    if let Some(token) = &config.reservation_api_token {
+        redactor.add(token.expose());
+    }
+    redactor.add_from_env();
+    let provider = tracing::provider(config.otel_endpoint.as_deref(), config.pod_name.as_deref())?;
+    let logs = logging::layer(LogSettings {
+        level: config.log_level.clone(),
+        format: config.log_format,
+        pod_name: config.pod_name.clone(),
+        redactor,
+    });
+    let otel = provider.as_ref().map(tracing::layer);
+    // A second init (a test, or a command that already set one up) keeps the first.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(otel)
+        .try_init();
+    Ok(Telemetry { provider })
+}
+
+/// Logs only, for the commands that are not the worker (`sim`): no traces.
 pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .try_init(),
-        // Colour only for a terminal: log files stay free of escape codes.
-        LogFormat::Pretty => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .try_init(),
-    };
-    // A second init (tests, or a command that already set one up) keeps the first.
-    let _ = result;
+    let redactor = Redactor::default();
+    redactor.add_from_env();
+    let logs = logging::layer(LogSettings {
+        level: level.to_string(),
+        format,
+        pod_name: std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()),
+        redactor,
+    });
+    let _ = tracing_subscriber::registry().with(logs).try_init();
 }

@@ -7,8 +7,14 @@ mod pool;
 mod recent;
 pub mod retry;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::metrics::metrics;
 
 pub use disposition::{Disposition, Outcome};
 pub use keyed::KeyedLocks;
@@ -27,7 +33,67 @@ pub struct WorkerStatus {
     last_poll_ms: AtomicU64,
     /// Milliseconds since the epoch when the poller last started a receive.
     poll_started_ms: AtomicU64,
+    /// The poll loop's last heartbeat, in ms since `started` plus one (0 = not started yet).
+    /// Monotonic, so a wall-clock jump cannot fail liveness.
+    beat: AtomicU64,
+    /// How long the poll loop may be silent before liveness fails, in ms.
+    beat_limit_ms: AtomicU64,
+    /// The first long-lived part (poll loop, acker) that ended before shutdown.
+    stopped: OnceLock<&'static str>,
     ready: tokio::sync::watch::Sender<bool>,
+}
+
+/// What `GET /health` answers: whether restarting the process could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The poll loop has not started: the queue is still being reached (readiness says so).
+    Starting,
+    /// The poll loop beat recently.
+    Alive { silent_for: Duration },
+    /// Shutting down on purpose; the loop stopped receiving.
+    Draining,
+    /// The poll loop has not beaten for longer than its limit: it is stuck.
+    Wedged {
+        silent_for: Duration,
+        limit: Duration,
+    },
+    /// A long-lived part ended (returned or panicked) while the worker was not shutting down.
+    Stopped { part: &'static str },
+}
+
+impl Liveness {
+    /// Whether the process is worth keeping (200) rather than restarting (503).
+    pub fn is_alive(&self) -> bool {
+        !matches!(self, Liveness::Wedged { .. } | Liveness::Stopped { .. })
+    }
+
+    /// A short word for the state, for the health body and the debug service.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Liveness::Starting => "starting",
+            Liveness::Alive { .. } => "ok",
+            Liveness::Draining => "draining",
+            Liveness::Wedged { .. } => "wedged",
+            Liveness::Stopped { .. } => "stopped",
+        }
+    }
+
+    /// One sentence saying why, for people.
+    pub fn reason(&self) -> String {
+        match self {
+            Liveness::Starting => "the poll loop starts once the queue has been reached".into(),
+            Liveness::Alive { silent_for } => {
+                format!("the poll loop beat {} ms ago", silent_for.as_millis())
+            }
+            Liveness::Draining => "shutting down".into(),
+            Liveness::Wedged { silent_for, limit } => format!(
+                "the poll loop has not beaten for {} s (limit {} s)",
+                silent_for.as_secs(),
+                limit.as_secs()
+            ),
+            Liveness::Stopped { part } => format!("the {part} stopped unexpectedly"),
+        }
+    }
 }
 
 impl Default for WorkerStatus {
@@ -39,6 +105,9 @@ impl Default for WorkerStatus {
             in_flight: AtomicUsize::new(0),
             last_poll_ms: AtomicU64::new(0),
             poll_started_ms: AtomicU64::new(0),
+            beat: AtomicU64::new(0),
+            beat_limit_ms: AtomicU64::new(30_000),
+            stopped: OnceLock::new(),
             ready: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -95,11 +164,72 @@ impl WorkerStatus {
     }
 
     pub(crate) fn polling(&self) {
+        self.beat();
         self.poll_started_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     pub(crate) fn polled(&self) {
+        self.beat();
         self.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The poll loop starts: from now on it must beat at least once per `limit`.
+    pub fn poll_loop_started(&self, limit: Duration) {
+        self.beat_limit_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+        self.beat();
+    }
+
+    /// The poll loop is alive (it is waiting, receiving or handing out work).
+    pub fn beat(&self) {
+        self.beat.store(self.mono_ms() + 1, Ordering::Relaxed);
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether restarting the process could help, judged now.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness_at(self.mono_ms())
+    }
+
+    /// The liveness rule, at `now` ms after start.
+    fn liveness_at(&self, now: u64) -> Liveness {
+        if let Some(part) = self.stopped.get() {
+            return Liveness::Stopped { part };
+        }
+        if self.is_draining() {
+            return Liveness::Draining;
+        }
+        let beat = self.beat.load(Ordering::Relaxed);
+        if beat == 0 {
+            return Liveness::Starting;
+        }
+        let silent_for = Duration::from_millis(now.saturating_sub(beat - 1));
+        let limit = Duration::from_millis(self.beat_limit_ms.load(Ordering::Relaxed));
+        if silent_for > limit {
+            Liveness::Wedged { silent_for, limit }
+        } else {
+            Liveness::Alive { silent_for }
+        }
+    }
+
+    /// Runs a long-lived part of the worker (the poll loop, the acker). If it ends, or panics,
+    /// before `shutdown` is cancelled, liveness fails at once: such a worker holds its pod
+    /// without doing anything, and a restart is the fix.
+    pub async fn supervise<F: Future>(
+        self: Arc<Self>,
+        part: &'static str,
+        shutdown: CancellationToken,
+        work: F,
+    ) -> F::Output {
+        let _guard = PartGuard {
+            status: self,
+            part,
+            shutdown,
+        };
+        work.await
     }
 
     /// The last time a receive call returned, in ms since the epoch (0 if never).
@@ -118,9 +248,104 @@ impl WorkerStatus {
 
     pub(crate) fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        metrics().task_started();
     }
 
     pub(crate) fn end(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics().task_finished();
+    }
+}
+
+/// Marks its part stopped when dropped (a return or a panic's unwinding) before shutdown.
+struct PartGuard {
+    status: Arc<WorkerStatus>,
+    part: &'static str,
+    shutdown: CancellationToken,
+}
+
+impl Drop for PartGuard {
+    fn drop(&mut self) {
+        if !self.shutdown.is_cancelled() && self.status.stopped.set(self.part).is_ok() {
+            tracing::error!(
+                part = self.part,
+                "{} stopped unexpectedly: /health now answers 503 so the pod is restarted",
+                self.part
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starting_until_the_poll_loop_beats() {
+        let s = WorkerStatus::default();
+        assert_eq!(s.liveness_at(100_000), Liveness::Starting);
+        assert!(s.liveness_at(100_000).is_alive());
+    }
+
+    #[test]
+    fn wedged_when_silent_longer_than_the_limit() {
+        let s = WorkerStatus::default();
+        s.poll_loop_started(Duration::from_secs(30));
+        let beat = s.beat.load(Ordering::Relaxed) - 1;
+        let at = |ms: u64| s.liveness_at(beat + ms);
+        assert_eq!(
+            at(30_000),
+            Liveness::Alive {
+                silent_for: Duration::from_secs(30)
+            }
+        );
+        let wedged = at(30_001);
+        assert_eq!(
+            wedged,
+            Liveness::Wedged {
+                silent_for: Duration::from_millis(30_001),
+                limit: Duration::from_secs(30)
+            }
+        );
+        assert!(!wedged.is_alive());
+        assert!(
+            wedged.reason().contains("limit 30 s"),
+            "{}",
+            wedged.reason()
+        );
+    }
+
+    #[test]
+    fn draining_is_alive_and_a_stopped_part_is_not() {
+        let s = WorkerStatus::default();
+        s.poll_loop_started(Duration::from_secs(30));
+        s.start_draining();
+        assert_eq!(s.liveness_at(u64::MAX / 2), Liveness::Draining);
+        let s = WorkerStatus::default();
+        s.poll_loop_started(Duration::from_secs(30));
+        assert!(s.stopped.set("poll loop").is_ok());
+        assert_eq!(s.liveness(), Liveness::Stopped { part: "poll loop" });
+        assert!(!s.liveness().is_alive());
+    }
+
+    #[tokio::test]
+    async fn a_supervised_part_that_ends_early_fails_liveness() {
+        let shutdown = CancellationToken::new();
+        let s = Arc::new(WorkerStatus::default());
+        s.clone()
+            .supervise("acker", shutdown.clone(), async {})
+            .await;
+        assert_eq!(s.liveness(), Liveness::Stopped { part: "acker" });
+
+        let s = Arc::new(WorkerStatus::default());
+        shutdown.cancel();
+        s.clone()
+            .supervise("acker", shutdown.clone(), async {})
+            .await;
+        assert_eq!(
+            s.liveness(),
+            Liveness::Starting,
+            "ending at shutdown is fine"
+        );
     }
 }

@@ -19,6 +19,7 @@ use crate::event::{self, Event, MessageContext};
 use crate::handler::{self, Peers, Progress};
 use crate::sqs::acker::Settle;
 use crate::sqs::{Delivery, Queue};
+use crate::telemetry::metrics::metrics;
 
 /// The pool's settings, taken from the config.
 #[derive(Debug, Clone)]
@@ -148,14 +149,16 @@ async fn settle(
     next: Option<oneshot::Sender<bool>>,
 ) {
     shared.status.begin();
-    let span = tracing::info_span!(
-        "message",
-        message_id = %delivery.message_id,
-        receive_count = delivery.receive_count,
-        envelope_id = tracing::field::Empty,
-        event_type = tracing::field::Empty,
-        reservation_id = tracing::field::Empty,
+    // Parsed first: the message's span takes its log fields and trace parent from the event.
+    let parsed = event::parse(
+        &delivery.body,
+        &MessageContext {
+            message_id: delivery.message_id.clone(),
+            attributes: delivery.attributes.clone(),
+        },
     );
+    let span =
+        crate::telemetry::tracing::process_span(&shared.queue.url, &delivery, parsed.as_ref().ok());
     let work = async {
         if let Some(prev) = after {
             // A sender dropped without a word means the previous task was cut short.
@@ -163,10 +166,10 @@ async fn settle(
                 return (Disposition::Release, None);
             }
         }
-        decide(&shared, &delivery).await
+        decide(&shared, &delivery, parsed).await
     };
     let (disposition, event_type) = tokio::select! {
-        d = with_heartbeat(&shared, &delivery, work.instrument(span.clone())) => d,
+        d = with_heartbeat(&shared, &delivery, work).instrument(span.clone()) => d,
         _ = shared.hard_stop.cancelled() => (Disposition::Release, None),
     };
     if let Some(tx) = next {
@@ -174,6 +177,12 @@ async fn settle(
     }
     let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
     let outcome = disposition.outcome();
+    crate::telemetry::tracing::finish_process(&span, &disposition);
+    metrics().event_finished(
+        event_type.or_else(|| parsed_type(&delivery)),
+        outcome,
+        delivery.received_at.elapsed(),
+    );
     span.in_scope(|| match &disposition {
         Disposition::DeadLetter { class, error } => {
             tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class, error = %error, event_type, "message finished");
@@ -212,8 +221,12 @@ async fn with_heartbeat<F: Future>(shared: &Shared, delivery: &Delivery, work: F
                 .change_visibility(&delivery.receipt_handle, visibility)
                 .await
             {
-                Ok(()) => tracing::debug!(message_id = %delivery.message_id, "visibility extended"),
+                Ok(()) => {
+                    metrics().visibility_extended(true);
+                    tracing::debug!(message_id = %delivery.message_id, "visibility extended")
+                }
                 Err(e) => {
+                    metrics().visibility_extended(false);
                     tracing::warn!(message_id = %delivery.message_id, error = %e, "visibility extension failed")
                 }
             }
@@ -226,13 +239,14 @@ async fn with_heartbeat<F: Future>(shared: &Shared, delivery: &Delivery, work: F
     }
 }
 
-/// Parse, serialize by key, skip duplicates, run the workflow with retries.
-async fn decide(shared: &Shared, delivery: &Delivery) -> (Disposition, Option<&'static str>) {
-    let ctx = MessageContext {
-        message_id: delivery.message_id.clone(),
-        attributes: delivery.attributes.clone(),
-    };
-    let event = match event::parse(&delivery.body, &ctx) {
+/// Dead-letter what did not parse, serialize by key, skip duplicates, run the workflow with
+/// retries.
+async fn decide(
+    shared: &Shared,
+    delivery: &Delivery,
+    parsed: Result<Event, event::EventError>,
+) -> (Disposition, Option<&'static str>) {
+    let event = match parsed {
         Ok(e) => e,
         Err(e) => {
             return (
@@ -244,10 +258,6 @@ async fn decide(shared: &Shared, delivery: &Delivery) -> (Disposition, Option<&'
             );
         }
     };
-    let span = tracing::Span::current();
-    span.record("envelope_id", event.envelope_id.as_str());
-    span.record("event_type", event.event_type().as_str());
-    span.record("reservation_id", event.reservation_id());
     let event_type = Some(event.event_type().as_str());
 
     // FIFO groups are already serialized by their chain; on standard queues, the reservation.
@@ -271,11 +281,11 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
     let s = &shared.settings;
     let mut progress = Progress::default();
     let mut last_error = String::new();
+    let mut failed_step: &'static str;
     for attempt in 1..=s.max_retries {
-        match handler::attempt(event, &mut progress, &shared.peers)
-            .instrument(tracing::debug_span!("attempt", attempt))
-            .await
-        {
+        // On the message's span, so every later line of this message carries it.
+        tracing::Span::current().record("attempt", attempt);
+        match handler::attempt(event, &mut progress, &shared.peers).await {
             Ok(()) => return Disposition::Delete(Outcome::Success),
             Err(e) => match e.error {
                 CallError::Terminal { class, ref reason } => {
@@ -286,6 +296,7 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
                 }
                 CallError::Retryable(ref reason) => {
                     last_error = format!("{}: {reason}", e.step);
+                    failed_step = e.step.name();
                     tracing::warn!(attempt, step = e.step.name(), error = %reason, "step failed, retryable");
                 }
             },
@@ -296,6 +307,7 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
         if shared.draining.is_cancelled() {
             return Disposition::Release;
         }
+        metrics().retry(failed_step);
         tokio::select! {
             _ = tokio::time::sleep(s.backoff.delay(attempt)) => {}
             _ = shared.draining.cancelled() => return Disposition::Release,
@@ -305,4 +317,16 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
         after: redelivery_delay(s.redelivery_base, s.redelivery_max, delivery.receive_count),
         error: last_error,
     }
+}
+
+/// The event type of a delivery that ended before its body was looked at (released at
+/// shutdown, or held back behind its FIFO group), for the metrics' `type` label.
+fn parsed_type(delivery: &Delivery) -> Option<&'static str> {
+    let ctx = MessageContext {
+        message_id: delivery.message_id.clone(),
+        attributes: Default::default(),
+    };
+    event::parse(&delivery.body, &ctx)
+        .ok()
+        .map(|e| e.event_type().as_str())
 }

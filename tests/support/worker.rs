@@ -69,12 +69,22 @@ impl WorkerProcess {
             .collect()
     }
 
-    /// Log lines whose `message` equals `msg`.
+    /// Log lines whose `msg` equals `msg`.
     pub fn logs_with_message(&self, msg: &str) -> Vec<serde_json::Value> {
         self.json_logs()
             .into_iter()
-            .filter(|v| v.get("message").and_then(|m| m.as_str()) == Some(msg))
+            .filter(|v| v.get("msg").and_then(|m| m.as_str()) == Some(msg))
             .collect()
+    }
+
+    /// Every stdout line so far, as written.
+    pub fn raw_logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Every stderr line so far.
+    pub fn raw_stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("stderr").clone()
     }
 
     /// The port the worker's HTTP server bound (it logs it at start).
@@ -171,4 +181,28 @@ impl Drop for WorkerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The top-level keys of a JSON object line in order, repeats included (a map type would
+/// silently keep one of two equal keys). `None` when the line is not a JSON object.
+pub fn top_level_keys(line: &str) -> Option<Vec<String>> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    serde::Deserializer::deserialize_map(&mut de, Keys).ok()
 }

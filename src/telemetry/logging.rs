@@ -1,0 +1,682 @@
+//! Log lines. JSON (the default) is one flat object per line: `ts`, `level`, `msg`, `target`,
+//! `pod_name`, then the fields of the enclosing spans (outermost first, an inner span's value
+//! replacing an outer one's) and the event's own fields (which replace both). A key appears
+//! once per line. Span fields that were never recorded are absent, not null. Span fields with
+//! a dot in their name (`otel.kind`, `messaging.system`, …) are trace attributes and stay out
+//! of log lines. `LOG_FORMAT=pretty` gives tracing-subscriber's human-readable lines instead.
+//!
+//! Every line passes through a [`Redactor`] holding the secrets the process knows, as a last
+//! line of defence should any library print one.
+
+use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::LogFormat;
+
+/// Keys every JSON line starts with; a span or event field of the same name is written as
+/// `field_<name>` instead, so the fixed keys always mean the same thing.
+const RESERVED: [&str; 5] = ["ts", "level", "msg", "target", "pod_name"];
+
+/// Secrets to blank out of every line. Cheap to clone; all clones share one list.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<RwLock<Vec<String>>>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Redactor(***)")
+    }
+}
+
+impl Redactor {
+    /// Values shorter than this are not redacted: blanking every "abc" would wreck lines and
+    /// such a value is no real secret anyway.
+    pub const MIN_LEN: usize = 8;
+
+    /// Adds a secret (a token, a key) to blank out from now on.
+    pub fn add(&self, secret: &str) {
+        let secret = secret.trim();
+        if secret.len() < Self::MIN_LEN {
+            return;
+        }
+        if let Ok(mut list) = self.secrets.write()
+            && !list.iter().any(|s| s == secret)
+        {
+            list.push(secret.to_string());
+        }
+    }
+
+    /// The secrets found in the environment the AWS SDK and the OTLP exporter read.
+    pub fn add_from_env(&self) {
+        for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+            if let Ok(v) = std::env::var(var) {
+                self.add(&v);
+            }
+        }
+        // `key=value,…`: the values are credentials for the collector.
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                for pair in v.split(',') {
+                    if let Some((_, value)) = pair.split_once('=') {
+                        self.add(value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `line` with every known secret replaced by `***`.
+    pub fn redact(&self, line: String) -> String {
+        let Ok(list) = self.secrets.read() else {
+            return line;
+        };
+        let mut line = line;
+        for secret in list.iter() {
+            if line.contains(secret.as_str()) {
+                line = line.replace(secret.as_str(), "***");
+            }
+        }
+        line
+    }
+}
+
+/// What the log layer needs to know.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// `LOG_LEVEL`: a level or filter directives; `RUST_LOG`, when set and valid, wins.
+    pub level: String,
+    /// `LOG_FORMAT`: JSON lines or pretty.
+    pub format: LogFormat,
+    /// Written on every JSON line (`POD_NAME`); `null` when unknown.
+    pub pod_name: Option<String>,
+    /// The secrets blanked out of every line.
+    pub redactor: Redactor,
+}
+
+/// The log layer for the chosen format, filtered by `LOG_LEVEL`/`RUST_LOG`, writing stdout.
+pub fn layer<S>(settings: LogSettings) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let filter = LogFilter::new(env_filter(&settings.level));
+    match settings.format {
+        LogFormat::Json => Box::new(
+            JsonLines::new(settings.pod_name, settings.redactor, io::stdout).with_filter(filter),
+        ),
+        // Colour only for a terminal: log files stay free of escape codes.
+        LogFormat::Pretty => Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_writer(RedactingStdout(settings.redactor))
+                .with_ansi(io::IsTerminal::is_terminal(&io::stdout()))
+                .fmt_fields(PrettyFields)
+                .with_filter(filter),
+        ),
+    }
+}
+
+/// `RUST_LOG` if set and valid, else `level`, else `info`. No target needs muting for
+/// secrets: at `trace` the AWS SDK redacts credentials itself, and hyper, h2 and reqwest do
+/// not print header values (checked by `tests/logs.rs`).
+pub fn env_filter(level: &str) -> EnvFilter {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"))
+}
+
+/// The log filter, except that this crate's spans are always seen by the log layer: a
+/// `warn` line from inside a message still carries the message's fields when `LOG_LEVEL`
+/// is `warn`. Events are filtered by the [`EnvFilter`] alone.
+pub struct LogFilter {
+    env: EnvFilter,
+}
+
+impl LogFilter {
+    /// Wraps the `LOG_LEVEL`/`RUST_LOG` filter.
+    pub fn new(env: EnvFilter) -> Self {
+        LogFilter { env }
+    }
+
+    fn always_seen(meta: &Metadata<'_>) -> bool {
+        meta.is_span() && meta.target().starts_with(env!("CARGO_CRATE_NAME"))
+    }
+}
+
+impl<S> Filter<S> for LogFilter
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        Self::always_seen(meta) || <EnvFilter as Filter<S>>::enabled(&self.env, meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if Self::always_seen(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            <EnvFilter as Filter<S>>::callsite_enabled(&self.env, meta)
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        // This crate's spans are at `info`: the hint must let them through.
+        <EnvFilter as Filter<S>>::max_level_hint(&self.env).map(|l| l.max(LevelFilter::INFO))
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        <EnvFilter as Filter<S>>::on_new_span(&self.env, attrs, id, ctx)
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        <EnvFilter as Filter<S>>::on_record(&self.env, id, values, ctx)
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        <EnvFilter as Filter<S>>::on_enter(&self.env, id, ctx)
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        <EnvFilter as Filter<S>>::on_exit(&self.env, id, ctx)
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        <EnvFilter as Filter<S>>::on_close(&self.env, id, ctx)
+    }
+}
+
+/// Stdout for the pretty format, each line redacted before it is written.
+#[derive(Clone)]
+pub struct RedactingStdout(Redactor);
+
+/// One line on its way to stdout, redacted as a whole when dropped.
+pub struct RedactingLine {
+    redactor: Redactor,
+    buf: Vec<u8>,
+}
+
+impl io::Write for RedactingLine {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingLine {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.buf).into_owned();
+        let text = self.redactor.redact(text);
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+impl<'a> MakeWriter<'a> for RedactingStdout {
+    type Writer = RedactingLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingLine {
+            redactor: self.0.clone(),
+            buf: Vec::with_capacity(256),
+        }
+    }
+}
+
+/// Pretty lines' fields: `name=value`, without the trace-only dotted attributes.
+struct PrettyFields;
+
+impl<'w> FormatFields<'w> for PrettyFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = PrettyVisitor {
+            writer: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PrettyVisitor<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for PrettyVisitor<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() || field.name().contains('.') {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{sep}{value:?}")
+        } else {
+            write!(self.writer, "{sep}{}={value:?}", field.name())
+        };
+    }
+}
+
+/// A span's log fields, kept in its extensions as they are recorded.
+#[derive(Default)]
+struct SpanFields(Vec<(&'static str, Value)>);
+
+/// The JSON log layer.
+pub struct JsonLines<W> {
+    pod_name: Value,
+    redactor: Redactor,
+    writer: W,
+}
+
+impl<W> JsonLines<W> {
+    /// Lines carrying `pod_name` (null when unknown), redacted, written to `writer`.
+    pub fn new(pod_name: Option<String>, redactor: Redactor, writer: W) -> Self {
+        JsonLines {
+            pod_name: pod_name.map(Value::String).unwrap_or(Value::Null),
+            redactor,
+            writer,
+        }
+    }
+}
+
+impl<S, W> Layer<S> for JsonLines<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut Visitor(&mut fields));
+        span.extensions_mut().insert(fields);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        match ext.get_mut::<SpanFields>() {
+            Some(fields) => values.record(&mut Visitor(fields)),
+            None => {
+                let mut fields = SpanFields::default();
+                values.record(&mut Visitor(&mut fields));
+                ext.insert(fields);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut line = Line::default();
+        let mut ts = String::with_capacity(32);
+        let _ = SystemTime.format_time(&mut Writer::new(&mut ts));
+        line.fixed("ts", Value::String(ts));
+        line.fixed(
+            "level",
+            Value::String(event.metadata().level().as_str().to_string()),
+        );
+        line.fixed("msg", Value::String(String::new()));
+        line.fixed(
+            "target",
+            Value::String(event.metadata().target().to_string()),
+        );
+        line.fixed("pod_name", self.pod_name.clone());
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    for (k, v) in &fields.0 {
+                        line.set(k, v.clone());
+                    }
+                }
+            }
+        }
+        event.record(&mut Visitor(&mut line));
+        let text = self.redactor.redact(line.to_json());
+        let mut out = self.writer.make_writer();
+        let _ = out.write_all(text.as_bytes());
+    }
+}
+
+/// One line's keys in order of first appearance; setting a key again replaces its value.
+#[derive(Default)]
+struct Line(Vec<(String, Value)>);
+
+impl Line {
+    fn fixed(&mut self, key: &str, value: Value) {
+        self.0.push((key.to_string(), value));
+    }
+
+    fn set(&mut self, key: &str, value: Value) {
+        let key = if RESERVED.contains(&key) {
+            format!("field_{key}")
+        } else {
+            key.to_string()
+        };
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    fn set_msg(&mut self, msg: String) {
+        if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == "msg") {
+            slot.1 = Value::String(msg);
+        }
+    }
+
+    fn to_json(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push('{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::String(k.clone()).to_string());
+            out.push(':');
+            out.push_str(&v.to_string());
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// Field value → JSON: numbers and booleans stay typed, everything else is text.
+fn number_or_text<T: TryInto<i64> + TryInto<u64> + fmt::Display + Copy>(v: T) -> Value {
+    if let Ok(n) = TryInto::<u64>::try_into(v) {
+        Value::from(n)
+    } else if let Ok(n) = TryInto::<i64>::try_into(v) {
+        Value::from(n)
+    } else {
+        Value::String(v.to_string())
+    }
+}
+
+fn float(v: f64) -> Value {
+    serde_json::Number::from_f64(v)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(v.to_string()))
+}
+
+/// Turns field values into JSON for one sink: span fields or an event's line.
+trait FieldSink {
+    fn put(&mut self, field: &Field, value: Value);
+    /// The event's `message` field is the line's `msg`; spans have none.
+    fn message(&mut self, text: String, field: &Field) {
+        self.put(field, Value::String(text));
+    }
+}
+
+/// The one `Visit` implementation: numbers and booleans stay typed, the rest is text.
+struct Visitor<'a, S: FieldSink>(&'a mut S);
+
+impl<S: FieldSink> Visit for Visitor<'_, S> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.put(field, float(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.put(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.put(field, Value::from(value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.0.put(field, number_or_text(value));
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.0.put(field, number_or_text(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.put(field, Value::Bool(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.message(value.to_string(), field);
+        } else {
+            self.0.put(field, Value::String(value.to_string()));
+        }
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.put(field, Value::String(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        if field.name() == "message" {
+            self.0.message(text, field);
+        } else {
+            self.0.put(field, Value::String(text));
+        }
+    }
+}
+
+impl FieldSink for SpanFields {
+    fn put(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        if name.contains('.') {
+            return;
+        }
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+}
+
+impl FieldSink for Line {
+    fn put(&mut self, field: &Field, value: Value) {
+        self.set(field.name(), value);
+    }
+    fn message(&mut self, text: String, _: &Field) {
+        self.set_msg(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    struct BufferLine(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for BufferLine {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = BufferLine;
+        fn make_writer(&'a self) -> BufferLine {
+            BufferLine(self.0.clone())
+        }
+    }
+
+    impl Buffer {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().expect("buffer").clone())
+                .expect("utf-8")
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    /// The top-level keys of a JSON object in order, repeats included.
+    fn keys(line: &str) -> Vec<String> {
+        let mut de = serde_json::Deserializer::from_str(line);
+        let map: Vec<(String, serde::de::IgnoredAny)> =
+            serde::Deserializer::deserialize_map(&mut de, PairsVisitor).expect("object");
+        map.into_iter().map(|(k, _)| k).collect()
+    }
+
+    struct PairsVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for PairsVisitor {
+        type Value = Vec<(String, serde::de::IgnoredAny)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(pair) = a.next_entry()? {
+                out.push(pair);
+            }
+            Ok(out)
+        }
+    }
+
+    fn capture(pod: Option<&str>, redactor: Redactor, f: impl FnOnce()) -> Vec<String> {
+        let buf = Buffer::default();
+        let subscriber = tracing_subscriber::registry().with(JsonLines::new(
+            pod.map(str::to_string),
+            redactor,
+            buf.clone(),
+        ));
+        tracing::subscriber::with_default(subscriber, f);
+        buf.lines()
+    }
+
+    #[test]
+    fn span_fields_are_flattened_without_duplicates() {
+        let lines = capture(Some("pod-1"), Redactor::default(), || {
+            let outer = tracing::info_span!(
+                "message",
+                message_id = "m-1",
+                event_type = "payment.approved",
+                envelope_id = tracing::field::Empty,
+                otel.kind = "consumer",
+            );
+            let _o = outer.enter();
+            outer.record("envelope_id", "env-1");
+            let inner = tracing::info_span!("inner", message_id = "m-inner", attempt = 2);
+            let _i = inner.enter();
+            tracing::info!(
+                event_type = "payment.approved",
+                outcome = "success",
+                latency_ms = 12u64,
+                "message finished"
+            );
+        });
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(
+            keys(line),
+            [
+                "ts",
+                "level",
+                "msg",
+                "target",
+                "pod_name",
+                "message_id",
+                "event_type",
+                "envelope_id",
+                "attempt",
+                "outcome",
+                "latency_ms"
+            ]
+        );
+        let v: Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["msg"], "message finished");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["pod_name"], "pod-1");
+        assert_eq!(v["message_id"], "m-inner", "the innermost span wins");
+        assert_eq!(v["envelope_id"], "env-1", "recorded after creation");
+        assert_eq!(v["attempt"], 2);
+        assert_eq!(v["latency_ms"], 12);
+        assert!(
+            v["ts"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.contains('T'))
+        );
+    }
+
+    #[test]
+    fn fixed_keys_cannot_be_overwritten_and_pod_name_is_always_there() {
+        let lines = capture(None, Redactor::default(), || {
+            let s = tracing::info_span!("s", level = "custom");
+            let _g = s.enter();
+            tracing::warn!(target = "x", "hello {}", 1);
+            tracing::info!(answer = 42);
+        });
+        assert_eq!(
+            keys(&lines[0]),
+            [
+                "ts",
+                "level",
+                "msg",
+                "target",
+                "pod_name",
+                "field_level",
+                "field_target"
+            ]
+        );
+        let v: Value = serde_json::from_str(&lines[0]).expect("json");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["msg"], "hello 1");
+        assert_eq!(v["pod_name"], Value::Null);
+        let v: Value = serde_json::from_str(&lines[1]).expect("json");
+        assert_eq!(v["msg"], "", "a line without a message still has msg");
+        assert_eq!(v["answer"], 42);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let r = Redactor::default();
+        r.add("tok-0123456789");
+        r.add("short");
+        let lines = capture(None, r, || {
+            tracing::info!(header = "Bearer tok-0123456789", "short and tok-0123456789");
+        });
+        assert!(!lines[0].contains("tok-0123456789"), "{}", lines[0]);
+        assert!(lines[0].contains("Bearer ***"));
+        assert!(
+            lines[0].contains("short and ***"),
+            "short values are not redacted"
+        );
+    }
+}

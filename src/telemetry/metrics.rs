@@ -1,0 +1,603 @@
+//! Prometheus metrics. One process-wide set, registered in the worker's own [`Registry`] so the
+//! exposition holds exactly what is defined here. The first four names are what the existing
+//! dashboards use; every label takes values from a fixed list, and every series whose labels
+//! are known up front is exported at zero from the start.
+
+use std::future::Future;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::client::{
+    Applied, CallError, Inventory, ReservationRecord, ReservationStatus, Reservations,
+};
+use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
+use crate::sqs::Delivery;
+use crate::worker::Outcome;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// `type` label values: the three event types, or `unknown` for a body that did not parse.
+pub const EVENT_TYPES: [&str; 4] = [
+    "reservation.expired",
+    "payment.approved",
+    "payment.failed",
+    UNKNOWN_TYPE,
+];
+
+/// The `type` of a delivery whose body did not parse (never the raw string from the message).
+pub const UNKNOWN_TYPE: &str = "unknown";
+
+/// Every [`Outcome`], in the order dashboards list them.
+pub const OUTCOMES: [Outcome; 5] = [
+    Outcome::Success,
+    Outcome::Duplicate,
+    Outcome::RetryLater,
+    Outcome::DeadLettered,
+    Outcome::Released,
+];
+
+/// `reason` label values of dead letters: the bounded error classes.
+pub const DEAD_LETTER_REASONS: [&str; 6] = [
+    "malformed_json",
+    "too_large",
+    "unknown_type",
+    "invalid_field",
+    "downstream_rejected",
+    "missing_inventory_fields",
+];
+
+/// `step` label values: [`crate::handler::Step::name`] of every step.
+pub const STEPS: [&str; 4] = [
+    "release_hold",
+    "commit_reservation",
+    "status_update",
+    "fetch_reservation",
+];
+
+/// `operation` label values: every SQS call the worker makes.
+pub const SQS_OPERATIONS: [&str; 7] = [
+    "ReceiveMessage",
+    "DeleteMessageBatch",
+    "ChangeMessageVisibilityBatch",
+    "ChangeMessageVisibility",
+    "SendMessage",
+    "GetQueueAttributes",
+    "GetQueueUrl",
+];
+
+/// `target` of inventory calls.
+pub const INVENTORY: &str = "inventory";
+/// `target` of reservation API calls.
+pub const RESERVATION_API: &str = "reservation_api";
+
+/// (`target`, `method`) of every downstream call.
+pub const DOWNSTREAM_CALLS: [(&str, &str); 4] = [
+    (INVENTORY, "ReleaseHold"),
+    (INVENTORY, "CommitReservation"),
+    (RESERVATION_API, "PATCH"),
+    (RESERVATION_API, "GET"),
+];
+
+/// `result` of a downstream call, as classified at the edge.
+pub const DOWNSTREAM_RESULTS: [&str; 4] = ["ok", "already_applied", "retryable", "terminal"];
+
+/// `result` of a visibility renewal.
+pub const RENEWAL_RESULTS: [&str; 2] = ["ok", "error"];
+
+/// 5 ms to 60 s: a delivery takes milliseconds when all is well, up to a minute with retries.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+/// 50 ms to 12 h: a backlog shows as messages that waited minutes or hours.
+const AGE_BUCKETS: [f64; 16] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
+    43200.0,
+];
+/// 1 ms to 30 s: peer calls are bounded by their timeouts (5 s by default).
+const CALL_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Every metric of the worker. Reached through [`metrics`].
+pub struct Metrics {
+    registry: Registry,
+    events: IntCounterVec,
+    latency: HistogramVec,
+    poll_errors: IntCounter,
+    active: IntGauge,
+    received: IntCounter,
+    deleted: IntCounter,
+    released: IntCounter,
+    dead_letters: IntCounterVec,
+    retries: IntCounterVec,
+    renewals: IntCounterVec,
+    message_age: Histogram,
+    downstream: HistogramVec,
+    sqs_requests: HistogramVec,
+    pool_capacity: IntGauge,
+    build_info: IntGaugeVec,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics. One set per process, so the pool, the poller, the acker and the
+/// clients count without being handed a registry.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+// Registration fails only for a malformed definition in this file (a unit test builds them all),
+// never because of anything from outside the process.
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid counter");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid gauge");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid histogram");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let m = Metrics {
+            events: counter_vec(
+                &r,
+                "worker_events_total",
+                "Deliveries finished, by event type (unknown = the body did not parse) and outcome (success, duplicate, retry_later, dead_lettered, released).",
+                &["type", "outcome"],
+            ),
+            latency: histogram_vec(
+                &r,
+                "worker_latency_seconds",
+                "Time from receiving a message to its final disposition, by event type.",
+                &["type"],
+                &LATENCY_BUCKETS,
+            ),
+            poll_errors: counter(
+                &r,
+                "sqs_poll_errors_total",
+                "ReceiveMessage calls that failed or timed out.",
+            ),
+            active: gauge(
+                &r,
+                "worker_active_count",
+                "Messages being worked on right now (received and not yet handed to the acker).",
+            ),
+            received: counter(
+                &r,
+                "sqs_messages_received_total",
+                "Messages received from the source queue (each delivery counts).",
+            ),
+            deleted: counter(
+                &r,
+                "sqs_messages_deleted_total",
+                "Messages deleted from the source queue (done, duplicate, or dead-lettered).",
+            ),
+            released: counter(
+                &r,
+                "sqs_messages_released_total",
+                "Messages handed back unfinished (visibility set to 0) for another delivery.",
+            ),
+            dead_letters: counter_vec(
+                &r,
+                "worker_dead_letters_total",
+                "Messages sent to the dead-letter queue, by reason class.",
+                &["reason"],
+            ),
+            retries: counter_vec(
+                &r,
+                "worker_retries_total",
+                "Retries within a delivery (backoffs started after a retryable failure), by the step that failed.",
+                &["step"],
+            ),
+            renewals: counter_vec(
+                &r,
+                "sqs_visibility_extensions_total",
+                "Heartbeat renewals of an in-flight message's visibility, by result (ok, error).",
+                &["result"],
+            ),
+            message_age: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "worker_message_age_seconds",
+                        "Age of a message when this worker picked it up (now minus SentTimestamp).",
+                    )
+                    .buckets(AGE_BUCKETS.to_vec()),
+                )
+                .expect("valid histogram");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            downstream: histogram_vec(
+                &r,
+                "downstream_request_duration_seconds",
+                "Duration of calls to the peers, by target (inventory, reservation_api), method and classified result (ok, already_applied, retryable, terminal).",
+                &["target", "method", "result"],
+                &CALL_BUCKETS,
+            ),
+            sqs_requests: histogram_vec(
+                &r,
+                "sqs_request_duration_seconds",
+                "Duration of SQS calls by operation, including failed ones and long polls cut short at shutdown.",
+                &["operation"],
+                &CALL_BUCKETS,
+            ),
+            pool_capacity: gauge(
+                &r,
+                "worker_pool_capacity",
+                "Messages the pool may work on at once (WORKER_CONCURRENCY).",
+            ),
+            build_info: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "worker_build_info",
+                        "Always 1; the version label says which build is running.",
+                    ),
+                    &["version"],
+                )
+                .expect("valid gauge");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            registry: r,
+        };
+        m.zero_series();
+        m
+    }
+
+    /// Creates every series whose labels are known, so dashboards and alerts see zeros rather
+    /// than missing data before the first event.
+    fn zero_series(&self) {
+        for t in EVENT_TYPES {
+            for o in OUTCOMES {
+                self.events.with_label_values(&[t, o.as_str()]);
+            }
+            self.latency.with_label_values(&[t]);
+        }
+        for r in DEAD_LETTER_REASONS {
+            self.dead_letters.with_label_values(&[r]);
+        }
+        for s in STEPS {
+            self.retries.with_label_values(&[s]);
+        }
+        for r in RENEWAL_RESULTS {
+            self.renewals.with_label_values(&[r]);
+        }
+        for (target, method) in DOWNSTREAM_CALLS {
+            for result in DOWNSTREAM_RESULTS {
+                self.downstream.with_label_values(&[target, method, result]);
+            }
+        }
+        for op in SQS_OPERATIONS {
+            self.sqs_requests.with_label_values(&[op]);
+        }
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metrics encoding failed");
+                String::new()
+            })
+    }
+
+    /// One delivery finished. `event_type` is `None` when the body did not parse; a value not
+    /// among [`EVENT_TYPES`] is counted as `unknown` too, so no label can come from a message.
+    pub fn event_finished(&self, event_type: Option<&str>, outcome: Outcome, latency: Duration) {
+        let t = type_label(event_type);
+        self.events.with_label_values(&[t, outcome.as_str()]).inc();
+        self.latency
+            .with_label_values(&[t])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// How many deliveries of `event_type` ended with `outcome` so far.
+    pub fn events(&self, event_type: &str, outcome: Outcome) -> u64 {
+        self.events
+            .with_label_values(&[type_label(Some(event_type)), outcome.as_str()])
+            .get()
+    }
+
+    /// A message task started.
+    pub fn task_started(&self) {
+        self.active.inc();
+    }
+
+    /// A message task handed its disposition over.
+    pub fn task_finished(&self) {
+        self.active.dec();
+    }
+
+    /// A ReceiveMessage call failed.
+    pub fn poll_failed(&self) {
+        self.poll_errors.inc();
+    }
+
+    /// A batch was received: counts it and records each message's age.
+    pub fn received(&self, batch: &[Delivery]) {
+        self.received.inc_by(batch.len() as u64);
+        let now = SystemTime::now();
+        for d in batch {
+            if let Some(sent) = d.sent_at {
+                // A sender clock ahead of ours reads as age 0, not as an error.
+                let age = now.duration_since(sent).unwrap_or_default();
+                self.message_age.observe(age.as_secs_f64());
+            }
+        }
+    }
+
+    /// `n` messages were deleted from the source queue.
+    pub fn deleted(&self, n: usize) {
+        self.deleted.inc_by(n as u64);
+    }
+
+    /// `n` messages were made visible again at once.
+    pub fn released(&self, n: usize) {
+        self.released.inc_by(n as u64);
+    }
+
+    /// A message was sent to the DLQ for `reason` (an error class).
+    pub fn dead_lettered(&self, reason: &'static str) {
+        self.dead_letters.with_label_values(&[reason]).inc();
+    }
+
+    /// A retry of `step` (a [`crate::handler::Step::name`]) is about to wait out its backoff.
+    pub fn retry(&self, step: &'static str) {
+        self.retries.with_label_values(&[step]).inc();
+    }
+
+    /// The heartbeat renewed (or failed to renew) a message's visibility.
+    pub fn visibility_extended(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.renewals.with_label_values(&[result]).inc();
+    }
+
+    /// Times one SQS call; the duration is recorded when the returned guard is dropped.
+    pub fn sqs_call(&self, operation: &'static str) -> SqsTimer {
+        SqsTimer {
+            operation,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records one downstream call.
+    pub fn downstream(
+        &self,
+        target: &'static str,
+        method: &'static str,
+        result: &'static str,
+        took: Duration,
+    ) {
+        self.downstream
+            .with_label_values(&[target, method, result])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The pool's size (`WORKER_CONCURRENCY`).
+    pub fn set_pool_capacity(&self, n: usize) {
+        self.pool_capacity.set(n as i64);
+    }
+}
+
+fn type_label(event_type: Option<&str>) -> &'static str {
+    event_type
+        .and_then(|t| EVENT_TYPES.iter().find(|k| **k == t))
+        .copied()
+        .unwrap_or(UNKNOWN_TYPE)
+}
+
+/// Records an SQS call's duration when dropped (see [`Metrics::sqs_call`]).
+#[must_use = "the call is timed until this guard is dropped"]
+pub struct SqsTimer {
+    operation: &'static str,
+    started: Instant,
+}
+
+impl Drop for SqsTimer {
+    fn drop(&mut self) {
+        metrics()
+            .sqs_requests
+            .with_label_values(&[self.operation])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The `result` label of a call's classified answer.
+fn result_label<T>(r: &Result<T, CallError>, applied: impl Fn(&T) -> bool) -> &'static str {
+    match r {
+        Ok(v) if applied(v) => "already_applied",
+        Ok(_) => "ok",
+        Err(CallError::Retryable(_)) => "retryable",
+        Err(CallError::Terminal { .. }) => "terminal",
+    }
+}
+
+async fn timed<T, F>(
+    target: &'static str,
+    method: &'static str,
+    call: F,
+    applied: impl Fn(&T) -> bool,
+) -> Result<T, CallError>
+where
+    F: Future<Output = Result<T, CallError>>,
+{
+    let started = Instant::now();
+    let r = call.await;
+    metrics().downstream(target, method, result_label(&r, applied), started.elapsed());
+    r
+}
+
+/// A peer client whose calls are timed into `downstream_request_duration_seconds`. Wrapping at
+/// the trait keeps the clients free of metrics code and times every caller the same way.
+pub struct Measured<T>(pub T);
+
+fn already(a: &Applied) -> bool {
+    *a == Applied::AlreadyApplied
+}
+
+#[async_trait]
+impl<T: Inventory> Inventory for Measured<T> {
+    async fn release_hold(&self, req: ReleaseHoldRequest) -> Result<Applied, CallError> {
+        timed(INVENTORY, "ReleaseHold", self.0.release_hold(req), already).await
+    }
+
+    async fn commit_reservation(
+        &self,
+        req: CommitReservationRequest,
+    ) -> Result<Applied, CallError> {
+        timed(
+            INVENTORY,
+            "CommitReservation",
+            self.0.commit_reservation(req),
+            already,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl<T: Reservations> Reservations for Measured<T> {
+    async fn update_status(
+        &self,
+        reservation_id: &str,
+        status: ReservationStatus,
+        idempotency_key: &str,
+    ) -> Result<Applied, CallError> {
+        timed(
+            RESERVATION_API,
+            "PATCH",
+            self.0
+                .update_status(reservation_id, status, idempotency_key),
+            already,
+        )
+        .await
+    }
+
+    async fn fetch(&self, reservation_id: &str) -> Result<ReservationRecord, CallError> {
+        timed(RESERVATION_API, "GET", self.0.fetch(reservation_id), |_| {
+            false
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::Step;
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(series))
+    }
+
+    #[test]
+    fn every_known_series_is_exported_at_zero() {
+        // A private registry: the process-wide one is shared with other tests.
+        let m = Metrics::new();
+        let text = m.encode();
+        for t in EVENT_TYPES {
+            for o in OUTCOMES {
+                let s = format!(
+                    "worker_events_total{{outcome=\"{}\",type=\"{t}\"}} 0",
+                    o.as_str()
+                );
+                assert!(text.contains(&s), "{s} missing");
+            }
+        }
+        for name in [
+            "sqs_poll_errors_total 0",
+            "worker_active_count 0",
+            "sqs_messages_received_total 0",
+            "sqs_messages_deleted_total 0",
+            "sqs_messages_released_total 0",
+            "worker_message_age_seconds_count 0",
+            "worker_pool_capacity 0",
+        ] {
+            assert!(line(&text, name).is_some(), "{name} missing:\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "worker_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.contains("worker_latency_seconds_bucket{type=\"unknown\",le=\"0.005\"} 0"));
+        assert!(text.contains("worker_latency_seconds_bucket{type=\"unknown\",le=\"60\"} 0"));
+    }
+
+    #[test]
+    fn a_type_not_in_the_list_is_counted_as_unknown() {
+        let m = Metrics::new();
+        m.event_finished(
+            Some("evil\"type{x}"),
+            Outcome::DeadLettered,
+            Duration::from_millis(3),
+        );
+        m.event_finished(None, Outcome::DeadLettered, Duration::from_millis(3));
+        m.event_finished(
+            Some("payment.failed"),
+            Outcome::Success,
+            Duration::from_millis(3),
+        );
+        assert_eq!(m.events("unknown", Outcome::DeadLettered), 2);
+        assert_eq!(m.events("payment.failed", Outcome::Success), 1);
+        assert!(!m.encode().contains("evil"));
+    }
+
+    #[test]
+    fn label_lists_match_the_code_they_describe() {
+        let steps = [
+            Step::ReleaseHold { reason: "x" },
+            Step::CommitReservation,
+            Step::StatusUpdate(ReservationStatus::Expired),
+            Step::FetchReservation,
+        ];
+        assert_eq!(steps.map(Step::name), STEPS);
+        assert_eq!(
+            OUTCOMES.map(Outcome::as_str),
+            [
+                "success",
+                "duplicate",
+                "retry_later",
+                "dead_lettered",
+                "released"
+            ]
+        );
+    }
+}

@@ -1,0 +1,597 @@
+//! The ops commands against real servers: `check` reaches the queue, its DLQ and both peers
+//! and says which one is broken; `dlq peek` shows dead letters and leaves them; `dlq redrive`
+//! moves them back (all, `--max N`, `--reason PATTERN`) without losing one, and a redriven
+//! message is then processed by the running worker.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use reservation_worker::sim::{GrpcFault, InventoryMethod};
+use support::worker::BIN;
+use support::{Harness, TestQueue, bodies, eventually};
+
+/// What a command printed and how it ended.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with exactly `env` (plus PATH) and `args`.
+async fn run(env: &[(String, String)], args: &[&str]) -> Ran {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("command finished in time")
+    .expect("command ran");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn env_plus(h: &Harness, add: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = h.env();
+    env.extend(add.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+/// The table row for `check`, split into (status, detail).
+fn row<'a>(stdout: &'a str, check: &str) -> (&'a str, &'a str) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{check}  ")))
+        .unwrap_or_else(|| panic!("no {check} row in:\n{stdout}"));
+    let rest = line[check.len()..].trim_start();
+    let (status, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+    (status, detail.trim_start())
+}
+
+fn closed_port() -> u16 {
+    // Bound and dropped: nothing listens there afterwards.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+#[tokio::test]
+async fn check_reports_every_part_ok_against_a_healthy_setup() {
+    let h = Harness::start().await;
+    let r = run(&h.env(), &["check"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    for check in [
+        "config",
+        "queue",
+        "dead-letter queue",
+        "inventory",
+        "reservation api",
+    ] {
+        assert_eq!(row(&r.stdout, check).0, "ok", "{check}:\n{}", r.stdout);
+    }
+    let (_, dlq) = row(&r.stdout, "dead-letter queue");
+    assert!(
+        dlq.starts_with(&format!("{} (RedrivePolicy target)", h.dlq.url)),
+        "{dlq}"
+    );
+    let (_, inv) = row(&r.stdout, "inventory");
+    assert!(inv.contains(&h.peers.inventory_addr), "{inv}");
+    assert!(r.stdout.starts_with("CHECK"), "{}", r.stdout);
+
+    // An explicit SQS_DLQ_URL is reported as such.
+    let r = run(&env_plus(&h, &[("SQS_DLQ_URL", &h.dlq.url)]), &["check"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    assert!(
+        row(&r.stdout, "dead-letter queue")
+            .1
+            .contains("(SQS_DLQ_URL)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test]
+async fn check_names_unreachable_peers_and_exits_1() {
+    let h = Harness::start().await;
+    let inv = format!("127.0.0.1:{}", closed_port());
+    let api = format!("http://127.0.0.1:{}", closed_port());
+    let r = run(
+        &env_plus(
+            &h,
+            &[
+                ("INVENTORY_GRPC_ADDR", &inv),
+                ("RESERVATION_API_BASE", &api),
+            ],
+        ),
+        &["check"],
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    let (status, detail) = row(&r.stdout, "inventory");
+    assert_eq!(status, "FAIL", "{}", r.stdout);
+    assert!(detail.contains(&inv), "{detail}");
+    let (status, detail) = row(&r.stdout, "reservation api");
+    assert_eq!(status, "FAIL", "{}", r.stdout);
+    assert!(detail.contains(&api), "{detail}");
+    assert_eq!(row(&r.stdout, "queue").0, "ok", "{}", r.stdout);
+
+    // A queue that does not exist fails its row (and the DLQ cannot be found from it).
+    let r = run(
+        &env_plus(
+            &h,
+            &[(
+                "SQS_QUEUE_URL",
+                &format!("{}/123456789012/no-such-queue", h.moto.endpoint),
+            )],
+        ),
+        &["check"],
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert_eq!(row(&r.stdout, "queue").0, "FAIL", "{}", r.stdout);
+    assert_eq!(
+        row(&r.stdout, "dead-letter queue").0,
+        "FAIL",
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test]
+async fn check_and_dlq_with_a_bad_configuration_exit_78() {
+    let h = Harness::start().await;
+    for args in [&["check"][..], &["dlq", "peek"][..]] {
+        let r = run(&env_plus(&h, &[("SQS_WAIT_TIME", "abc")]), args).await;
+        assert_eq!(r.code, Some(78), "{args:?}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.trim_end(),
+            "configuration error: SQS_WAIT_TIME=\"abc\" is invalid: expected an integer from 0 to 20 (whole seconds)"
+        );
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+    }
+}
+
+#[tokio::test]
+async fn check_loads_the_secret_overlay_and_never_prints_the_token() {
+    let h = Harness::start().await;
+    let token = "check-token-5d1e";
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new(
+                support::moto::REGION,
+            ))
+            .endpoint_url(&h.moto.endpoint)
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build(),
+    );
+    secrets
+        .create_secret()
+        .name("ops/check")
+        .secret_string(
+            serde_json::json!({"sqs_queue_url": h.queue.url, "reservation_api_token": token})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("CreateSecret");
+    let env: Vec<(String, String)> = env_plus(
+        &h,
+        &[("USE_SECRET_MANAGER", "true"), ("SECRET_NAME", "ops/check")],
+    )
+    .into_iter()
+    .filter(|(k, _)| k != "SQS_QUEUE_URL")
+    .collect();
+    let r = run(&env, &["check"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let (_, config) = row(&r.stdout, "config");
+    assert!(
+        config.contains("secret ops/check applied: sqs_queue_url, reservation_api_token"),
+        "{config}"
+    );
+    assert!(row(&r.stdout, "queue").1.starts_with(&h.queue.url));
+    assert!(!r.stdout.contains(token) && !r.stderr.contains(token));
+
+    let r = run(
+        &env_plus(
+            &h,
+            &[
+                ("USE_SECRET_MANAGER", "true"),
+                ("SECRET_NAME", "ops/absent"),
+            ],
+        ),
+        &["check"],
+    )
+    .await;
+    assert_eq!(r.code, Some(78), "{}", r.stderr);
+    assert!(r.stderr.contains("ops/absent"), "{}", r.stderr);
+}
+
+// ---- dlq ---------------------------------------------------------------------------------
+
+/// Puts a message on the DLQ the way the acker does, plus a trace attribute and a Number
+/// attribute that a redrive must carry over unchanged.
+async fn dead_letter(h: &Harness, body: &str, reason: &str, error: &str, original: &str) {
+    let s = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .expect("attribute")
+    };
+    let mut req = h
+        .dlq
+        .client
+        .send_message()
+        .queue_url(&h.dlq.url)
+        .message_body(body)
+        .message_attributes("ReasonClass", s(reason))
+        .message_attributes("ErrorMessage", s(error))
+        .message_attributes("OriginalMessageId", s(original))
+        .message_attributes("ReceiveCount", s("1"))
+        .message_attributes("SourceQueue", s(&h.queue.url))
+        .message_attributes(
+            "traceparent",
+            s("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        )
+        .message_attributes(
+            "Priority",
+            MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value("7")
+                .build()
+                .expect("attribute"),
+        );
+    if h.dlq.url.ends_with(".fifo") {
+        req = req.message_group_id(format!("group-{original}"));
+    }
+    req.send().await.expect("SendMessage to the DLQ");
+}
+
+/// Receives everything visible on `q` with every attribute and its type.
+async fn drain(q: &TestQueue, n: usize) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    while got.len() < n {
+        let out = q
+            .client
+            .receive_message()
+            .queue_url(&q.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .visibility_timeout(60)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        got.extend(out.messages().iter().cloned());
+        if tokio::time::Instant::now() > deadline {
+            panic!("expected {n} messages on {}, got {}", q.url, got.len());
+        }
+    }
+    got
+}
+
+fn summary(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with("moved "))
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"))
+}
+
+#[tokio::test]
+async fn dlq_peek_shows_reasons_and_leaves_the_messages_visible() {
+    let h = Harness::start().await;
+    let w = h.worker(&[]).await;
+    let malformed = h.queue.send("{not json").await;
+    let invalid = h
+        .queue
+        .send(&bodies::documented(
+            "peek-2",
+            "reservation.expired",
+            serde_json::json!({"reservation_id": "r", "event_id": "e", "qty": -1}),
+        ))
+        .await;
+    h.wait_queue_empty().await;
+    eventually("both dead-lettered", || {
+        w.logs_with_message("dead-lettered").len() >= 2
+    })
+    .await;
+    drop(w);
+
+    let r = run(&h.env(), &["dlq", "peek"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let out = &r.stdout;
+    assert!(
+        out.starts_with(&format!(
+            "dead-letter queue {} (RedrivePolicy target): about 2 message(s); showing 2",
+            h.dlq.url
+        )),
+        "{out}"
+    );
+    for needle in [
+        "reason:     malformed_json",
+        "reason:     invalid_field",
+        "detail.qty",
+        malformed.as_str(),
+        invalid.as_str(),
+        "(receive count 1)",
+        &format!("source:     {}", h.queue.url),
+        "body:       {not json",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    // Still there, and visible at once (not just after the peek's visibility timeout).
+    assert_eq!(h.dlq.depth().await, (2, 0));
+
+    let r = run(&h.env(), &["dlq", "peek", "--max", "1"]).await;
+    assert!(r.stdout.contains("showing 1"), "{}", r.stdout);
+    assert_eq!(r.stdout.matches("\n[").count(), 1, "{}", r.stdout);
+    assert_eq!(h.dlq.depth().await, (2, 0));
+}
+
+#[tokio::test]
+async fn dlq_redrive_moves_everything_back_with_bodies_and_attributes() {
+    let h = Harness::start().await;
+    let mut want = Vec::new();
+    for i in 0..3 {
+        let body = bodies::expired(&format!("redrive-{i}"), &format!("r-{i}"));
+        dead_letter(
+            &h,
+            &body,
+            "downstream_rejected",
+            "ReleaseHold: nope",
+            &format!("orig-{i}"),
+        )
+        .await;
+        want.push(body);
+    }
+    let r = run(&h.env(), &["dlq", "redrive"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 3, skipped 0 (did not match), failed 0"
+    );
+    assert_eq!(h.dlq.depth().await, (0, 0), "the DLQ is empty");
+
+    let moved = drain(&h.queue, 3).await;
+    let mut got: Vec<String> = moved
+        .iter()
+        .map(|m| m.body().unwrap_or_default().to_string())
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    for m in &moved {
+        let attrs: HashMap<String, MessageAttributeValue> =
+            m.message_attributes().cloned().unwrap_or_default();
+        let mut names: Vec<&str> = attrs.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["Priority", "traceparent"],
+            "dead-letter attributes dropped"
+        );
+        assert_eq!(attrs["Priority"].data_type(), "Number");
+        assert_eq!(attrs["Priority"].string_value(), Some("7"));
+    }
+}
+
+#[tokio::test]
+async fn dlq_redrive_max_moves_exactly_that_many_and_leaves_the_rest_visible() {
+    let h = Harness::start().await;
+    for i in 0..3 {
+        dead_letter(
+            &h,
+            &format!("body-{i}"),
+            "invalid_field",
+            "detail.qty",
+            &format!("o-{i}"),
+        )
+        .await;
+    }
+    let r = run(&h.env(), &["dlq", "redrive", "--max", "1"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 1, skipped 0 (did not match), failed 0"
+    );
+    assert_eq!(h.dlq.depth().await, (2, 0));
+    assert_eq!(h.queue.depth().await, (1, 0));
+}
+
+#[tokio::test]
+async fn dlq_redrive_reason_moves_only_matching_messages() {
+    let h = Harness::start().await;
+    dead_letter(
+        &h,
+        "invalid-1",
+        "invalid_field",
+        "detail.qty: expected an integer",
+        "o-1",
+    )
+    .await;
+    dead_letter(
+        &h,
+        "rejected-1",
+        "downstream_rejected",
+        "ReleaseHold: FAILED_PRECONDITION",
+        "o-2",
+    )
+    .await;
+    dead_letter(
+        &h,
+        "invalid-2",
+        "invalid_field",
+        "detail.event_id: missing",
+        "o-3",
+    )
+    .await;
+    let r = run(&h.env(), &["dlq", "redrive", "--reason", "invalid_field"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 2, skipped 1 (did not match), failed 0"
+    );
+    let mut moved: Vec<String> = drain(&h.queue, 2)
+        .await
+        .iter()
+        .map(|m| m.body().unwrap_or_default().to_string())
+        .collect();
+    moved.sort();
+    assert_eq!(moved, ["invalid-1", "invalid-2"]);
+    // The other one is untouched and visible at once.
+    assert_eq!(h.dlq.depth().await, (1, 0));
+    let left = h.dlq.receive(30).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].body, "rejected-1");
+    assert_eq!(left[0].attributes["ReasonClass"], "downstream_rejected");
+
+    // The pattern also matches inside ErrorMessage.
+    h.dlq
+        .client
+        .change_message_visibility()
+        .queue_url(&h.dlq.url)
+        .receipt_handle(&left[0].receipt)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("release");
+    let r = run(
+        &h.env(),
+        &["dlq", "redrive", "--reason", "FAILED_PRECONDITION"],
+    )
+    .await;
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 1, skipped 0 (did not match), failed 0"
+    );
+    assert_eq!(h.dlq.depth().await, (0, 0));
+}
+
+#[tokio::test]
+async fn dlq_redrive_on_fifo_keeps_the_group() {
+    let h = Harness::start_fifo().await;
+    dead_letter(&h, "fifo-body", "downstream_rejected", "x", "orig-fifo").await;
+    let r = run(&h.env(), &["dlq", "redrive"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 1, skipped 0 (did not match), failed 0"
+    );
+    let moved = drain(&h.queue, 1).await;
+    assert_eq!(moved[0].body(), Some("fifo-body"));
+    assert_eq!(
+        moved[0]
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .map(String::as_str),
+        Some("group-orig-fifo")
+    );
+    assert_eq!(h.dlq.depth().await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_redriven_message_is_processed_by_the_running_worker() {
+    let h = Harness::start().await;
+    h.peers.hold("r-redrive");
+    // A terminal answer from the inventory service dead-letters the event…
+    h.peers.inventory.push_fault(
+        InventoryMethod::ReleaseHold,
+        GrpcFault::Status(tonic::Code::FailedPrecondition),
+    );
+    let w = h.worker(&[]).await;
+    h.queue
+        .send(&bodies::expired("env-redrive", "r-redrive"))
+        .await;
+    h.wait_queue_empty().await;
+    let dead = h.dlq.receive_n(1).await;
+    assert_eq!(dead[0].attributes["ReasonClass"], "downstream_rejected");
+    h.dlq
+        .client
+        .change_message_visibility()
+        .queue_url(&h.dlq.url)
+        .receipt_handle(&dead[0].receipt)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(
+        h.peers.reservations.get("r-redrive").map(|r| r.status),
+        Some("HELD".to_string())
+    );
+
+    // …the fault is gone (it was scripted for one call), so a redrive completes it.
+    let r = run(&h.env(), &["dlq", "redrive"]).await;
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 1, skipped 0 (did not match), failed 0"
+    );
+    h.wait_queue_empty().await;
+    let reservations = h.peers.reservations.clone();
+    eventually("the redriven event applied", || {
+        reservations.get("r-redrive").map(|r| r.status) == Some("EXPIRED".to_string())
+    })
+    .await;
+    assert_eq!(h.dlq.depth().await, (0, 0));
+    // Both deliveries carried the same idempotency key: the envelope id survived the trip.
+    let calls = h.peers.inventory.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].fault.is_some() && calls[1].fault.is_none(),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().all(|c| c.idempotency_key == "env-redrive"),
+        "{calls:?}"
+    );
+    drop(w);
+}
+
+#[tokio::test]
+async fn a_message_whose_send_fails_stays_on_the_dlq_and_the_exit_code_says_so() {
+    let h = Harness::start().await;
+    let gone = format!("{}/123456789012/no-such-source", h.moto.endpoint);
+    h.dlq
+        .send_with(
+            "orphan",
+            &[
+                ("ReasonClass", "downstream_rejected"),
+                ("ErrorMessage", "x"),
+                ("SourceQueue", &gone),
+            ],
+            None,
+        )
+        .await;
+    dead_letter(&h, "fine", "downstream_rejected", "x", "o-fine").await;
+    let r = run(&h.env(), &["dlq", "redrive"]).await;
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 1, skipped 0 (did not match), failed 1"
+    );
+    assert!(
+        r.stderr.contains("not moved (still on the DLQ)"),
+        "{}",
+        r.stderr
+    );
+    // Not deleted, and visible again at once.
+    assert_eq!(h.dlq.depth().await, (1, 0));
+    assert_eq!(h.dlq.receive(30).await[0].body, "orphan");
+    assert_eq!(drain(&h.queue, 1).await[0].body(), Some("fine"));
+}
