@@ -125,6 +125,15 @@ async fn message_lines_are_flat_with_exact_keys_and_no_duplicates() {
     assert_eq!(gone["outcome"], "dead_lettered");
     assert_eq!(gone["reason"], "downstream_rejected");
     assert_eq!(gone["trace_id"], "trace-from-body");
+    // The acker's own line about the DLQ send carries the message's fields too.
+    let sent = w
+        .logs_with_message("dead-lettered")
+        .into_iter()
+        .find(|l| l["envelope_id"] == "env-gone")
+        .expect("the acker's dead-lettered line, with the message's fields");
+    for key in ["message_id", "event_type", "reservation_id", "trace_id"] {
+        assert_eq!(sent[key], gone[key], "{key}");
+    }
 
     // Every line: a flat JSON object, no key twice, the fixed keys, the pod name.
     let lines = w.raw_logs();

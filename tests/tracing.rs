@@ -228,12 +228,18 @@ async fn http_protobuf_is_the_default_and_otel_settings_are_honoured() {
         Some(format!("00-{}-{}-01", get.trace_id, get.span_id).as_str())
     );
 
-    // A dead letter is sent to the DLQ under a PRODUCER span.
-    h.queue.send("{not json").await;
+    // A dead letter is sent to the DLQ under a PRODUCER span, a child of the message's span.
+    let poison = h.queue.send("{not json").await;
     let send = span_where(&r, "the DLQ SendMessage span", |s| {
         s.name == "SendMessage events-dlq"
     })
     .await;
+    let poison_process = span_where(&r, "the poison message's process span", |s| {
+        s.kind == KIND_CONSUMER && s.attr("messaging.message.id") == Some(poison.as_str())
+    })
+    .await;
+    assert_eq!(send.trace_id, poison_process.trace_id);
+    assert_eq!(send.parent_span_id, poison_process.span_id);
     assert_eq!(send.kind, KIND_PRODUCER);
     assert_eq!(send.attr("messaging.operation.type"), Some("send"));
     assert_eq!(send.attr("messaging.destination.name"), Some("events-dlq"));

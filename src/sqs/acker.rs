@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{Delivery, EntryFailure, Queue, QueueError};
 use crate::config::MAX_VISIBILITY;
@@ -24,6 +25,8 @@ const WRITE_ATTEMPTS: u32 = 3;
 pub struct Settle {
     pub delivery: Delivery,
     pub disposition: Disposition,
+    /// The message's span: the acker's lines and its DLQ send belong to the message.
+    pub span: tracing::Span,
 }
 
 /// Owns every SQS write for the worker's lifetime. Runs until all senders are dropped, then
@@ -64,7 +67,10 @@ impl Acker {
                 self.flush(&mut deletes, &mut visibility).await;
                 return;
             };
-            self.route(settle, &mut deletes, &mut visibility).await;
+            let span = settle.span.clone();
+            self.route(settle, &mut deletes, &mut visibility)
+                .instrument(span)
+                .await;
             if deletes.len() >= BATCH {
                 self.flush_deletes(std::mem::take(&mut deletes)).await;
             }

@@ -159,6 +159,7 @@ async fn settle(
     );
     let span =
         crate::telemetry::tracing::process_span(&shared.queue.url, &delivery, parsed.as_ref().ok());
+    let known_type = parsed.as_ref().ok().map(|e| e.event_type().as_str());
     let work = async {
         if let Some(prev) = after {
             // A sender dropped without a word means the previous task was cut short.
@@ -168,21 +169,19 @@ async fn settle(
         }
         decide(&shared, &delivery, parsed).await
     };
-    let (disposition, event_type) = tokio::select! {
+    let (disposition, decided_type) = tokio::select! {
         d = with_heartbeat(&shared, &delivery, work).instrument(span.clone()) => d,
         _ = shared.hard_stop.cancelled() => (Disposition::Release, None),
     };
     if let Some(tx) = next {
         let _ = tx.send(disposition.lets_group_continue());
     }
+    // Known even for a message released before its workflow started.
+    let event_type = decided_type.or(known_type);
     let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
     let outcome = disposition.outcome();
     crate::telemetry::tracing::finish_process(&span, &disposition);
-    metrics().event_finished(
-        event_type.or_else(|| parsed_type(&delivery)),
-        outcome,
-        delivery.received_at.elapsed(),
-    );
+    metrics().event_finished(event_type, outcome, delivery.received_at.elapsed());
     span.in_scope(|| match &disposition {
         Disposition::DeadLetter { class, error } => {
             tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class, error = %error, event_type, "message finished");
@@ -198,6 +197,7 @@ async fn settle(
         .send(Settle {
             delivery,
             disposition,
+            span: span.clone(),
         })
         .await
         .is_err()
@@ -317,16 +317,4 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
         after: redelivery_delay(s.redelivery_base, s.redelivery_max, delivery.receive_count),
         error: last_error,
     }
-}
-
-/// The event type of a delivery that ended before its body was looked at (released at
-/// shutdown, or held back behind its FIFO group), for the metrics' `type` label.
-fn parsed_type(delivery: &Delivery) -> Option<&'static str> {
-    let ctx = MessageContext {
-        message_id: delivery.message_id.clone(),
-        attributes: Default::default(),
-    };
-    event::parse(&delivery.body, &ctx)
-        .ok()
-        .map(|e| e.event_type().as_str())
 }
