@@ -36,6 +36,9 @@ use crate::telemetry::metrics::{Measured, metrics};
 use crate::worker::retry::Backoff;
 use crate::worker::{Pool, PoolSettings, WorkerStatus};
 
+/// How long the health and debug servers may take to close their connections at shutdown.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Why the worker could not run. Each names the setting to look at.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -153,8 +156,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     status.start_draining();
     servers_stop.cancel();
-    let _ = http.await;
-    let _ = grpc.await;
+    // Every disposition is written by now. A client holding a stream open (a gRPC health
+    // Watch) would keep a graceful server waiting forever: give them a moment, no more.
+    let _ = tokio::time::timeout(SERVER_STOP_GRACE, http).await;
+    let _ = tokio::time::timeout(SERVER_STOP_GRACE, grpc).await;
     tracing::info!("stopped");
     Ok(())
 }

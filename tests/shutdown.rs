@@ -181,3 +181,46 @@ async fn sigterm_during_a_retry_backoff_releases_at_once() {
         .collect();
     assert_eq!(outcomes, ["released"]);
 }
+
+#[tokio::test]
+async fn a_client_watching_grpc_health_does_not_hold_up_the_exit() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let h = Harness::start().await;
+    let mut w = h.worker(&[]).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://127.0.0.1:{}",
+        w.grpc_port().await
+    ))
+    .expect("uri")
+    .connect()
+    .await
+    .expect("connect");
+    // A mesh or an operator watching health keeps this stream open indefinitely.
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("Health/Watch")
+        .into_inner();
+    let first = watch.message().await.expect("stream").expect("a status");
+    assert_eq!(first.status, 1, "SERVING");
+
+    let t = Instant::now();
+    w.signal("TERM");
+    let status = w.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "an open Watch stream held the exit for {:?}",
+        t.elapsed()
+    );
+    // The watcher was told before the end: NOT_SERVING from the first moment of shutdown.
+    let mut saw_not_serving = false;
+    while let Ok(Some(m)) = watch.message().await {
+        saw_not_serving |= m.status == 2;
+    }
+    assert!(saw_not_serving, "the watcher never saw NOT_SERVING");
+}

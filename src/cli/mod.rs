@@ -19,6 +19,7 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// What to run; `run` when no subcommand is given (the container's default).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the worker (the default). Configured from the environment; see .env.example.

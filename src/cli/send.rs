@@ -22,6 +22,7 @@ pub enum Form {
     Sns,
 }
 
+/// Flags of `send`: one event from flags, a JSONL file, or N generated events.
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// Event type: reservation.expired, payment.approved or payment.failed.
@@ -63,6 +64,7 @@ pub struct SendArgs {
     pub queue_url: Option<String>,
 }
 
+/// Publishes the events; for local runs, demos and load.
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     // --queue-url stands in for SQS_QUEUE_URL; the rest (region, profile) comes from the env.
     let vars = std::env::vars()

@@ -28,6 +28,7 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// A peer's refusal: retrying cannot help, so the message goes to the DLQ.
     pub fn terminal(reason: impl Into<String>) -> Self {
         CallError::Terminal {
             class: "downstream_rejected",

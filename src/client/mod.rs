@@ -45,6 +45,7 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
+    /// The status as the reservation API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             ReservationStatus::Expired => "EXPIRED",

@@ -21,6 +21,7 @@ pub struct RestReservations {
 }
 
 impl RestReservations {
+    /// One pooled client for all tasks, with connect and request timeouts.
     pub fn new(
         base: &str,
         token: Option<Secret>,

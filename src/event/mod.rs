@@ -66,6 +66,7 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event's type, a bounded value for labels and routing.
     pub fn event_type(&self) -> EventType {
         match self.kind {
             EventKind::ReservationExpired(_) => EventType::ReservationExpired,

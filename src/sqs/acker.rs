@@ -39,6 +39,7 @@ pub struct Acker {
 }
 
 impl Acker {
+    /// An acker writing to `queue`, dead-lettering to `dlq` when there is one.
     pub fn new(queue: Queue, dlq: Option<Queue>, dlq_retry_after: Duration) -> Self {
         Acker {
             queue,
@@ -47,6 +48,7 @@ impl Acker {
         }
     }
 
+    /// Writes dispositions until every sender is gone, then flushes what is left.
     pub async fn run(self, mut rx: mpsc::Receiver<Settle>) {
         let mut deletes: Vec<String> = Vec::new();
         let mut visibility: Vec<(String, Duration)> = Vec::new();
@@ -92,24 +94,30 @@ impl Acker {
         visibility: &mut Vec<(String, Duration)>,
     ) {
         let receipt = s.delivery.receipt_handle.clone();
+        let cap = visibility_cap(s.delivery.received_at.elapsed());
         match s.disposition {
             Disposition::Delete(_) => deletes.push(receipt),
-            Disposition::RetryLater { after, .. } => visibility.push((receipt, after)),
+            Disposition::RetryLater { after, .. } => visibility.push((receipt, after.min(cap))),
             Disposition::Release => visibility.push((receipt, Duration::ZERO)),
             Disposition::DeadLetter { class, error } => match &self.dlq {
-                Some(dlq) => match self.dead_letter(dlq, &s.delivery, class, &error).await {
-                    Ok(()) => {
-                        metrics().dead_lettered(class);
-                        deletes.push(receipt);
+                Some(dlq) => {
+                    // What is already decided goes out first: a slow DLQ must not hold it back.
+                    self.flush(deletes, visibility).await;
+                    let sent = self.dead_letter(dlq, &s.delivery, class, &error).await;
+                    match sent {
+                        Ok(()) => {
+                            metrics().dead_lettered(class);
+                            deletes.push(receipt);
+                        }
+                        Err(e) => {
+                            tracing::error!(message_id = %s.delivery.message_id, error = %e, "dead-letter send failed; message kept for a later attempt");
+                            visibility.push((receipt, self.dlq_retry_after.min(cap)));
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(message_id = %s.delivery.message_id, error = %e, "dead-letter send failed; message kept for a later attempt");
-                        visibility.push((receipt, self.dlq_retry_after));
-                    }
-                },
+                }
                 None => {
                     tracing::error!(message_id = %s.delivery.message_id, reason = class, error = %error, "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted");
-                    visibility.push((receipt, MAX_VISIBILITY));
+                    visibility.push((receipt, cap));
                 }
             },
         }
@@ -233,6 +241,12 @@ where
     pending.len()
 }
 
+/// The longest visibility SQS accepts for a message received `age` ago: 12 h from its receive,
+/// less a minute for clock and transit. SQS refuses (does not shorten) anything longer.
+fn visibility_cap(age: Duration) -> Duration {
+    MAX_VISIBILITY.saturating_sub(age + Duration::from_secs(60))
+}
+
 /// Logs refused entries and returns those worth sending again (not the sender's fault).
 fn retry_entries<T: Clone>(sent: &[T], failed: &[EntryFailure], op: &str) -> Vec<T> {
     let mut again = Vec::new();
@@ -256,4 +270,23 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visibility_never_reaches_past_twelve_hours_from_the_receive() {
+        assert_eq!(
+            visibility_cap(Duration::ZERO),
+            MAX_VISIBILITY - Duration::from_secs(60)
+        );
+        let two_hours = Duration::from_secs(2 * 3600);
+        assert_eq!(
+            visibility_cap(two_hours) + two_hours,
+            MAX_VISIBILITY - Duration::from_secs(60)
+        );
+        assert_eq!(visibility_cap(MAX_VISIBILITY), Duration::ZERO);
+    }
 }

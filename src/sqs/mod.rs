@@ -336,7 +336,7 @@ fn entry_failures(failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<E
         .collect()
 }
 
-/// Seconds since the epoch in SQS's millisecond attribute format, as a time.
+/// SQS's millisecond timestamp attribute (`SentTimestamp`) as a time.
 pub(crate) fn epoch_millis(text: &str) -> Option<SystemTime> {
     text.parse::<u64>()
         .ok()

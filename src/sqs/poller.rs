@@ -31,6 +31,7 @@ pub struct Poller {
 }
 
 impl Poller {
+    /// Polls until `receiving` is cancelled; an in-flight long poll is dropped at once.
     pub async fn run(self, receiving: CancellationToken) {
         self.status.poll_loop_started(liveness_limit(self.wait));
         let mut error_backoff = Duration::from_millis(500);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-/// How a delivery ended, for logs and (later) metrics. A bounded set.
+/// How a delivery ended, for logs and metrics. A bounded set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// Both steps applied (or were already applied): deleted.
@@ -20,6 +20,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as logs and metrics spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -45,6 +46,7 @@ pub enum Disposition {
 }
 
 impl Disposition {
+    /// How the delivery ended, for logs and metrics.
     pub fn outcome(&self) -> Outcome {
         match self {
             Disposition::Delete(o) => *o,

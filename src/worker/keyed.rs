@@ -21,6 +21,7 @@ pub struct KeyGuard {
 }
 
 impl KeyedLocks {
+    /// Waits for `key` (behind earlier waiters) and holds it until the guard drops.
     pub async fn lock(&self, key: &str) -> KeyGuard {
         let mutex = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -39,6 +40,7 @@ impl KeyedLocks {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Whether no key is held or waited for (memory is back to nothing).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -31,8 +31,6 @@ pub struct WorkerStatus {
     in_flight: AtomicUsize,
     /// Milliseconds since the epoch of the last receive call that returned (0 = never).
     last_poll_ms: AtomicU64,
-    /// Milliseconds since the epoch when the poller last started a receive.
-    poll_started_ms: AtomicU64,
     /// The poll loop's last heartbeat, in ms since `started` plus one (0 = not started yet).
     /// Monotonic, so a wall-clock jump cannot fail liveness.
     beat: AtomicU64,
@@ -104,7 +102,6 @@ impl Default for WorkerStatus {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_poll_ms: AtomicU64::new(0),
-            poll_started_ms: AtomicU64::new(0),
             beat: AtomicU64::new(0),
             beat_limit_ms: AtomicU64::new(30_000),
             stopped: OnceLock::new(),
@@ -139,6 +136,7 @@ impl WorkerStatus {
             .send_if_modified(|r| std::mem::replace(r, ready) != ready);
     }
 
+    /// Ready: the queue has been reached and shutdown has not begun.
     pub fn is_ready(&self) -> bool {
         self.queue_reached.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
     }
@@ -154,6 +152,7 @@ impl WorkerStatus {
         }
     }
 
+    /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
@@ -163,9 +162,9 @@ impl WorkerStatus {
         self.ready.subscribe()
     }
 
+    /// A receive is about to start: the poll loop is alive.
     pub(crate) fn polling(&self) {
         self.beat();
-        self.poll_started_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     pub(crate) fn polled(&self) {
@@ -242,6 +241,7 @@ impl WorkerStatus {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Time since start, for health and the debug service.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }

@@ -59,6 +59,7 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A pool of `settings.concurrency` slots writing dispositions to `acks`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: PoolSettings,
@@ -99,11 +100,6 @@ impl Pool {
             }
         }
         permits
-    }
-
-    /// Free slots right now.
-    pub fn available(&self) -> usize {
-        self.permits.available_permits()
     }
 
     /// Starts a task per delivery. On FIFO queues, messages of one group are chained so each
@@ -159,25 +155,24 @@ async fn settle(
     );
     let span =
         crate::telemetry::tracing::process_span(&shared.queue.url, &delivery, parsed.as_ref().ok());
-    let known_type = parsed.as_ref().ok().map(|e| e.event_type().as_str());
+    // Known even for a message released before its workflow started.
+    let event_type = parsed.as_ref().ok().map(|e| e.event_type().as_str());
     let work = async {
         if let Some(prev) = after {
             // A sender dropped without a word means the previous task was cut short.
             if !prev.await.unwrap_or(false) {
-                return (Disposition::Release, None);
+                return Disposition::Release;
             }
         }
         decide(&shared, &delivery, parsed).await
     };
-    let (disposition, decided_type) = tokio::select! {
+    let disposition = tokio::select! {
         d = with_heartbeat(&shared, &delivery, work).instrument(span.clone()) => d,
-        _ = shared.hard_stop.cancelled() => (Disposition::Release, None),
+        _ = shared.hard_stop.cancelled() => Disposition::Release,
     };
     if let Some(tx) = next {
         let _ = tx.send(disposition.lets_group_continue());
     }
-    // Known even for a message released before its workflow started.
-    let event_type = decided_type.or(known_type);
     let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
     let outcome = disposition.outcome();
     crate::telemetry::tracing::finish_process(&span, &disposition);
@@ -245,20 +240,16 @@ async fn decide(
     shared: &Shared,
     delivery: &Delivery,
     parsed: Result<Event, event::EventError>,
-) -> (Disposition, Option<&'static str>) {
+) -> Disposition {
     let event = match parsed {
         Ok(e) => e,
         Err(e) => {
-            return (
-                Disposition::DeadLetter {
-                    class: e.class(),
-                    error: e.to_string(),
-                },
-                None,
-            );
+            return Disposition::DeadLetter {
+                class: e.class(),
+                error: e.to_string(),
+            };
         }
     };
-    let event_type = Some(event.event_type().as_str());
 
     // FIFO groups are already serialized by their chain; on standard queues, the reservation.
     let _guard = if shared.settings.fifo && delivery.group_id.is_some() {
@@ -267,13 +258,13 @@ async fn decide(
         Some(shared.locks.lock(event.reservation_id()).await)
     };
     if shared.recent.contains(&event.envelope_id) {
-        return (Disposition::Delete(Outcome::Duplicate), event_type);
+        return Disposition::Delete(Outcome::Duplicate);
     }
     let d = run_workflow(shared, &event, delivery).await;
     if matches!(d, Disposition::Delete(Outcome::Success)) {
         shared.recent.insert(&event.envelope_id);
     }
-    (d, event_type)
+    d
 }
 
 /// Up to `max_retries` attempts with backoff; steps done in one attempt are not repeated.

@@ -21,6 +21,7 @@ struct Inner {
 }
 
 impl RecentlyCompleted {
+    /// Remembers at most `capacity` ids, each for `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RecentlyCompleted {
             inner: Mutex::new(Inner::default()),
@@ -56,6 +57,7 @@ impl RecentlyCompleted {
         }
     }
 
+    /// Ids remembered now (expired ones may linger until the next insert).
     pub fn len(&self) -> usize {
         self.inner
             .lock()
@@ -64,6 +66,7 @@ impl RecentlyCompleted {
             .len()
     }
 
+    /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
