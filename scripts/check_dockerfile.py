@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Checks the Dockerfile's rules without a Docker engine (Python 3 standard library only).
+
+    python3 scripts/check_dockerfile.py [Dockerfile] [--dockerignore PATH]
+
+Prints one line per rule, `ok` or `FAIL`, and exits 1 when any rule fails (2 on usage errors).
+Rules (issue 4): multi-stage, pinned base images, the Rust builder >= the AWS SDK's minimum,
+a locked release build, a numeric non-root USER in the final stage, EXPOSE 8040 and 8041,
+ENTRYPOINT/CMD in exec form, no secrets (ENV/ARG values, copied .env or key files), and a
+.dockerignore that keeps target/, .git/ and .env files out of the build context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import re
+import sys
+from pathlib import Path
+
+MIN_RUST = (1, 94, 1)  # the AWS SDK's minimum supported Rust version
+PORTS = ("8040", "8041")
+SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE)", re.I)
+SECRET_FILE = re.compile(
+    r"(^|/)(\.env(\..*)?|.*\.pem|.*\.key|id_rsa.*|id_ed25519.*|credentials|\.aws|\.ssh|\.netrc|\.npmrc|\.pypirc)$"
+)
+MUST_IGNORE = (".env", ".env.local", "target", ".git", ".venv")
+
+
+class Instr:
+    def __init__(self, line: int, cmd: str, args: str):
+        self.line, self.cmd, self.args = line, cmd.upper(), args.strip()
+
+    def __repr__(self) -> str:
+        return f"line {self.line}: {self.cmd} {self.args}"
+
+
+def parse(text: str) -> list[Instr]:
+    """Dockerfile instructions with continuation lines joined; comments dropped."""
+    out: list[Instr] = []
+    buf, start = "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        s = raw.strip()
+        if not buf and (not s or s.startswith("#")):
+            continue
+        if buf and s.startswith("#"):  # comment lines inside a continuation are ignored
+            continue
+        if not buf:
+            start = n
+        if s.endswith("\\"):
+            buf += s[:-1] + " "
+            continue
+        buf += s
+        parts = buf.split(None, 1)
+        out.append(Instr(start, parts[0], parts[1] if len(parts) > 1 else ""))
+        buf = ""
+    if buf:
+        parts = buf.split(None, 1)
+        out.append(Instr(start, parts[0], parts[1] if len(parts) > 1 else ""))
+    return out
+
+
+def stages(instrs: list[Instr]) -> list[dict]:
+    """[{image, name, line, instrs}] per FROM; instructions before the first FROM are ARGs only."""
+    result: list[dict] = []
+    for ins in instrs:
+        if ins.cmd == "FROM":
+            words = [w for w in ins.args.split() if not w.startswith("--")]
+            image = words[0] if words else ""
+            name = words[2] if len(words) >= 3 and words[1].lower() == "as" else None
+            result.append({"image": image, "name": name, "line": ins.line, "instrs": []})
+        elif result:
+            result[-1]["instrs"].append(ins)
+    return result
+
+
+def split_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """(repository, tag, digest) of an image reference."""
+    digest = None
+    if "@" in ref:
+        ref, digest = ref.split("@", 1)
+    last = ref.rsplit("/", 1)[-1]
+    tag = None
+    if ":" in last:
+        repo_last, tag = last.split(":", 1)
+        ref = ref[: len(ref) - len(last)] + repo_last
+    return ref, tag, digest
+
+
+def pinned(ref: str) -> tuple[bool, str]:
+    if "$" in ref:
+        return False, f"{ref}: uses a build variable; name the image literally"
+    repo, tag, digest = split_ref(ref)
+    if digest:
+        if re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            return True, f"{ref}: digest"
+        return False, f"{ref}: malformed digest"
+    if not tag:
+        return False, f"{ref}: no tag (means :latest)"
+    if tag == "latest":
+        return False, f"{ref}: ':latest' is not a pin"
+    # A version in the tag (rust:1.95.0-bookworm) or a release in the image's name
+    # (distroless publishes only cc-debian12:{latest,nonroot,...}: Debian 12 is the pin).
+    if re.search(r"\d", tag) or re.search(r"\d+$", repo.rsplit("/", 1)[-1]):
+        return True, f"{ref}: tag"
+    return False, f"{ref}: tag '{tag}' names no version; pin a version tag or a digest"
+
+
+def rust_version(ref: str) -> tuple[int, ...] | None:
+    repo, tag, _ = split_ref(ref)
+    if repo.rsplit("/", 1)[-1] != "rust" or not tag:
+        return None
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", tag)
+    if not m:
+        return None
+    return (int(m[1]), int(m[2]), int(m[3] or 0))
+
+
+def env_pairs(ins: Instr) -> list[tuple[str, str]]:
+    """(name, value) of an ENV or ARG instruction (value '' when none is given)."""
+    args = ins.args
+    if ins.cmd == "ENV" and "=" not in args.split(None, 1)[0]:
+        parts = args.split(None, 1)  # legacy `ENV NAME value`
+        return [(parts[0], parts[1] if len(parts) > 1 else "")]
+    pairs = []
+    for tok in re.findall(r'(?:[^\s"\']+|"[^"]*"|\'[^\']*\')+', args):
+        name, _, value = tok.partition("=")
+        pairs.append((name, value.strip("\"'")))
+    return pairs
+
+
+def exec_form(args: str) -> bool:
+    try:
+        v = json.loads(args)
+    except ValueError:
+        return False
+    return isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore semantics, simplified: last match wins, parents count."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    result = False
+    for pat in patterns:
+        neg = pat.startswith("!")
+        p = pat[1:] if neg else pat
+        p = p.strip().strip("/")
+        if p.startswith("./"):
+            p = p[2:]
+        p = p.replace("**/", "*/").replace("/**", "/*")
+        if any(fnmatch.fnmatchcase(c, p) for c in candidates):
+            result = not neg
+    return result
+
+
+def check(dockerfile: Path, dockerignore: Path) -> list[tuple[str, bool, str]]:
+    results: list[tuple[str, bool, str]] = []
+
+    def rule(name: str, ok: bool, detail: str) -> None:
+        results.append((name, ok, detail))
+
+    instrs = parse(dockerfile.read_text())
+    st = stages(instrs)
+    names = {s["name"] for s in st if s["name"]}
+
+    rule("multi-stage", len(st) >= 2,
+         f"{len(st)} FROM stages" if len(st) >= 2 else f"{len(st)} FROM stage(s); need a builder and a runtime")
+    if not st:
+        return results
+    final = st[-1]
+
+    bad = []
+    seen = []
+    for s in st:
+        ref = s["image"]
+        if ref in names or ref == "scratch":
+            continue
+        ok, why = pinned(ref)
+        seen.append(why)
+        if not ok:
+            bad.append(f"line {s['line']}: {why}")
+    rule("pinned-base-images", not bad, "; ".join(bad) if bad else "; ".join(seen))
+
+    versions = [(s, rust_version(s["image"])) for s in st[:-1]]
+    rust = [(s, v) for s, v in versions if v is not None]
+    if not rust:
+        rule("rust-builder-version", False, "no builder stage FROM rust:<version>")
+    else:
+        low = [f"{s['image']} < {'.'.join(map(str, MIN_RUST))}" for s, v in rust if v < MIN_RUST]
+        rule("rust-builder-version", not low,
+             "; ".join(low) if low else ", ".join(f"{s['image']} >= {'.'.join(map(str, MIN_RUST))}" for s, _ in rust))
+
+    builds = [i for s in st[:-1] for i in s["instrs"]
+              if i.cmd == "RUN" and re.search(r"cargo build\b[^&|;]*--release", i.args)
+              and "--locked" in i.args]
+    rule("release-build", bool(builds),
+         "cargo build --release --locked in a builder stage" if builds
+         else "no 'cargo build --release --locked' in a builder stage")
+
+    users = [i for i in final["instrs"] if i.cmd == "USER"]
+    if not users:
+        rule("non-root-numeric-user", False, "the final stage has no USER (runs as root)")
+    else:
+        u = users[-1].args
+        m = re.fullmatch(r"(\d+)(?::(\d+))?", u)
+        if not m:
+            rule("non-root-numeric-user", False, f"USER {u}: not numeric uid[:gid] (runAsNonRoot cannot verify a name)")
+        elif int(m[1]) == 0 or (m[2] is not None and int(m[2]) == 0):
+            rule("non-root-numeric-user", False, f"USER {u}: uid/gid 0 is root")
+        else:
+            rule("non-root-numeric-user", True, f"USER {u}")
+
+    exposed = set()
+    for i in final["instrs"]:
+        if i.cmd == "EXPOSE":
+            exposed.update(p.split("/")[0] for p in i.args.split())
+    missing = [p for p in PORTS if p not in exposed]
+    rule("expose-ports", not missing,
+         f"missing EXPOSE {' '.join(missing)}" if missing else f"EXPOSE {' '.join(sorted(exposed))}")
+
+    ep = [i for i in final["instrs"] if i.cmd == "ENTRYPOINT"]
+    cmd = [i for i in final["instrs"] if i.cmd == "CMD"]
+    problems = []
+    if not ep and not cmd:
+        problems.append("no ENTRYPOINT or CMD in the final stage")
+    for i in ep + cmd:
+        if not exec_form(i.args):
+            problems.append(f"line {i.line}: {i.cmd} {i.args} is shell form; use a JSON array")
+    rule("exec-form-entrypoint", not problems,
+         "; ".join(problems) if problems else " ".join(f"{i.cmd} {i.args}" for i in ep + cmd))
+
+    leaks = []
+    for i in instrs:
+        if i.cmd in ("ENV", "ARG"):
+            for name, value in env_pairs(i):
+                if SECRET_NAME.search(name) and value:
+                    leaks.append(f"line {i.line}: {i.cmd} {name} has a value")
+        if i.cmd in ("COPY", "ADD"):
+            words = [w for w in i.args.split() if not w.startswith("--")]
+            if exec_form(i.args):
+                words = json.loads(i.args)
+            for src in words[:-1]:
+                if SECRET_FILE.search(src.rstrip("/")):
+                    leaks.append(f"line {i.line}: {i.cmd} {src} copies a secret file")
+    rule("no-secrets", not leaks, "; ".join(leaks) if leaks else "no secret-named ENV/ARG values, no .env/key files copied")
+
+    if not dockerignore.exists():
+        rule("dockerignore", False, f"{dockerignore} missing: the build context would include .env files and target/")
+    else:
+        pats = [l.strip() for l in dockerignore.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]
+        kept = [p for p in MUST_IGNORE if not ignored(p, pats)]
+        rule("dockerignore", not kept,
+             f"does not exclude: {', '.join(kept)}" if kept else f"excludes {', '.join(MUST_IGNORE)}")
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dockerfile", nargs="?", default="Dockerfile")
+    ap.add_argument("--dockerignore", help="default: .dockerignore beside the Dockerfile")
+    a = ap.parse_args()
+    df = Path(a.dockerfile)
+    if not df.is_file():
+        print(f"check_dockerfile: {df} not found", file=sys.stderr)
+        return 2
+    di = Path(a.dockerignore) if a.dockerignore else df.parent / ".dockerignore"
+    results = check(df, di)
+    for name, ok, detail in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    failed = [n for n, ok, _ in results if not ok]
+    print(f"{df}: {len(results) - len(failed)}/{len(results)} rules ok" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
