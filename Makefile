@@ -125,3 +125,7 @@ helm-lint: ## helm lint the chart (defaults and ci/*-values.yaml); installs helm
 
 chart-check: ## All chart/keda checks: lint, template, kubernetes-validate, KEDA schemas, values schema, keda/ consistency
 	bash scripts/check-chart.sh
+
+.PHONY: fuzz
+fuzz: ## Fuzz the envelope parser (cargo-fuzz, nightly; FUZZ_SECONDS, default 600)
+	bash scripts/fuzz.sh $${FUZZ_SECONDS:-600}
