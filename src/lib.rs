@@ -191,8 +191,7 @@ async fn reach_queue(
             let attrs = queue.attributes().await?;
             let dlq = match &config.dlq_url {
                 Some(u) => Some(u.clone()),
-                None if attrs.contains_key("RedrivePolicy") => queue.redrive_dlq_url().await?,
-                None => None,
+                None => queue.redrive_dlq_url(&attrs).await?,
             };
             Ok::<_, sqs::QueueError>(dlq)
         };

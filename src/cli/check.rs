@@ -181,7 +181,7 @@ async fn check_queues(config: &Config) -> Vec<Row> {
             Status::Warn,
             "none: set SQS_DLQ_URL or a RedrivePolicy, or terminal messages are kept invisible for 12 h instead of dead-lettered",
         )),
-        (None, Ok(_)) => match bounded(queue.redrive_dlq_url()).await {
+        (None, Ok(a)) => match bounded(queue.redrive_dlq_url(a)).await {
             Some(Ok(Some(url))) => Ok((url, "RedrivePolicy target")),
             Some(Ok(None)) => Err(row(
                 "dead-letter queue",

@@ -105,7 +105,8 @@ async fn find_dlq(config: &Config, source: &Queue) -> Result<(Queue, &'static st
     if let Some(url) = &config.dlq_url {
         return Ok((source.sibling(url.clone()), "SQS_DLQ_URL"));
     }
-    match source.redrive_dlq_url().await? {
+    let attrs = source.attributes().await?;
+    match source.redrive_dlq_url(&attrs).await? {
         Some(url) => Ok((source.sibling(url), "RedrivePolicy target")),
         None => Err(QueueError {
             operation: "GetQueueAttributes",

@@ -294,8 +294,11 @@ impl Queue {
     }
 
     /// The URL of the dead-letter queue named by this queue's RedrivePolicy, if it has one.
-    pub async fn redrive_dlq_url(&self) -> Result<Option<String>, QueueError> {
-        let attrs = self.attributes().await?;
+    /// `attrs` are this queue's attributes, as [`Queue::attributes`] returns them.
+    pub async fn redrive_dlq_url(
+        &self,
+        attrs: &HashMap<String, String>,
+    ) -> Result<Option<String>, QueueError> {
         let Some(policy) = attrs.get("RedrivePolicy") else {
             return Ok(None);
         };
