@@ -9,10 +9,13 @@
 //! * The integration tests start them on port 0 as the real servers the worker talks to,
 //!   script faults per route ([`InventorySim::push_fault`], [`ReservationSim::push_fault`])
 //!   and assert on the recorded calls ([`InventorySim::calls`], [`ReservationSim::calls`]).
+//!
+//! [`SqsSim`] is a fast in-process SQS endpoint for benchmarks, where moto is too slow.
 
 pub mod fault;
 pub mod inventory;
 pub mod reservation;
+pub mod sqs;
 
 use std::time::Duration;
 
@@ -27,6 +30,7 @@ pub use inventory::{
 pub use reservation::{
     HttpCall, HttpFault, HttpRoute, Reservation, ReservationSim, router, serve_reservation,
 };
+pub use sqs::{SqsSim, SqsStats, serve_sqs};
 
 /// Options of `reservation-worker sim`: where the two simulators listen and how badly they
 /// behave.
