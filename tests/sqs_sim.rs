@@ -755,6 +755,7 @@ async fn the_real_worker_drains_events_from_the_simulator() {
 
 /// Drain rate of a bare aws-sdk-sqs loop (4 tasks: ReceiveMessage 10 → DeleteMessageBatch)
 /// over 20,000 preloaded messages, against the simulator and (2,000 messages) against moto.
+/// Short polls: the queue is full, and moto holds a long poll open for its whole wait.
 /// A measurement, not a check: run it in release mode and read the output.
 /// `cargo test --release --test sqs_sim -- --ignored --nocapture drain_rate`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,7 +814,7 @@ async fn drain(client: &Client, url: &str, n: usize) -> f64 {
                         .receive_message()
                         .queue_url(&url)
                         .max_number_of_messages(10)
-                        .wait_time_seconds(1)
+                        .wait_time_seconds(0)
                         .send()
                         .await
                         .expect("ReceiveMessage");

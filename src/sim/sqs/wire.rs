@@ -150,6 +150,7 @@ pub struct QueueUrlRequest {
     pub queue_url: Option<String>,
 }
 
+/// CreateQueue: a name and optional attributes (tags are ignored).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateQueueRequest {
@@ -158,12 +159,14 @@ pub struct CreateQueueRequest {
     pub attributes: HashMap<String, String>,
 }
 
+/// GetQueueUrl: by name (the owner account is ignored: there is one).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct GetQueueUrlRequest {
     pub queue_name: Option<String>,
 }
 
+/// ListQueues: optional prefix and paging.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ListQueuesRequest {
@@ -172,6 +175,7 @@ pub struct ListQueuesRequest {
     pub max_results: Option<i64>,
 }
 
+/// GetQueueAttributes: `All` or named attributes.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct GetQueueAttributesRequest {
@@ -180,6 +184,7 @@ pub struct GetQueueAttributesRequest {
     pub attribute_names: Vec<String>,
 }
 
+/// SetQueueAttributes: attributes to change.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SetQueueAttributesRequest {
@@ -205,6 +210,7 @@ pub struct SendEntry {
     pub message_group_id: Option<String>,
 }
 
+/// SendMessageBatch: up to 10 entries.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SendMessageBatchRequest {
@@ -213,6 +219,7 @@ pub struct SendMessageBatchRequest {
     pub entries: Vec<SendEntry>,
 }
 
+/// ReceiveMessage: how many, how long to wait, for how long to hide, which attributes.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReceiveMessageRequest {
@@ -229,6 +236,7 @@ pub struct ReceiveMessageRequest {
     pub wait_time_seconds: Option<i64>,
 }
 
+/// DeleteMessage: one receipt handle.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DeleteMessageRequest {
@@ -236,6 +244,7 @@ pub struct DeleteMessageRequest {
     pub receipt_handle: Option<String>,
 }
 
+/// ChangeMessageVisibility: one receipt handle and its new timeout.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ChangeVisibilityRequest {
@@ -253,6 +262,7 @@ pub struct ReceiptEntry {
     pub visibility_timeout: Option<i64>,
 }
 
+/// DeleteMessageBatch or ChangeMessageVisibilityBatch: up to 10 entries.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReceiptBatchRequest {
@@ -284,12 +294,14 @@ pub struct WireMessage<'a> {
     pub message_attributes: Option<Pairs<'a, &'a str, &'a AttributeValue>>,
 }
 
+/// ReceiveMessage's answer.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReceiveMessageResponse<'a> {
     pub messages: Vec<WireMessage<'a>>,
 }
 
+/// One accepted message of SendMessage (no `Id`) or SendMessageBatch.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SendResult {
@@ -311,6 +323,7 @@ pub struct BatchFailure {
 }
 
 impl BatchFailure {
+    /// Entry `id` refused for `e` (always the sender's fault here).
     pub fn new(id: &str, e: &SqsError) -> Self {
         BatchFailure {
             id: id.to_owned(),
@@ -328,6 +341,7 @@ pub struct BatchSuccess {
     pub id: String,
 }
 
+/// A batch call's answer: accepted and refused entries.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct BatchResponse<T> {
