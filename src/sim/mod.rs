@@ -55,6 +55,11 @@ pub struct SimArgs {
     /// Bearer token the reservation API simulator requires; none means no auth.
     #[arg(long, env = "RESERVATION_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Also serve the SQS simulator here (off by default; queues are created over the wire,
+    /// as on moto). Fast enough to benchmark the worker against.
+    #[arg(long)]
+    pub sqs_addr: Option<String>,
 }
 
 fn parse_failure_rate(s: &str) -> Result<f64, String> {
@@ -89,6 +94,14 @@ pub async fn run_sims(args: SimArgs, shutdown: CancellationToken) -> anyhow::Res
                 args.reservation_addr
             )
         })?;
+    let sqs_listener = match &args.sqs_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the SQS simulator to {addr}"))?,
+        ),
+        None => None,
+    };
 
     let inventory = InventorySim::new();
     inventory.set_failure_rate(failure_rate);
@@ -115,8 +128,11 @@ pub async fn run_sims(args: SimArgs, shutdown: CancellationToken) -> anyhow::Res
         failure_rate,
         "reservation API simulator (HTTP) listening"
     );
+    if let Some(l) = &sqs_listener {
+        tracing::info!(addr = %l.local_addr()?, "SQS simulator (AWS JSON 1.0) listening");
+    }
 
-    // One token for both servers, so either failing stops the other.
+    // One token for all servers, so any failing stops the others.
     let stop = shutdown.child_token();
     let inventory_task = {
         let stop = stop.clone();
@@ -134,9 +150,22 @@ pub async fn run_sims(args: SimArgs, shutdown: CancellationToken) -> anyhow::Res
             result
         }
     };
-    let (inventory_result, reservation_result) = tokio::join!(inventory_task, reservation_task);
+    let sqs_task = {
+        let stop = stop.clone();
+        async move {
+            let Some(listener) = sqs_listener else {
+                return Ok(());
+            };
+            let result = serve_sqs(listener, SqsSim::new(), stop.clone()).await;
+            stop.cancel();
+            result
+        }
+    };
+    let (inventory_result, reservation_result, sqs_result) =
+        tokio::join!(inventory_task, reservation_task, sqs_task);
     inventory_result?;
     reservation_result?;
+    sqs_result?;
     tracing::info!("simulators stopped");
     Ok(())
 }
@@ -159,6 +188,7 @@ mod tests {
         assert_eq!(cli.sim.reservation_addr, "127.0.0.1:8010");
         assert_eq!(cli.sim.latency_ms, 0);
         assert_eq!(cli.sim.failure_rate, 0.0);
+        assert_eq!(cli.sim.sqs_addr, None);
     }
 
     #[test]
@@ -172,6 +202,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn run_sims_serves_sqs_when_asked() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args = SimArgs {
+            inventory_addr: "127.0.0.1:0".to_owned(),
+            reservation_addr: "127.0.0.1:0".to_owned(),
+            latency_ms: 0,
+            failure_rate: 0.0,
+            token: None,
+            sqs_addr: Some(format!("127.0.0.1:{port}")),
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_sims(args, shutdown.clone()));
+        let conf = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("ap-northeast-2"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        let client = aws_sdk_sqs::Client::from_conf(conf);
+        let mut url = None;
+        for _ in 0..100 {
+            if let Ok(out) = client.create_queue().queue_name("events").send().await {
+                url = out.queue_url().map(str::to_owned);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            url.as_deref(),
+            Some(format!("http://127.0.0.1:{port}/000000000000/events").as_str())
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("run_sims stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn run_sims_reports_the_busy_address_and_stops_on_shutdown() {
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let busy_addr = busy.local_addr().unwrap().to_string();
@@ -181,6 +257,7 @@ mod tests {
             latency_ms: 0,
             failure_rate: 0.0,
             token: None,
+            sqs_addr: None,
         };
         let err = run_sims(args.clone(), CancellationToken::new())
             .await
