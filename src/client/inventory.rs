@@ -17,6 +17,10 @@ use crate::telemetry::tracing::ClientSpan;
 #[derive(Clone, Debug)]
 pub struct GrpcInventory {
     client: InventoryServiceClient<Channel>,
+    /// Per-call deadline, enforced here rather than by tonic's `Endpoint::timeout`: tonic
+    /// reports its own timeout as CANCELLED, a terminal code, and a merely slow peer must be
+    /// retried, not dead-lettered.
+    timeout: Duration,
 }
 
 impl GrpcInventory {
@@ -25,7 +29,6 @@ impl GrpcInventory {
     pub fn new(uri: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
         let mut endpoint = Endpoint::from_shared(uri.to_string())?
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
@@ -34,7 +37,23 @@ impl GrpcInventory {
         }
         Ok(GrpcInventory {
             client: InventoryServiceClient::new(endpoint.connect_lazy()),
+            timeout,
         })
+    }
+
+    /// Runs one call under the deadline; running out of time is DEADLINE_EXCEEDED (retryable),
+    /// and dropping the call cancels its stream at the peer.
+    async fn within_deadline<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within the {} ms deadline",
+                self.timeout.as_millis()
+            ))),
+        }
     }
 }
 
@@ -45,9 +64,7 @@ impl Inventory for GrpcInventory {
         let mut req = tonic::Request::new(req);
         call.inject_grpc(req.metadata_mut());
         let result = self
-            .client
-            .clone()
-            .release_hold(req)
+            .within_deadline(self.client.clone().release_hold(req))
             .instrument(call.span().clone())
             .await;
         call.grpc_result(&result);
@@ -68,9 +85,7 @@ impl Inventory for GrpcInventory {
         let mut req = tonic::Request::new(req);
         call.inject_grpc(req.metadata_mut());
         let result = self
-            .client
-            .clone()
-            .commit_reservation(req)
+            .within_deadline(self.client.clone().commit_reservation(req))
             .instrument(call.span().clone())
             .await;
         call.grpc_result(&result);
@@ -81,5 +96,51 @@ impl Inventory for GrpcInventory {
             }
             Err(status) => classify::grpc_status(&status),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{GrpcFault, HoldState, InventoryMethod, InventorySim, serve_inventory};
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
+    /// Found by the chaos soak: a peer slower than `INVENTORY_TIMEOUT_MS` must be retried. Tonic
+    /// reports its own client timeout as CANCELLED, which the classification calls terminal, so
+    /// a merely slow inventory service used to send valid events to the DLQ.
+    #[tokio::test]
+    async fn a_call_past_the_deadline_is_retryable() {
+        let sim = InventorySim::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_inventory(listener, sim.clone(), stop.clone()));
+        sim.push_fault(
+            InventoryMethod::ReleaseHold,
+            GrpcFault::Delay(Duration::from_millis(600)),
+        );
+        let client =
+            GrpcInventory::new(&format!("http://{addr}"), Duration::from_millis(150)).unwrap();
+        let req = ReleaseHoldRequest {
+            reservation_id: "r-slow".into(),
+            event_id: "evt-1".into(),
+            seat_ids: vec!["A-1".into()],
+            quantity: 1,
+            reason: "expired".into(),
+            idempotency_key: "env-slow".into(),
+        };
+        let first = client.release_hold(req.clone()).await;
+        assert!(
+            matches!(&first, Err(CallError::Retryable(e)) if e.contains("DeadlineExceeded")),
+            "{first:?}"
+        );
+        // The abandoned call was cancelled at the peer before it applied anything; the retry
+        // does the work.
+        assert_eq!(client.release_hold(req).await, Ok(Applied::Done));
+        assert_eq!(sim.state_of("r-slow"), Some(HoldState::Released));
+        stop.cancel();
+        drop(client);
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     }
 }
