@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::{Code, Request, Response, Status};
 
-use super::fault::{Chaos, FaultScript, lock, pause};
+use super::fault::{Chaos, ChaosFault, Dice, FaultScript, lock, pause};
 use crate::proto::common::v1::{Error as ProtoError, ErrorCode, Money, Seat, SeatStatus};
 use crate::proto::reservation::v1::inventory_service_server::{
     InventoryService, InventoryServiceServer,
@@ -98,6 +98,9 @@ pub struct InventoryCall {
     pub fault: Option<String>,
     /// True when the answer was replayed from an earlier call with the same key.
     pub replayed: bool,
+    /// True when this call changed the hold (Held → Released or Committed), so an audit can
+    /// count effects per idempotency key, whatever the client was told.
+    pub applied: bool,
     /// When the call arrived.
     pub at: Instant,
 }
@@ -149,6 +152,7 @@ struct Inner {
     state: Mutex<Store>,
     script: FaultScript<InventoryMethod, GrpcFault>,
     chaos: Mutex<Chaos>,
+    dice: Dice,
 }
 
 #[derive(Debug, Default)]
@@ -165,6 +169,10 @@ enum Plan {
     Fail(Code, String),
     Release(ReleaseStatus),
     Commit(CommitStatus),
+    /// Apply, then hold the answer this long.
+    AppliedThenStall(Duration),
+    /// Apply, then answer this error instead.
+    AppliedThenFail(Code, String),
 }
 
 impl InventorySim {
@@ -181,6 +189,16 @@ impl InventorySim {
     /// Sets the latency added to every call.
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.inner.chaos).latency = latency;
+    }
+
+    /// Replaces the whole random behaviour (rate, latency, mix of failures, stall).
+    pub fn set_chaos(&self, chaos: Chaos) {
+        *lock(&self.inner.chaos) = chaos;
+    }
+
+    /// Seeds the chaos draws, so a soak run repeats the same sequence of failures.
+    pub fn seed_chaos(&self, seed: u64) {
+        self.inner.dice.seed(seed);
     }
 
     /// Queues `fault` for a later call of `method` (FIFO, one per call).
@@ -249,14 +267,14 @@ impl InventorySim {
                     GrpcFault::CommitStatus(s) => Plan::Commit(s),
                 }
             }
-            None if chaos.roll_failure() => {
-                call.fault = Some("random UNAVAILABLE".to_owned());
-                Plan::Fail(
-                    Code::Unavailable,
-                    "injected random failure (simulator failure rate)".to_owned(),
-                )
-            }
-            None => Plan::Normal,
+            None => match chaos.roll(&self.inner.dice) {
+                None => Plan::Normal,
+                Some(kind) => {
+                    let (label, plan) = random_plan(kind, chaos.stall, &mut delay);
+                    call.fault = Some(label.to_owned());
+                    plan
+                }
+            },
         };
         let mut state = lock(&self.inner.state);
         state.calls.push(call);
@@ -271,6 +289,7 @@ impl InventorySim {
             state.calls[idx].replayed = true;
             return Ok(reply);
         }
+        let mut applied = false;
         let hold = state
             .holds
             .entry(req.reservation_id.clone())
@@ -278,6 +297,7 @@ impl InventorySim {
         let reply = match hold {
             HoldState::Held => {
                 *hold = HoldState::Released;
+                applied = true;
                 ReleaseHoldResponse {
                     released_seats: seats(
                         req.seat_ids.as_slice(),
@@ -305,6 +325,7 @@ impl InventorySim {
                 ..Default::default()
             },
         };
+        state.calls[idx].applied = applied;
         state
             .release_replies
             .insert(req.idempotency_key.clone(), reply.clone());
@@ -324,6 +345,7 @@ impl InventorySim {
             state.calls[idx].replayed = true;
             return Ok(reply);
         }
+        let mut applied = false;
         let hold = state
             .holds
             .entry(req.reservation_id.clone())
@@ -334,6 +356,7 @@ impl InventorySim {
                 *hold = HoldState::Committed {
                     order_id: order_id.clone(),
                 };
+                applied = true;
                 CommitReservationResponse {
                     order_id,
                     sold_seats: seats(req.seat_ids.as_slice(), req.quantity, SeatStatus::Sold),
@@ -360,6 +383,7 @@ impl InventorySim {
                 )));
             }
         };
+        state.calls[idx].applied = applied;
         state
             .commit_replies
             .insert(req.idempotency_key.clone(), reply.clone());
@@ -392,11 +416,21 @@ impl InventoryService for InventorySim {
             metadata,
             fault: None,
             replayed: false,
+            applied: false,
             at: Instant::now(),
         });
         pause(delay).await;
         let result = match plan {
             Plan::Normal => self.release(idx, &req),
+            Plan::AppliedThenStall(stall) => {
+                let result = self.release(idx, &req);
+                pause(stall).await;
+                result
+            }
+            Plan::AppliedThenFail(code, message) => {
+                let _applied = self.release(idx, &req);
+                Err(Status::new(code, message))
+            }
             Plan::Fail(code, message) => Err(Status::new(code, message)),
             Plan::Release(status) => Ok(ReleaseHoldResponse {
                 released_seats: if status == ReleaseStatus::Success {
@@ -442,11 +476,21 @@ impl InventoryService for InventorySim {
             metadata,
             fault: None,
             replayed: false,
+            applied: false,
             at: Instant::now(),
         });
         pause(delay).await;
         let result = match plan {
             Plan::Normal => self.commit(idx, &req),
+            Plan::AppliedThenStall(stall) => {
+                let result = self.commit(idx, &req);
+                pause(stall).await;
+                result
+            }
+            Plan::AppliedThenFail(code, message) => {
+                let _applied = self.commit(idx, &req);
+                Err(Status::new(code, message))
+            }
             Plan::Fail(code, message) => Err(Status::new(code, message)),
             Plan::Commit(status) => Ok(if status == CommitStatus::Success {
                 CommitReservationResponse {
@@ -496,6 +540,41 @@ pub async fn serve_inventory(
             Some(addr) => format!("inventory simulator on {addr} failed"),
             None => "inventory simulator failed".to_owned(),
         })
+}
+
+/// How a random failure of `kind` plays out on gRPC: its label in the call log and its plan
+/// (a stall before applying is added to `delay`).
+fn random_plan(kind: ChaosFault, stall: Duration, delay: &mut Duration) -> (&'static str, Plan) {
+    let unavailable = || {
+        Plan::Fail(
+            Code::Unavailable,
+            "injected random failure (simulator failure rate)".to_owned(),
+        )
+    };
+    match kind {
+        ChaosFault::Unavailable => ("random UNAVAILABLE", unavailable()),
+        ChaosFault::ServerError => (
+            "random DEADLINE_EXCEEDED",
+            Plan::Fail(
+                Code::DeadlineExceeded,
+                "injected random failure: deadline exceeded upstream".to_owned(),
+            ),
+        ),
+        ChaosFault::StallBeforeApply => {
+            *delay += stall;
+            ("random stall, then UNAVAILABLE", unavailable())
+        }
+        ChaosFault::StallAfterApply => {
+            ("random applied, then stall", Plan::AppliedThenStall(stall))
+        }
+        ChaosFault::FailAfterApply => (
+            "random applied, then UNAVAILABLE",
+            Plan::AppliedThenFail(
+                Code::Unavailable,
+                "injected random failure after the effect was applied".to_owned(),
+            ),
+        ),
+    }
 }
 
 fn log_call(method: InventoryMethod, reservation_id: &str, outcome: &str, replayed: bool) {

@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use fault::{Chaos, FaultScript};
+pub use fault::{Chaos, ChaosFault, Dice, FaultMix, FaultScript};
 pub use inventory::{
     GrpcFault, HoldState, InventoryCall, InventoryMethod, InventorySim, serve_inventory,
 };

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::fault::{Chaos, FaultScript, lock, pause};
+use super::fault::{Chaos, ChaosFault, Dice, FaultScript, lock, pause};
 
 /// The statuses a PATCH may ask for.
 const FINAL_STATUSES: [&str; 3] = ["EXPIRED", "CONFIRMED", "CANCELLED"];
@@ -119,6 +119,9 @@ pub struct HttpCall {
     pub fault: Option<String>,
     /// True when the answer was replayed for a repeated `Idempotency-Key`.
     pub replayed: bool,
+    /// True when this request changed the reservation's status (HELD → a final status), so
+    /// an audit can count effects per idempotency key, whatever the client was told.
+    pub applied: bool,
     /// When the request arrived.
     pub at: Instant,
 }
@@ -135,6 +138,7 @@ struct Inner {
     state: Mutex<Store>,
     script: FaultScript<HttpRoute, HttpFault>,
     config: Mutex<Config>,
+    dice: Dice,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -202,6 +206,16 @@ impl ReservationSim {
         lock(&self.inner.config).chaos.latency = latency;
     }
 
+    /// Replaces the whole random behaviour (rate, latency, mix of failures, stall).
+    pub fn set_chaos(&self, chaos: Chaos) {
+        lock(&self.inner.config).chaos = chaos;
+    }
+
+    /// Seeds the chaos draws, so a soak run repeats the same sequence of failures.
+    pub fn seed_chaos(&self, seed: u64) {
+        self.inner.dice.seed(seed);
+    }
+
     /// Stores a reservation (replacing any with the same id).
     pub fn seed(&self, reservation: Reservation) {
         lock(&self.inner.state)
@@ -258,11 +272,12 @@ impl ReservationSim {
         route: HttpRoute,
         mut call: HttpCall,
         headers: &HeaderMap,
-        handle: impl FnOnce(&Self, &Config) -> (Reply, bool),
+        handle: impl FnOnce(&Self, &Config, usize) -> (Reply, bool),
     ) -> Response {
         let config = lock(&self.inner.config).clone();
         let mut delay = config.chaos.latency;
         let mut injected = None;
+        let mut after_apply = None;
         match self.inner.script.pop(&route) {
             Some(fault) => {
                 call.fault = Some(fault.to_string());
@@ -271,11 +286,20 @@ impl ReservationSim {
                     HttpFault::Delay(d) => delay += d,
                 }
             }
-            None if config.chaos.roll_failure() => {
-                call.fault = Some("random 503".to_owned());
-                injected = Some(503);
+            None => {
+                if let Some(kind) = config.chaos.roll(&self.inner.dice) {
+                    let (label, plan) = random_plan(kind, config.chaos.stall);
+                    call.fault = Some(label.to_owned());
+                    match plan {
+                        RandomPlan::Answer(code) => injected = Some(code),
+                        RandomPlan::StallThenAnswer(code) => {
+                            delay += config.chaos.stall;
+                            injected = Some(code);
+                        }
+                        RandomPlan::AfterApply(after) => after_apply = Some(after),
+                    }
+                }
             }
-            None => {}
         }
         let method = call.method.clone();
         let reservation_id = call.reservation_id.clone();
@@ -298,8 +322,23 @@ impl ReservationSim {
             ),
             None => match authorize(&config, headers) {
                 Some(denied) => (denied, false),
-                None => handle(self, &config),
+                None => handle(self, &config, idx),
             },
+        };
+        let (reply, replayed) = match after_apply {
+            None => (reply, replayed),
+            Some(AfterApply::Stall(stall)) => {
+                pause(stall).await;
+                (reply, replayed)
+            }
+            Some(AfterApply::Fail(code)) => (
+                Reply::error(
+                    code,
+                    "INJECTED_FAULT",
+                    format!("injected fault after the request was handled: status {code}"),
+                ),
+                replayed,
+            ),
         };
 
         {
@@ -329,7 +368,14 @@ impl ReservationSim {
     }
 
     /// The PATCH logic after faults and auth. Returns the reply and whether it was replayed.
-    fn patch(&self, config: &Config, id: &str, headers: &HeaderMap, body: &[u8]) -> (Reply, bool) {
+    fn patch(
+        &self,
+        config: &Config,
+        idx: usize,
+        id: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> (Reply, bool) {
         if !is_json(headers) {
             return (
                 Reply::error(
@@ -397,6 +443,7 @@ impl ReservationSim {
             },
         };
 
+        let mut applied = false;
         let Some(reservation) = find(&mut state.reservations, config, id) else {
             return (not_found(id), false);
         };
@@ -404,6 +451,7 @@ impl ReservationSim {
             Reply::ok(reservation)
         } else if reservation.status == HELD {
             reservation.status = target;
+            applied = true;
             Reply::ok(reservation)
         } else {
             let mut reply = Reply::error(
@@ -417,6 +465,7 @@ impl ReservationSim {
             reply.body["error"]["current_status"] = Value::String(reservation.status.clone());
             reply
         };
+        state.calls[idx].applied = applied;
         // Answers that decided something are kept for replay; 4xx validation answers are
         // not, so a corrected retry with the same key is processed.
         state
@@ -469,8 +518,8 @@ async fn patch_handler(
     body: Bytes,
 ) -> Response {
     let call = new_call("PATCH", &uri, &id, &headers, &body);
-    sim.serve(HttpRoute::Patch, call, &headers, |sim, config| {
-        sim.patch(config, &id, &headers, &body)
+    sim.serve(HttpRoute::Patch, call, &headers, |sim, config, idx| {
+        sim.patch(config, idx, &id, &headers, &body)
     })
     .await
 }
@@ -483,7 +532,7 @@ async fn get_handler(
     body: Bytes,
 ) -> Response {
     let call = new_call("GET", &uri, &id, &headers, &body);
-    sim.serve(HttpRoute::Get, call, &headers, |sim, config| {
+    sim.serve(HttpRoute::Get, call, &headers, |sim, config, _idx| {
         sim.get_one(config, &id)
     })
     .await
@@ -518,7 +567,46 @@ fn new_call(method: &str, uri: &Uri, id: &str, headers: &HeaderMap, body: &[u8])
         status: 0,
         fault: None,
         replayed: false,
+        applied: false,
         at: Instant::now(),
+    }
+}
+
+/// What a request that comes after its effect gets.
+#[derive(Debug, Clone, Copy)]
+enum AfterApply {
+    /// The answer is held this long.
+    Stall(Duration),
+    /// This error status is answered instead of the stored reply.
+    Fail(u16),
+}
+
+/// How a random failure plays out on HTTP.
+enum RandomPlan {
+    /// Answer this status at once; nothing applied.
+    Answer(u16),
+    /// Answer this status after the stall; nothing applied.
+    StallThenAnswer(u16),
+    /// Handle the request, then misbehave.
+    AfterApply(AfterApply),
+}
+
+/// A random failure of `kind` on HTTP: its label in the call log and its plan.
+fn random_plan(kind: ChaosFault, stall: Duration) -> (&'static str, RandomPlan) {
+    match kind {
+        ChaosFault::Unavailable => ("random 503", RandomPlan::Answer(503)),
+        ChaosFault::ServerError => ("random 500", RandomPlan::Answer(500)),
+        ChaosFault::StallBeforeApply => {
+            ("random stall, then 503", RandomPlan::StallThenAnswer(503))
+        }
+        ChaosFault::StallAfterApply => (
+            "random applied, then stall",
+            RandomPlan::AfterApply(AfterApply::Stall(stall)),
+        ),
+        ChaosFault::FailAfterApply => (
+            "random applied, then 503",
+            RandomPlan::AfterApply(AfterApply::Fail(503)),
+        ),
     }
 }
 
