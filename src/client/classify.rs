@@ -46,6 +46,12 @@ pub fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
     );
     match status.code() {
         Code::AlreadyExists => Ok(Applied::AlreadyApplied),
+        // A CANCELLED made on this side by the transport (it carries the transport's error
+        // as its source: the connection was reset or closed mid-call) is a broken connection,
+        // not the peer's verdict. Only a CANCELLED the peer sent is terminal.
+        Code::Cancelled if std::error::Error::source(status).is_some() => {
+            Err(CallError::Retryable(text))
+        }
         Code::Unavailable
         | Code::DeadlineExceeded
         | Code::ResourceExhausted
@@ -228,6 +234,27 @@ mod tests {
             grpc_status(&tonic::Status::already_exists("x")),
             Ok(Applied::AlreadyApplied)
         );
+    }
+
+    /// Found by the chaos soak: a connection reset mid-call surfaced as `CANCELLED: operation
+    /// was canceled` (hyper's error, mapped by tonic), which dead-lettered valid events.
+    #[test]
+    fn a_cancelled_made_by_the_transport_is_retryable() {
+        let local = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(local.code(), Code::Cancelled);
+        assert!(
+            matches!(grpc_status(&local), Err(CallError::Retryable(_))),
+            "{local:?}"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let mut reset = tonic::Status::cancelled("operation was canceled");
+        reset.set_source(std::sync::Arc::new(io));
+        assert!(matches!(grpc_status(&reset), Err(CallError::Retryable(_))));
+        // The peer's own CANCELLED (from the grpc-status trailer, no source) stays terminal.
+        assert!(matches!(
+            grpc_status(&tonic::Status::cancelled("x")),
+            Err(CallError::Terminal { .. })
+        ));
     }
 
     #[test]
