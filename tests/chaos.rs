@@ -374,9 +374,9 @@ impl Fleet {
             .collect()
     }
 
-    /// SIGKILL, at a moment when the scrape just before shows work in flight (waiting up to
-    /// 5 s for one).
-    async fn kill(&mut self, i: usize) {
+    /// Scrapes member `i` until it shows work in flight (up to 5 s), so the signal that
+    /// follows hits a busy worker.
+    async fn until_busy(&mut self, i: usize) {
         let m = &mut self.members[i];
         let busy_by = Instant::now() + Duration::from_secs(5);
         loop {
@@ -384,10 +384,15 @@ impl Fleet {
                 m.last = s;
             }
             if m.last.active > 0 || Instant::now() > busy_by {
-                break;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    async fn kill(&mut self, i: usize) {
+        self.until_busy(i).await;
+        let m = &mut self.members[i];
         m.active_at_signal = Some(m.last.active);
         m.process.signal("KILL");
         m.exit = Some(m.process.wait_exit(Duration::from_secs(10)).await);
@@ -398,10 +403,10 @@ impl Fleet {
 
     /// SIGTERM, scraping through the drain until the process stops answering.
     async fn terminate(&mut self, i: usize, end: End) {
-        let m = &mut self.members[i];
-        if let Some(s) = scrape(&self.http, m.port).await {
-            m.last = s;
+        if end == End::Terminated {
+            self.until_busy(i).await;
         }
+        let m = &mut self.members[i];
         m.active_at_signal = Some(m.last.active);
         m.process.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
