@@ -14,7 +14,7 @@ NEED_CARGO := $(call need,$(CARGO),install Rust 1.94 or newer from https://rustu
 INSTALL_MOTO := bash scripts/install-moto.sh >/dev/null
 INSTALL_PROMTOOL := bash scripts/install-promtool.sh
 
-.PHONY: help init build run run-with-env sim dev test test-integration lint fmt verify \
+.PHONY: help init build run run-with-env sim dev test chaos test-integration lint fmt verify \
 	emulator-up emulator-down grpcurl
 
 help: ## List the targets (the default)
@@ -53,6 +53,11 @@ test: ## All tests: unit + integration (installs moto and promtool first), then 
 	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test
 	@$(MAKE) --no-print-directory chart-check
 	@$(MAKE) --no-print-directory dockerfile-check
+
+chaos: ## Chaos soak: 10,000 events through killed, restarted and doubled workers, faulty peers; prints the audit (CHAOS_EVENTS, CHAOS_SEED)
+	@$(NEED_CARGO)
+	@$(INSTALL_MOTO)
+	MOTO_SERVER="$(MOTO_SERVER)" CHAOS_EVENTS="$${CHAOS_EVENTS:-10000}" $(CARGO) test --test chaos -- --nocapture
 
 test-integration: ## Integration tests only (tests/*.rs) against moto
 	@$(NEED_CARGO)

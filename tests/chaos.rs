@@ -41,7 +41,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use futures::StreamExt as _;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
@@ -67,6 +66,8 @@ const MAX_RECEIVE_COUNT: u32 = 10;
 const PEER_TIMEOUT_MS: u64 = 1_000;
 const STALL: Duration = Duration::from_millis(1_500);
 const PEER_LATENCY: Duration = Duration::from_millis(5);
+/// The most messages the producer keeps in the source queue (see `send_all`).
+const BACKLOG: u64 = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -223,10 +224,10 @@ fn plan(events: usize, seed: u64) -> Load {
 }
 
 /// Sends every planned body (batches of 10, four batches at a time), counting them in `sent`
-/// as they go; returns the SQS MessageId of each, in `order`.
+/// as they go; returns the SQS MessageId of each, in `order`. Keeps at most `BACKLOG`
+/// messages in the queue: moto's ReceiveMessage and DeleteMessage scan the whole queue, so a
+/// 10,000-message backlog would make moto, not the worker, the subject of the soak.
 async fn send_all(queue: TestQueue, load: Arc<Load>, sent: Arc<AtomicU64>) -> Vec<String> {
-    let queue = &queue;
-    let sent = &sent;
     let bodies: Vec<String> = load
         .order
         .iter()
@@ -235,46 +236,51 @@ async fn send_all(queue: TestQueue, load: Arc<Load>, sent: Arc<AtomicU64>) -> Ve
             Planned::Poison(i) => load.poison[i].body.clone(),
         })
         .collect();
-    let batches: Vec<(usize, Vec<String>)> = bodies
-        .chunks(10)
-        .enumerate()
-        .map(|(n, c)| (n * 10, c.to_vec()))
-        .collect();
-    let results: Vec<Vec<(usize, String)>> = futures::stream::iter(batches)
-        .map(|(start, chunk)| async move {
-            let mut req = queue.client.send_message_batch().queue_url(&queue.url);
-            for (j, body) in chunk.iter().enumerate() {
-                req = req.entries(
-                    SendMessageBatchRequestEntry::builder()
-                        .id(format!("m{}", start + j))
-                        .message_body(body)
-                        .build()
-                        .expect("batch entry"),
-                );
-            }
-            let out = req.send().await.expect("SendMessageBatch");
-            assert!(
-                out.failed().is_empty(),
-                "refused entries: {:?}",
-                out.failed()
-            );
-            sent.fetch_add(out.successful().len() as u64, Ordering::Relaxed);
-            out.successful()
-                .iter()
-                .map(|e| {
-                    (
-                        e.id()[1..].parse::<usize>().expect("entry id"),
-                        e.message_id().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
     let mut ids = vec![String::new(); bodies.len()];
-    for (i, id) in results.into_iter().flatten() {
-        ids[i] = id;
+    for (group, bodies) in bodies.chunks(40).enumerate() {
+        let first = group * 40;
+        while first as u64 >= BACKLOG && queue_depth(&queue).await + 40 > BACKLOG {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let batches = bodies.chunks(10).enumerate().map(|(n, chunk)| {
+            let queue = &queue;
+            async move {
+                let start = first + n * 10;
+                let mut req = queue.client.send_message_batch().queue_url(&queue.url);
+                for (j, body) in chunk.iter().enumerate() {
+                    req = req.entries(
+                        SendMessageBatchRequestEntry::builder()
+                            .id(format!("m{}", start + j))
+                            .message_body(body)
+                            .build()
+                            .expect("batch entry"),
+                    );
+                }
+                let out = req.send().await.expect("SendMessageBatch");
+                assert!(
+                    out.failed().is_empty(),
+                    "refused entries: {:?}",
+                    out.failed()
+                );
+                out.successful()
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.id()[1..].parse::<usize>().expect("entry id"),
+                            e.message_id().to_owned(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }
+        });
+        for (i, id) in futures::future::join_all(batches)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            ids[i] = id;
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
     }
     assert!(ids.iter().all(|id| !id.is_empty()), "every body was sent");
     ids
@@ -311,6 +317,8 @@ struct Fleet {
     /// Messages sent so far (the load goes out while the first worker runs).
     sent: Arc<AtomicU64>,
     started: Instant,
+    /// The last progress line printed, in tenths.
+    reported_tenths: u64,
 }
 
 impl Fleet {
@@ -361,6 +369,11 @@ impl Fleet {
         loop {
             self.scrape_running().await;
             let p = self.progress().await;
+            let tenths = (p * 10.0) as u64;
+            if tenths > self.reported_tenths {
+                self.reported_tenths = tenths;
+                self.log(&format!("{} % done", tenths * 10));
+            }
             if p >= share || Instant::now() > deadline {
                 return p;
             }
@@ -546,6 +559,7 @@ async fn chaos_soak_applies_every_valid_event_exactly_once() {
         total: load.order.len() as u64,
         sent,
         started,
+        reported_tenths: 0,
     };
     // Generous: the audit, not this deadline, is what fails a slow run.
     let deadline = Instant::now() + Duration::from_secs(120 + events as u64 / 10);
