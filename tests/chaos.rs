@@ -12,12 +12,19 @@
 //!   (1) or spent retries (each needs five failed attempts at ~10 %: about 1e-5 per step), so
 //!   it stays far below 10 and never reaches the DLQ by the redrive policy; poison goes to the
 //!   DLQ through the worker, on its first receive, with a `ReasonClass`.
-//! * Visibility 4 s: messages held by a killed worker come back within seconds.
+//! * Visibility 4 s (the queue's and the workers'): messages held by a killed worker come back
+//!   within seconds.
+//! * At most 300 messages queued at once (the producer waits): moto scans the whole queue on
+//!   every receive and delete, so a deeper backlog only measures moto.
+//! * The choreography goes by progress (messages gone from the source queue): SIGKILL at 10 %,
+//!   a second worker from 25 %, SIGKILL of the first at 40 %, SIGTERM of the other at 55 %,
+//!   each followed by a fresh worker, so two run at once for most of the run. Each signal
+//!   waits for a scrape that shows work in flight.
 //! * Peer timeouts 1 s, stalls 1.5 s: a stalling peer is always given up on, half of the time
 //!   after it already applied the effect — the case idempotency keys protect against.
 //!
 //! The metrics rule (`worker_events_total` is per process, and a SIGKILLed process takes its
-//! unscraped counts with it). Every process is scraped every 100 ms, right before each signal,
+//! unscraped counts with it). Every process is scraped every 200 ms, right before each signal,
 //! during its SIGTERM drain, and once more at the end when nothing is in flight. Each process
 //! also logs `message finished` per delivery, right after counting it, so its log tally tells
 //! how many deliveries it finished after its last scrape (its hidden window). With `S` the sum
@@ -40,7 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
@@ -63,6 +70,7 @@ const PEER_FAILURE_RATE: f64 = 0.09;
 /// Probability that a chunk a worker sends is followed by a connection reset.
 const RESET_RATE: f64 = 0.01;
 const MAX_RECEIVE_COUNT: u32 = 10;
+const VISIBILITY_SECS: &str = "4";
 const PEER_TIMEOUT_MS: u64 = 1_000;
 const STALL: Duration = Duration::from_millis(1_500);
 const PEER_LATENCY: Duration = Duration::from_millis(5);
@@ -492,6 +500,16 @@ async fn chaos_soak_applies_every_valid_event_exactly_once() {
     let queue = moto
         .create_queue("chaos-events", Some((&dlq, MAX_RECEIVE_COUNT)))
         .await;
+    // The workers ask for this visibility on every receive anyway; the queue's own default
+    // matches, so nothing received any other way hides a message for long.
+    queue
+        .client
+        .set_queue_attributes()
+        .queue_url(&queue.url)
+        .attributes(QueueAttributeName::VisibilityTimeout, VISIBILITY_SECS)
+        .send()
+        .await
+        .expect("SetQueueAttributes");
 
     let peers = TestPeers::start().await;
     let chaos = Chaos {
@@ -530,7 +548,7 @@ async fn chaos_soak_applies_every_valid_event_exactly_once() {
     for (k, v) in [
         ("SQS_QUEUE_URL", queue.url.clone()),
         ("SQS_WAIT_TIME", "1".into()),
-        ("SQS_VISIBILITY_TIMEOUT", "4".into()),
+        ("SQS_VISIBILITY_TIMEOUT", VISIBILITY_SECS.into()),
         ("WORKER_CONCURRENCY", "16".into()),
         ("MAX_RETRIES", "5".into()),
         ("BACKOFF_BASE_MS", "20".into()),
