@@ -17,7 +17,7 @@
 //! * At most 300 messages queued at once (the producer waits): moto scans the whole queue on
 //!   every receive and delete, so a deeper backlog only measures moto.
 //! * The choreography goes by progress (messages gone from the source queue): SIGKILL at 10 %,
-//!   a second worker from 25 %, SIGKILL of the first at 40 %, SIGTERM of the other at 55 %,
+//!   a second worker from 25 %, SIGKILL of the older one at 40 %, SIGTERM of the other at 55 %,
 //!   each followed by a fresh worker, so two run at once for most of the run. Each signal
 //!   waits for a scrape that shows work in flight.
 //! * Peer timeouts 1 s, stalls 1.5 s: a stalling peer is always given up on, half of the time
