@@ -125,7 +125,14 @@ async fn message_lines_are_flat_with_exact_keys_and_no_duplicates() {
     assert_eq!(gone["outcome"], "dead_lettered");
     assert_eq!(gone["reason"], "downstream_rejected");
     assert_eq!(gone["trace_id"], "trace-from-body");
-    // The acker's own line about the DLQ send carries the message's fields too.
+    // The acker's own line about the DLQ send carries the message's fields too. It comes after
+    // "message finished" (the acker sends once the disposition is handed over), so wait for it.
+    support::eventually("the acker's dead-lettered line", || {
+        w.logs_with_message("dead-lettered")
+            .iter()
+            .any(|l| l["envelope_id"] == "env-gone")
+    })
+    .await;
     let sent = w
         .logs_with_message("dead-lettered")
         .into_iter()
