@@ -778,7 +778,7 @@ async fn audit(
             Planned::Valid(_) => None,
         })
         .collect();
-    let mut copies: BTreeMap<String, Vec<&support::chaos::DeadLetter>> = BTreeMap::new();
+    let mut copies: BTreeMap<String, Vec<&support::Received>> = BTreeMap::new();
     let mut foreign = 0;
     for l in &letters {
         match l.attributes.get("OriginalMessageId") {
@@ -906,7 +906,7 @@ async fn audit(
 }
 
 /// Prints what the workers logged about a message that should not be on the DLQ.
-fn explain(letter: &support::chaos::DeadLetter, fleet: &Fleet) {
+fn explain(letter: &support::Received, fleet: &Fleet) {
     let key = letter
         .body
         .find("chaos-env-")

@@ -2,7 +2,7 @@
 //! poison bodies taken from the bad-input corpus, Prometheus text parsing, queue helpers
 //! and the audit table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::TestQueue;
+use super::{Received, TestQueue};
 
 /// A loopback TCP proxy in front of a peer that, for a share of the chunks the client sends,
 /// forwards the chunk, waits a moment (so the peer may well apply it) and then resets the
@@ -281,17 +281,9 @@ pub async fn queue_depth(queue: &TestQueue) -> u64 {
     .sum()
 }
 
-/// A message read off the DLQ.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub body: String,
-    pub attributes: HashMap<String, String>,
-    pub receive_count: u32,
-}
-
 /// Reads every message on `queue`, leaving each in flight for 5 minutes so none is read
 /// twice; stops after three empty receives in a row.
-pub async fn read_all(queue: &TestQueue) -> Vec<DeadLetter> {
+pub async fn read_all(queue: &TestQueue) -> Vec<Received> {
     let mut all = Vec::new();
     let mut empty = 0;
     while empty < 3 {
@@ -312,24 +304,7 @@ pub async fn read_all(queue: &TestQueue) -> Vec<DeadLetter> {
             continue;
         }
         empty = 0;
-        for m in out.messages() {
-            all.push(DeadLetter {
-                body: m.body().unwrap_or_default().to_owned(),
-                attributes: m
-                    .message_attributes()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                receive_count: m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0),
-            });
-        }
+        all.extend(out.messages().iter().map(Received::from));
     }
     all
 }

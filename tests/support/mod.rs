@@ -11,7 +11,7 @@ pub mod worker;
 
 use std::time::Duration;
 
-pub use moto::{Moto, TestQueue};
+pub use moto::{Moto, Received, TestQueue};
 pub use peers::TestPeers;
 pub use worker::WorkerProcess;
 

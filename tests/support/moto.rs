@@ -192,6 +192,29 @@ pub struct Received {
     pub receive_count: u32,
 }
 
+impl From<&aws_sdk_sqs::types::Message> for Received {
+    fn from(m: &aws_sdk_sqs::types::Message) -> Self {
+        Received {
+            message_id: m.message_id().unwrap_or_default().to_string(),
+            receipt: m.receipt_handle().unwrap_or_default().to_string(),
+            body: m.body().unwrap_or_default().to_string(),
+            attributes: m
+                .message_attributes()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            receive_count: m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
 impl TestQueue {
     /// Sends a body; returns the SQS MessageId.
     pub async fn send(&self, body: &str) -> String {
@@ -293,28 +316,7 @@ impl TestQueue {
             if got.is_empty() && !all.is_empty() {
                 break;
             }
-            for m in got {
-                all.push(Received {
-                    message_id: m.message_id().unwrap_or_default().to_string(),
-                    receipt: m.receipt_handle().unwrap_or_default().to_string(),
-                    body: m.body().unwrap_or_default().to_string(),
-                    attributes: m
-                        .message_attributes()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|(k, v)| {
-                                    Some((k.clone(), v.string_value()?.to_string()))
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    receive_count: m
-                        .attributes()
-                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(0),
-                });
-            }
+            all.extend(got.iter().map(Received::from));
         }
         all
     }
