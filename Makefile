@@ -14,7 +14,7 @@ NEED_CARGO := $(call need,$(CARGO),install Rust 1.94 or newer from https://rustu
 INSTALL_MOTO := bash scripts/install-moto.sh >/dev/null
 INSTALL_PROMTOOL := bash scripts/install-promtool.sh
 
-.PHONY: help init build run run-with-env sim dev test chaos test-integration lint fmt verify \
+.PHONY: help init build run run-with-env sim dev test chaos test-integration test-load bench lint fmt verify \
 	emulator-up emulator-down grpcurl
 
 help: ## List the targets (the default)
@@ -64,6 +64,15 @@ test-integration: ## Integration tests only (tests/*.rs) against moto
 	@$(INSTALL_MOTO)
 	@$(INSTALL_PROMTOOL)
 	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test --test '*'
+
+test-load: ## Drain 20,000 events through the real worker (release, fast SQS endpoint) and audit exactly-once (BENCH_N)
+	@$(NEED_CARGO)
+	$(CARGO) bench --bench worker -- load
+
+bench: ## Benchmark the real worker (release): drain ratio, Little's law, CPU, RSS, pickup, start-up; table + target/bench/results.json
+	@$(NEED_CARGO)
+	@$(INSTALL_MOTO)
+	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) bench --bench worker
 
 lint: ## Clippy on all targets; warnings are errors
 	@$(NEED_CARGO)

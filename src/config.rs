@@ -96,6 +96,7 @@ struct RawEnv {
     sqs_visibility_timeout: Option<String>,
     sqs_dlq_url: Option<String>,
     worker_concurrency: Option<String>,
+    sqs_receive_loops: Option<String>,
     max_retries: Option<String>,
     backoff_base_ms: Option<String>,
     backoff_max_ms: Option<String>,
@@ -144,6 +145,10 @@ pub struct Config {
     pub dlq_url: Option<String>,
     /// Messages worked on at once (`WORKER_CONCURRENCY`); also bounds messages held unstarted.
     pub concurrency: usize,
+    /// ReceiveMessage loops running at once (`SQS_RECEIVE_LOOPS`, default
+    /// `ceil(WORKER_CONCURRENCY / 10)`): one loop asks for at most 10 messages per round trip,
+    /// so one loop caps the worker at 10 / receive latency (~500–1,000/s on real SQS).
+    pub receive_loops: usize,
     /// Attempts per delivery before leaving the message for a later redelivery (`MAX_RETRIES`).
     pub max_retries: u32,
     /// First in-delivery retry delay; doubles per attempt (`BACKOFF_BASE_MS`).
@@ -284,6 +289,16 @@ impl Config {
             1,
             10_000,
             "a number of tasks",
+        )?;
+        // Enough loops for every slot to be asked for in one round of receives; more than
+        // one per slot could never receive anything.
+        let receive_loops = int(
+            "SQS_RECEIVE_LOOPS",
+            raw.sqs_receive_loops,
+            concurrency.div_ceil(10),
+            1,
+            concurrency,
+            "receive loops, at most WORKER_CONCURRENCY",
         )?;
         let max_retries = int("MAX_RETRIES", raw.max_retries, 5, 1, 100, "attempts")?;
         let backoff_base = int(
@@ -431,6 +446,7 @@ impl Config {
             visibility_timeout: Duration::from_secs(visibility),
             dlq_url,
             concurrency: concurrency as usize,
+            receive_loops: receive_loops as usize,
             max_retries: max_retries as u32,
             backoff_base: Duration::from_millis(backoff_base),
             backoff_max: Duration::from_millis(backoff_max),
@@ -736,6 +752,7 @@ mod tests {
         assert_eq!(c.wait_time, Duration::from_secs(20));
         assert_eq!(c.visibility_timeout, Duration::from_secs(30));
         assert_eq!(c.concurrency, 20);
+        assert_eq!(c.receive_loops, 2);
         assert_eq!(c.max_retries, 5);
         assert_eq!(c.backoff_base, Duration::from_millis(1000));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(25));
@@ -744,6 +761,36 @@ mod tests {
         assert_eq!(c.aws_region, "ap-northeast-2");
         assert_eq!((c.server_port, c.grpc_debug_port), (8040, 8041));
         assert!(!c.is_fifo());
+    }
+
+    #[test]
+    fn receive_loops_follow_the_concurrency_unless_set() {
+        for (concurrency, loops) in [("1", 1), ("10", 1), ("11", 2), ("100", 10), ("500", 50)] {
+            let c = Config::from_vars(vars(&[QUEUE, ("WORKER_CONCURRENCY", concurrency)]))
+                .expect(concurrency);
+            assert_eq!(c.receive_loops, loops, "WORKER_CONCURRENCY={concurrency}");
+        }
+        let c = Config::from_vars(vars(&[
+            QUEUE,
+            ("WORKER_CONCURRENCY", "100"),
+            ("SQS_RECEIVE_LOOPS", "3"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.receive_loops, 3);
+        for bad in ["0", "101", "two"] {
+            let e = Config::from_vars(vars(&[
+                QUEUE,
+                ("WORKER_CONCURRENCY", "100"),
+                ("SQS_RECEIVE_LOOPS", bad),
+            ]))
+            .expect_err(bad);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "SQS_RECEIVE_LOOPS=\"{bad}\" is invalid: expected an integer from 1 to 100 (receive loops, at most WORKER_CONCURRENCY)"
+                )
+            );
+        }
     }
 
     #[test]

@@ -125,18 +125,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             wait: config.wait_time,
             visibility: config.visibility_timeout,
             status: status.clone(),
+            batch: config.concurrency.div_ceil(config.receive_loops),
         };
         tracing::info!(
             queue_url = %config.queue_url,
             concurrency = config.concurrency,
+            receive_loops = config.receive_loops,
             fifo = config.is_fifo(),
             "worker started"
         );
-        let polling = tokio::spawn(status.clone().supervise(
-            "poll loop",
-            shutdown.clone(),
-            poller.run(shutdown.clone()),
-        ));
+        // Each loop is its own task, so receives and their parsing run on every core.
+        let polling: Vec<_> = (0..config.receive_loops)
+            .map(|index| {
+                let poller = poller.clone();
+                let receiving = shutdown.clone();
+                tokio::spawn(
+                    status
+                        .clone()
+                        .supervise("poll loop", shutdown.clone(), async move {
+                            tracing::info!(
+                                receive_loop = index,
+                                batch = poller.batch,
+                                "receive loop started"
+                            );
+                            poller.run(receiving).await
+                        }),
+                )
+            })
+            .collect();
+        // Each loop holds a clone of the pool (and so of the acker's sender): keeping this one
+        // would keep the acker waiting for more work after shutdown.
+        drop(poller);
 
         shutdown.cancelled().await;
         status.start_draining();
@@ -145,7 +164,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             timeout_secs = config.shutdown_timeout.as_secs(),
             "shutting down: receiving stopped, draining"
         );
-        let _ = polling.await;
+        for loop_task in polling {
+            let _ = loop_task.await;
+        }
         let finished = pool.drain(config.shutdown_timeout).await;
         if !finished {
             tracing::warn!("shutdown timeout reached: unfinished messages released");

@@ -322,7 +322,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
         CancellationToken::new(),
     );
     // The only slot is taken: the loop can do nothing but wait for it.
-    let _held = pool.reserve(1).await;
+    let _held = pool.reserve(1, Duration::ZERO).await;
     let shutdown = CancellationToken::new();
     let poller = Poller {
         queue,
@@ -330,6 +330,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
         wait: Duration::from_secs(1),
         visibility: Duration::from_secs(30),
         status: status.clone(),
+        batch: 10,
     };
     // Supervised exactly as the worker supervises it.
     let polling = tokio::spawn(status.clone().supervise(

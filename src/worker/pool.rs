@@ -87,8 +87,11 @@ impl Pool {
         }
     }
 
-    /// Waits for one free slot, then takes up to `max` without waiting.
-    pub async fn reserve(&self, max: usize) -> Vec<OwnedSemaphorePermit> {
+    /// Waits for one free slot, takes up to `max` without waiting, then waits up to `gather`
+    /// for the rest. On a busy pool slots free one at a time; without the short wait every
+    /// receive would carry one or two messages, and each receive costs as much CPU (and SQS
+    /// request charges) as a full one.
+    pub async fn reserve(&self, max: usize, gather: Duration) -> Vec<OwnedSemaphorePermit> {
         let Ok(first) = self.permits.clone().acquire_owned().await else {
             return Vec::new();
         };
@@ -97,6 +100,15 @@ impl Pool {
             match self.permits.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
+            }
+        }
+        if permits.len() < max && !gather.is_zero() {
+            let until = tokio::time::Instant::now() + gather;
+            while permits.len() < max {
+                match tokio::time::timeout_at(until, self.permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => permits.push(p),
+                    _ => break,
+                }
             }
         }
         permits
@@ -307,5 +319,88 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
     Disposition::RetryLater {
         after: redelivery_delay(s.redelivery_base, s.redelivery_max, delivery.receive_count),
         error: last_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::inventory::GrpcInventory;
+    use crate::client::reservation::RestReservations;
+
+    fn pool(concurrency: usize) -> Pool {
+        let sdk = aws_config::SdkConfig::builder().build();
+        let (acks, _) = mpsc::channel(1);
+        Pool::new(
+            PoolSettings {
+                concurrency,
+                max_retries: 1,
+                backoff: Backoff {
+                    base: Duration::from_millis(1),
+                    max: Duration::from_millis(1),
+                },
+                redelivery_base: Duration::from_secs(1),
+                redelivery_max: Duration::from_secs(1),
+                visibility: Duration::from_secs(30),
+                fifo: false,
+                dedupe_capacity: 0,
+                dedupe_ttl: Duration::from_secs(1),
+            },
+            Queue::new(&sdk, "http://127.0.0.1:1/000000000000/q"),
+            Peers {
+                inventory: Arc::new(
+                    GrpcInventory::new("http://127.0.0.1:1", Duration::from_secs(1)).unwrap(),
+                ),
+                reservations: Arc::new(
+                    RestReservations::new("http://127.0.0.1:1", None, Duration::from_secs(1))
+                        .unwrap(),
+                ),
+            },
+            acks,
+            Arc::new(WorkerStatus::default()),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reserve_on_a_busy_pool_gathers_slots_freed_within_the_window() {
+        let pool = pool(5);
+        let mut busy = pool.reserve(5, Duration::ZERO).await;
+        assert_eq!(busy.len(), 5);
+        let gathering = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.reserve(10, Duration::from_millis(400)).await.len() })
+        };
+        tokio::task::yield_now().await;
+        // Three slots free one after another, well inside the window; the fourth well after.
+        for _ in 0..3 {
+            busy.pop();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        busy.pop();
+        assert_eq!(gathering.await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn without_a_window_a_reserve_takes_what_is_free_at_once() {
+        let pool = pool(5);
+        let mut busy = pool.reserve(5, Duration::ZERO).await;
+        let taking = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.reserve(10, Duration::ZERO).await.len() })
+        };
+        tokio::task::yield_now().await;
+        busy.pop();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        busy.pop();
+        assert_eq!(taking.await.unwrap(), 1);
+        // An idle pool hands out everything free without waiting out the window.
+        drop(busy);
+        let at = std::time::Instant::now();
+        let all = pool.reserve(4, Duration::from_secs(30)).await;
+        assert_eq!(all.len(), 4);
+        assert!(at.elapsed() < Duration::from_secs(10));
     }
 }

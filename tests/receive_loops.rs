@@ -1,0 +1,74 @@
+//! Several receive loops (`SQS_RECEIVE_LOOPS`): each takes its share of the slots before it
+//! receives and asks for no more, so together they never hold more than WORKER_CONCURRENCY
+//! messages, and every message is still processed once.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Harness, bodies};
+
+#[tokio::test]
+async fn receive_loops_share_the_slots_and_never_hold_more_than_the_concurrency() {
+    let h = Harness::start().await;
+    let rids: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    for r in &rids {
+        h.peers.hold(r);
+    }
+    h.peers.inventory.set_latency(Duration::from_millis(1500));
+    for (i, r) in rids.iter().enumerate() {
+        h.queue.send(&bodies::expired(&format!("env-{i}"), r)).await;
+    }
+    let w = h
+        .worker(&[
+            ("WORKER_CONCURRENCY", "4"),
+            ("SQS_RECEIVE_LOOPS", "2"),
+            ("SQS_WAIT_TIME", "1"),
+        ])
+        .await;
+
+    let started = w.logs_with_message("worker started");
+    assert_eq!(started[0]["receive_loops"], 2, "{started:?}");
+    support::eventually("both receive loops started", || {
+        w.logs_with_message("receive loop started").len() == 2
+    })
+    .await;
+    let loops = w.logs_with_message("receive loop started");
+    let mut indexes: Vec<u64> = loops
+        .iter()
+        .map(|l| l["receive_loop"].as_u64().expect("index"))
+        .collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, [0, 1]);
+    assert!(loops.iter().all(|l| l["batch"] == 2), "{loops:?}");
+
+    // The slots fill up (4 calls in progress at once), yet never more are held.
+    support::eventually("pool full", || h.peers.inventory.calls().len() >= 4).await;
+    let mut max_in_flight = 0;
+    for _ in 0..10 {
+        let (_, in_flight) = h.queue.depth().await;
+        max_in_flight = max_in_flight.max(in_flight);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        max_in_flight <= 4,
+        "at most WORKER_CONCURRENCY messages held, saw {max_in_flight}"
+    );
+
+    h.wait_queue_empty().await;
+    assert_eq!(
+        h.peers.inventory.calls().len(),
+        12,
+        "each processed once, none dropped"
+    );
+    // Each receive asked for at most its loop's share of the slots.
+    let received = w.logs_with_message("received");
+    assert!(!received.is_empty());
+    for r in &received {
+        let (count, asked) = (r["count"].as_u64(), r["asked"].as_u64());
+        assert!(
+            matches!((count, asked), (Some(c), Some(a)) if c <= a && a <= 2),
+            "{r}"
+        );
+    }
+}
