@@ -13,6 +13,7 @@ Exit 0 on success, 1 with a message on stderr otherwise.
 import collections
 import json
 import os
+import re
 import sys
 
 import yaml
@@ -97,6 +98,24 @@ def cmd_compare(rendered, keda_dir):
         sys.exit(1)
 
 
+# Settings of .env.example that the chart leaves out on purpose: on EKS credentials come from IRSA,
+# endpoints are AWS's own, and LOG_LEVEL covers RUST_LOG (extraEnv can still set any of them).
+LOCAL_ONLY = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+              "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "RUST_LOG"}
+
+
+def cmd_settings(env_example, template):
+    """Every worker setting documented in .env.example has an env entry in the Deployment."""
+    with open(env_example) as f:
+        settings = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", f.read(), re.M)) - LOCAL_ONLY
+    with open(template) as f:
+        in_chart = set(re.findall(r"name: ([A-Z][A-Z0-9_]+)\b", f.read()))
+    missing = sorted(settings - in_chart)
+    if missing:
+        fail("settings of %s with no env entry in %s: %s" % (env_example, template, ", ".join(missing)))
+    print("all %d worker settings of %s are in %s" % (len(settings), env_example, template))
+
+
 def cmd_doc(values):
     import re
     with open(values) as f:
@@ -126,7 +145,7 @@ def cmd_doc(values):
 
 
 if __name__ == "__main__":
-    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2)}
+    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2)}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds or len(sys.argv) - 2 != cmds[sys.argv[1]][1]:
         fail(__doc__)
     fn, _ = cmds[sys.argv[1]]

@@ -200,6 +200,7 @@ for f in keda/scaledobject.yaml keda/triggerauthentication.yaml; do
 done
 
 run "every value in values.yaml is documented" "$PY" scripts/chart_tools.py doc "$CHART/values.yaml"
+run "every worker setting of .env.example is set by the Deployment" "$PY" scripts/chart_tools.py settings .env.example "$CHART/templates/deployment.yaml"
 
 # ---------- yamllint ----------
 YAMLLINT_CONF='{extends: default, rules: {line-length: {max: 160}, document-start: disable, truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}}}'

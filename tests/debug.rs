@@ -101,6 +101,7 @@ async fn get_status_reports_config_counters_and_polls_with_the_token_masked() {
     assert_eq!(setting("RESERVATION_API_TOKEN"), "***");
     assert_eq!(setting("SQS_QUEUE_URL"), h.queue.url);
     assert_eq!(setting("WORKER_CONCURRENCY"), "4");
+    assert_eq!(setting("SQS_RECEIVE_LOOPS"), "1", "ceil(4 / 10)");
     assert_eq!(setting("DEBUG_PROCESS_EVENT"), "false");
     let count = |t: &str, o: &str| {
         status
