@@ -156,10 +156,22 @@ else
     fail "autoscaler (keda.enabled + autoscaling.enabled): an HPA was rendered or helm template failed"
 fi
 
+# queueLength follows worker.concurrency unless it is set (80 %: the README's capacity model).
+for case in "worker.concurrency=50:40" "worker.concurrency=1:1" "keda.queueLength=7:7"; do
+    set_arg=${case%:*} want=${case##*:}
+    if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set "$set_arg" >"$WORK/ql.yaml" 2>&1 &&
+        grep -q "queueLength: \"$want\"" "$WORK/ql.yaml"; then
+        pass "queueLength with $set_arg: $want"
+    else
+        fail "queueLength with $set_arg: expected \"$want\" ($(grep -m1 'queueLength' "$WORK/ql.yaml" || echo 'helm template failed'))"
+    fi
+done
+
 # ---------- values.schema.json rejects bad values ----------
 BAD_VALUES=(
     "worker.concurrency=-1"
     "worker.concurrency=many"
+    "keda.queueLength=-1"
     "worker.sqsQueueUrl=not-a-url"
     "worker.sqsWaitTime=21"
     "worker.logFormat=xml"
