@@ -15,7 +15,6 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
-use futures::StreamExt as _;
 use reservation_worker::sim::{SqsSim, serve_sqs};
 use tokio_util::sync::CancellationToken;
 
@@ -751,102 +750,4 @@ async fn the_real_worker_drains_events_from_the_simulator() {
     );
     assert!(stats.receive_message >= 1, "{stats:?}");
     assert_eq!(stats.errors, 0, "{stats:?}");
-}
-
-/// Drain rate of a bare aws-sdk-sqs loop (4 tasks: ReceiveMessage 10 → DeleteMessageBatch)
-/// over 20,000 preloaded messages, against the simulator and (2,000 messages) against moto.
-/// Short polls: the queue is full, and moto holds a long poll open for its whole wait.
-/// A measurement, not a check: run it in release mode and read the output.
-/// `cargo test --release --test sqs_sim -- --ignored --nocapture drain_rate`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn drain_rate() {
-    let s = Sim::start().await;
-    let url = s.create("bench", &[]).await;
-    let rate = drain(&s.client, &url, 20_000).await;
-    println!("SqsSim: {rate:.0} msgs/s (20000 messages, 4 tasks)");
-    println!("SqsSim stats: {:?}", s.sim.stats());
-    if std::env::var_os("MOTO_SERVER").is_some() {
-        let moto = support::Moto::start().await;
-        let q = moto.create_queue("bench", None).await;
-        let rate = drain(&moto.client, &q.url, 2_000).await;
-        println!("moto:   {rate:.0} msgs/s (2000 messages, 4 tasks)");
-    }
-}
-
-async fn drain(client: &Client, url: &str, n: usize) -> f64 {
-    let bodies: Vec<String> = (0..n)
-        .map(|i| support::bodies::expired(&format!("env-{i}"), &format!("r-{i}")))
-        .collect();
-    let preload: Vec<_> = bodies
-        .chunks(10)
-        .map(|chunk| {
-            let mut req = client.send_message_batch().queue_url(url);
-            for (i, b) in chunk.iter().enumerate() {
-                req = req.entries(
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                        .expect("entry"),
-                );
-            }
-            req.send()
-        })
-        .collect();
-    futures::stream::iter(preload)
-        .buffer_unordered(8)
-        .for_each(|r| async move {
-            assert!(r.expect("SendMessageBatch").failed().is_empty());
-        })
-        .await;
-
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = std::time::Instant::now();
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let client = client.clone();
-            let url = url.to_owned();
-            let done = done.clone();
-            tokio::spawn(async move {
-                while done.load(std::sync::atomic::Ordering::Relaxed) < n {
-                    let out = client
-                        .receive_message()
-                        .queue_url(&url)
-                        .max_number_of_messages(10)
-                        .wait_time_seconds(0)
-                        .send()
-                        .await
-                        .expect("ReceiveMessage");
-                    let ms = out.messages();
-                    if ms.is_empty() {
-                        continue;
-                    }
-                    let entries = ms
-                        .iter()
-                        .enumerate()
-                        .map(|(i, m)| {
-                            DeleteMessageBatchRequestEntry::builder()
-                                .id(i.to_string())
-                                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                                .build()
-                                .expect("entry")
-                        })
-                        .collect();
-                    let out = client
-                        .delete_message_batch()
-                        .queue_url(&url)
-                        .set_entries(Some(entries))
-                        .send()
-                        .await
-                        .expect("DeleteMessageBatch");
-                    done.fetch_add(out.successful().len(), std::sync::atomic::Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("drain task");
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
