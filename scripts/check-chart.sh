@@ -189,6 +189,11 @@ for bad in "${BAD_VALUES[@]}"; do
         pass "values.schema.json rejects --set $bad: $(grep -m1 -E '^- ' "$WORK/bad.err" | sed 's/^- //' || head -1 "$WORK/bad.err")"
     fi
 done
+if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set worker.concurrency=4 --set worker.receiveLoops=5 >/dev/null 2>"$WORK/loops.err"; then
+    fail "receiveLoops > concurrency is rejected (helm template succeeded)"
+else
+    pass "receiveLoops > concurrency is rejected: $(grep -m1 -o 'error calling fail: .*' "$WORK/loops.err" | sed 's/error calling fail: //')"
+fi
 if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set worker.secretManager.enabled=true >/dev/null 2>&1; then
     fail "secretManager.enabled without secretName is rejected (helm template succeeded)"
 else

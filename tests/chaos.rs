@@ -603,8 +603,10 @@ async fn chaos_soak_applies_every_valid_event_exactly_once() {
     for i in fleet.running() {
         fleet.terminate(i, End::Stopped).await;
     }
-    // The log readers finish the pipes after the processes exit.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every process has exited: collect the rest of their logs before counting them.
+    for member in &mut fleet.members {
+        member.process.finish_logs();
+    }
 
     let mut audit = audit(&load, &message_ids, &peers, &queue, &dlq, &fleet).await;
     let resets = inventory_proxy.resets() + reservation_proxy.resets();

@@ -687,6 +687,16 @@ async fn queues_are_listed_and_deleted() {
         .expect("DeleteQueue");
     let out = s.client.list_queues().send().await.expect("ListQueues");
     assert_eq!(out.queue_urls().len(), 1);
+    // Pages: a token past the end is an empty last page, not an overflow.
+    let out = s
+        .client
+        .list_queues()
+        .max_results(1)
+        .next_token(u64::MAX.to_string())
+        .send()
+        .await
+        .expect("ListQueues with a huge NextToken");
+    assert!(out.queue_urls().is_empty() && out.next_token().is_none());
 }
 
 /// The real worker binary against the simulator: it finds the DLQ through the redrive policy,

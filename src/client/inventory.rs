@@ -143,4 +143,37 @@ mod tests {
         drop(client);
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     }
+
+    /// The other side of the CANCELLED rule: a CANCELLED the peer sends over the wire is its
+    /// verdict and stays terminal. Guards the rule's reliance on tonic leaving such a status
+    /// without a source.
+    #[tokio::test]
+    async fn a_cancelled_sent_by_the_peer_is_terminal() {
+        let sim = InventorySim::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_inventory(listener, sim.clone(), stop.clone()));
+        sim.push_fault(
+            InventoryMethod::ReleaseHold,
+            GrpcFault::Status(tonic::Code::Cancelled),
+        );
+        let client = GrpcInventory::new(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
+        let req = ReleaseHoldRequest {
+            reservation_id: "r-cancelled".into(),
+            event_id: "evt-1".into(),
+            seat_ids: vec!["A-1".into()],
+            quantity: 1,
+            reason: "expired".into(),
+            idempotency_key: "env-cancelled".into(),
+        };
+        let answer = client.release_hold(req).await;
+        assert!(
+            matches!(&answer, Err(CallError::Terminal { .. })),
+            "{answer:?}"
+        );
+        stop.cancel();
+        drop(client);
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
 }

@@ -11,6 +11,8 @@ pub struct WorkerProcess {
     child: Child,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads copying stdout and stderr; they end at the pipes' EOF, after the process.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_reservation-worker");
@@ -29,29 +31,39 @@ impl WorkerProcess {
         let mut child = cmd.spawn().expect("spawn reservation-worker");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
             let logs = logs.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     if std::env::var_os("WORKER_LOGS").is_some() {
                         eprintln!("worker: {line}");
                     }
                     logs.lock().expect("logs").push(line);
                 }
-            });
+            }));
         }
         if let Some(err) = child.stderr.take() {
             let stderr = stderr.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     stderr.lock().expect("stderr").push(line);
                 }
-            });
+            }));
         }
         WorkerProcess {
             child,
             logs,
             stderr,
+            readers,
+        }
+    }
+
+    /// Waits until every line the process wrote has been collected. Call it after the process
+    /// exited (its pipes then reach EOF), before counting log lines.
+    pub fn finish_logs(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
         }
     }
 

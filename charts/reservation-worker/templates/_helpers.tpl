@@ -60,7 +60,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The AWS region of the KEDA trigger: keda.awsRegion, else the worker's. */}}
 {{/*
 KEDA's target messages per replica: keda.queueLength, or when 0, 80 % of worker.concurrency, so
 that scaling keeps each pod's slots about 80 % busy (README, "Capacity model").
@@ -70,6 +69,7 @@ that scaling keeps each pod's slots about 80 % busy (README, "Capacity model").
 {{- if gt $explicit 0 }}{{ $explicit }}{{ else }}{{ max 1 (div (mul (int .Values.worker.concurrency) 4) 5) }}{{ end }}
 {{- end }}
 
+{{/* The AWS region of the KEDA trigger: keda.awsRegion, else the worker's. */}}
 {{- define "reservation-worker.kedaRegion" -}}
 {{- default .Values.worker.awsRegion .Values.keda.awsRegion }}
 {{- end }}

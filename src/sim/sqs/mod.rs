@@ -417,12 +417,13 @@ impl SqsSim {
             .map(|n| queue_url(cx.host, n))
             .collect();
         let mut out = serde_json::Map::new();
-        let more = req.max_results.is_some() && start + page < names.len();
+        let next = start.saturating_add(page);
+        let more = req.max_results.is_some() && next < names.len();
         if !urls.is_empty() {
             out.insert("QueueUrls".into(), urls.into());
         }
         if more {
-            out.insert("NextToken".into(), (start + page).to_string().into());
+            out.insert("NextToken".into(), next.to_string().into());
         }
         json(&out)
     }
