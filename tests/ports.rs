@@ -364,7 +364,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
     }
     // A 2 s limit instead of the 30 s one derived from a 1 s wait, so the wait below is short:
     // waiting for a slot is legitimate, so the loop must keep beating through it.
-    status.poll_loop_started(Duration::from_secs(2));
+    status.set_beat_limit(Duration::from_secs(2));
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let (code, body) = get().await;
     assert_eq!(code, 200, "waiting for a free slot is not a wedge: {body}");

@@ -24,8 +24,8 @@ pub fn router(status: Arc<WorkerStatus>) -> Router {
         .with_state(status)
 }
 
-/// 200 while the poll loop beats and every long-lived part runs; 503 when restarting the
-/// process is the fix (a wedged poll loop, a part that stopped).
+/// 200 while every receive loop beats and every long-lived part runs; 503 when restarting
+/// the process is the fix (a wedged receive loop, a part that stopped).
 async fn health(State(s): State<Arc<WorkerStatus>>) -> (StatusCode, Json<serde_json::Value>) {
     let liveness = s.liveness();
     let code = if liveness.is_alive() {

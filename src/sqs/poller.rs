@@ -44,11 +44,12 @@ pub struct Poller {
 impl Poller {
     /// Polls until `receiving` is cancelled; an in-flight long poll is dropped at once.
     pub async fn run(self, receiving: CancellationToken) {
-        self.status.poll_loop_started(liveness_limit(self.wait));
+        let me = self.status.poll_loop_started(liveness_limit(self.wait));
         let mut error_backoff = Duration::from_millis(500);
         loop {
             let Some(permits) = self
                 .beating(
+                    me,
                     self.pool.reserve(self.batch.clamp(1, 10), GATHER),
                     &receiving,
                 )
@@ -56,7 +57,7 @@ impl Poller {
             else {
                 return;
             };
-            self.status.polling();
+            self.status.polling(me);
             let received = tokio::select! {
                 r = self.queue.receive(permits.len(), self.wait, self.visibility) => r,
                 // Dropping the long poll here is what makes shutdown immediate.
@@ -65,7 +66,7 @@ impl Poller {
             match received {
                 Ok(batch) => {
                     error_backoff = Duration::from_millis(500);
-                    self.status.polled();
+                    self.status.polled(me);
                     metrics().received(&batch);
                     if !batch.is_empty() {
                         tracing::debug!(count = batch.len(), asked = permits.len(), "received");
@@ -77,7 +78,7 @@ impl Poller {
                     metrics().poll_failed();
                     tracing::warn!(error = %e, retry_in_ms = error_backoff.as_millis() as u64, "receive failed");
                     let backoff = tokio::time::sleep(error_backoff);
-                    if self.beating(backoff, &receiving).await.is_none() {
+                    if self.beating(me, backoff, &receiving).await.is_none() {
                         return;
                     }
                     error_backoff = (error_backoff * 2).min(Duration::from_secs(20));
@@ -86,9 +87,11 @@ impl Poller {
         }
     }
 
-    /// Awaits `work`, beating once a second meanwhile; `None` if `receiving` is cancelled.
+    /// Awaits `work`, beating for loop `me` once a second meanwhile; `None` if `receiving` is
+    /// cancelled.
     async fn beating<F: Future>(
         &self,
+        me: usize,
         work: F,
         receiving: &CancellationToken,
     ) -> Option<F::Output> {
@@ -96,7 +99,7 @@ impl Poller {
         loop {
             tokio::select! {
                 out = &mut work => return Some(out),
-                _ = tokio::time::sleep(BEAT_EVERY) => self.status.beat(),
+                _ = tokio::time::sleep(BEAT_EVERY) => self.status.beat(me),
                 _ = receiving.cancelled() => return None,
             }
         }

@@ -9,7 +9,7 @@ pub mod retry;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -31,10 +31,11 @@ pub struct WorkerStatus {
     in_flight: AtomicUsize,
     /// Milliseconds since the epoch of the last receive call that returned (0 = never).
     last_poll_ms: AtomicU64,
-    /// The poll loop's last heartbeat, in ms since `started` plus one (0 = not started yet).
-    /// Monotonic, so a wall-clock jump cannot fail liveness.
-    beat: AtomicU64,
-    /// How long the poll loop may be silent before liveness fails, in ms.
+    /// Each receive loop's last heartbeat, in ms since `started` plus one, by loop index (a
+    /// loop adds its slot when it starts). One slot per loop, so a single stuck loop is seen
+    /// even while the others beat. Monotonic, so a wall-clock jump cannot fail liveness.
+    beats: RwLock<Vec<AtomicU64>>,
+    /// How long a receive loop may be silent before liveness fails, in ms.
     beat_limit_ms: AtomicU64,
     /// The first long-lived part (poll loop, acker) that ended before shutdown.
     stopped: OnceLock<&'static str>,
@@ -46,12 +47,14 @@ pub struct WorkerStatus {
 pub enum Liveness {
     /// The poll loop has not started: the queue is still being reached (readiness says so).
     Starting,
-    /// The poll loop beat recently.
+    /// Every receive loop beat recently; `silent_for` is the longest silence among them.
     Alive { silent_for: Duration },
     /// Shutting down on purpose; the loop stopped receiving.
     Draining,
-    /// The poll loop has not beaten for longer than its limit: it is stuck.
+    /// A receive loop has not beaten for longer than its limit: it is stuck, holding its
+    /// share of the slots.
     Wedged {
+        receive_loop: usize,
         silent_for: Duration,
         limit: Duration,
     },
@@ -84,8 +87,12 @@ impl Liveness {
                 format!("the poll loop beat {} ms ago", silent_for.as_millis())
             }
             Liveness::Draining => "shutting down".into(),
-            Liveness::Wedged { silent_for, limit } => format!(
-                "the poll loop has not beaten for {} s (limit {} s)",
+            Liveness::Wedged {
+                receive_loop,
+                silent_for,
+                limit,
+            } => format!(
+                "receive loop {receive_loop} has not beaten for {} s (limit {} s)",
                 silent_for.as_secs(),
                 limit.as_secs()
             ),
@@ -102,7 +109,7 @@ impl Default for WorkerStatus {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_poll_ms: AtomicU64::new(0),
-            beat: AtomicU64::new(0),
+            beats: RwLock::new(Vec::new()),
             beat_limit_ms: AtomicU64::new(30_000),
             stopped: OnceLock::new(),
             ready: tokio::sync::watch::Sender::new(false),
@@ -162,26 +169,37 @@ impl WorkerStatus {
         self.ready.subscribe()
     }
 
-    /// A receive is about to start: the poll loop is alive.
-    pub(crate) fn polling(&self) {
-        self.beat();
+    /// A receive is about to start: receive loop `me` is alive.
+    pub(crate) fn polling(&self, me: usize) {
+        self.beat(me);
     }
 
-    pub(crate) fn polled(&self) {
-        self.beat();
+    pub(crate) fn polled(&self, me: usize) {
+        self.beat(me);
         self.last_poll_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// The poll loop starts: from now on it must beat at least once per `limit`.
-    pub fn poll_loop_started(&self, limit: Duration) {
-        self.beat_limit_ms
-            .store(limit.as_millis() as u64, Ordering::Relaxed);
-        self.beat();
+    /// A receive loop starts: from now on it must beat at least once per `limit`. Returns the
+    /// loop's index, for its beats.
+    pub fn poll_loop_started(&self, limit: Duration) -> usize {
+        self.set_beat_limit(limit);
+        let mut beats = self.beats.write().unwrap_or_else(PoisonError::into_inner);
+        beats.push(AtomicU64::new(self.mono_ms() + 1));
+        beats.len() - 1
     }
 
-    /// The poll loop is alive (it is waiting, receiving or handing out work).
-    pub fn beat(&self) {
-        self.beat.store(self.mono_ms() + 1, Ordering::Relaxed);
+    /// The longest silence a receive loop is allowed before liveness fails.
+    pub fn set_beat_limit(&self, limit: Duration) {
+        self.beat_limit_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Receive loop `me` is alive (it is waiting, receiving or handing out work).
+    pub fn beat(&self, me: usize) {
+        let beats = self.beats.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(beat) = beats.get(me) {
+            beat.store(self.mono_ms() + 1, Ordering::Relaxed);
+        }
     }
 
     fn mono_ms(&self) -> u64 {
@@ -201,14 +219,25 @@ impl WorkerStatus {
         if self.is_draining() {
             return Liveness::Draining;
         }
-        let beat = self.beat.load(Ordering::Relaxed);
-        if beat == 0 {
+        let oldest = {
+            let beats = self.beats.read().unwrap_or_else(PoisonError::into_inner);
+            beats
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .enumerate()
+                .min_by_key(|&(_, beat)| beat)
+        };
+        let Some((receive_loop, beat)) = oldest else {
             return Liveness::Starting;
-        }
+        };
         let silent_for = Duration::from_millis(now.saturating_sub(beat - 1));
         let limit = Duration::from_millis(self.beat_limit_ms.load(Ordering::Relaxed));
         if silent_for > limit {
-            Liveness::Wedged { silent_for, limit }
+            Liveness::Wedged {
+                receive_loop,
+                silent_for,
+                limit,
+            }
         } else {
             Liveness::Alive { silent_for }
         }
@@ -291,7 +320,7 @@ mod tests {
     fn wedged_when_silent_longer_than_the_limit() {
         let s = WorkerStatus::default();
         s.poll_loop_started(Duration::from_secs(30));
-        let beat = s.beat.load(Ordering::Relaxed) - 1;
+        let beat = s.mono_ms();
         let at = |ms: u64| s.liveness_at(beat + ms);
         assert_eq!(
             at(30_000),
@@ -303,6 +332,7 @@ mod tests {
         assert_eq!(
             wedged,
             Liveness::Wedged {
+                receive_loop: 0,
                 silent_for: Duration::from_millis(30_001),
                 limit: Duration::from_secs(30)
             }
@@ -313,6 +343,29 @@ mod tests {
             "{}",
             wedged.reason()
         );
+    }
+
+    #[test]
+    fn one_silent_receive_loop_is_wedged_while_the_others_beat() {
+        let s = WorkerStatus::default();
+        let limit = Duration::from_secs(30);
+        let first = s.poll_loop_started(limit);
+        let second = s.poll_loop_started(limit);
+        assert_eq!((first, second), (0, 1));
+        let start = s.mono_ms();
+        // Loop 1 keeps beating (simulated by moving its beat forward); loop 0 goes silent.
+        s.beats.read().unwrap()[second].store(start + 40_000 + 1, Ordering::Relaxed);
+        match s.liveness_at(start + 40_000) {
+            Liveness::Wedged { receive_loop, .. } => assert_eq!(receive_loop, first),
+            other => panic!("expected loop 0 wedged, got {other:?}"),
+        }
+        assert!(
+            s.liveness_at(start + 40_000)
+                .reason()
+                .contains("receive loop 0"),
+        );
+        s.beat(first);
+        assert!(s.liveness_at(s.mono_ms() + 1_000).is_alive());
     }
 
     #[test]
