@@ -1176,6 +1176,18 @@ fn mib(kib: u64) -> f64 {
 }
 
 impl Report {
+    /// Every worker run (drains, then the 20 ms runs), each with its name for the table.
+    fn worker_runs(&self) -> impl Iterator<Item = (String, &WorkerRun)> {
+        self.drains
+            .iter()
+            .map(|d| (format!("drain {} c={}", d.0, d.1), &d.3))
+            .chain(
+                self.little
+                    .iter()
+                    .map(|l| (format!("20 ms peers c={}", l.0), &l.3)),
+            )
+    }
+
     /// The table, and whether every audit passed.
     fn table(&self, machine: &Machine) -> (String, bool) {
         let mut t = String::new();
@@ -1242,16 +1254,7 @@ impl Report {
                 Some(us <= Targets::CPU_US_PER_EVENT),
             );
         }
-        let all_runs = self
-            .drains
-            .iter()
-            .map(|d| (format!("drain {} c={}", d.0, d.1), &d.3))
-            .chain(
-                self.little
-                    .iter()
-                    .map(|l| (format!("20 ms peers c={}", l.0), &l.3)),
-            );
-        for (what, w) in all_runs {
+        for (what, w) in self.worker_runs() {
             let peak = mib(w.peak_rss_kib);
             row(
                 &mut t,
@@ -1306,16 +1309,7 @@ impl Report {
         for (c, _, _, w) in &self.little {
             let _ = writeln!(t, "20 ms peers c={c}: {}", w.audit.line());
         }
-        let runs = self
-            .drains
-            .iter()
-            .map(|d| (format!("drain {} c={}", d.0, d.1), &d.3))
-            .chain(
-                self.little
-                    .iter()
-                    .map(|l| (format!("20 ms peers c={}", l.0), &l.3)),
-            );
-        for (what, w) in runs {
+        for (what, w) in self.worker_runs() {
             let cores = |d: Duration| d.as_secs_f64() / w.elapsed.as_secs_f64();
             let _ = write!(
                 t,

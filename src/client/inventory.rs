@@ -106,16 +106,28 @@ mod tests {
     use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
 
-    /// Found by the chaos soak: a peer slower than `INVENTORY_TIMEOUT_MS` must be retried. Tonic
-    /// reports its own client timeout as CANCELLED, which the classification calls terminal, so
-    /// a merely slow inventory service used to send valid events to the DLQ.
-    #[tokio::test]
-    async fn a_call_past_the_deadline_is_retryable() {
+    /// An inventory simulator on a free port: the simulator, its address, its stop token and
+    /// its server task.
+    async fn inventory_sim() -> (
+        InventorySim,
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
         let sim = InventorySim::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve_inventory(listener, sim.clone(), stop.clone()));
+        (sim, addr, stop, server)
+    }
+
+    /// Found by the chaos soak: a peer slower than `INVENTORY_TIMEOUT_MS` must be retried. Tonic
+    /// reports its own client timeout as CANCELLED, which the classification calls terminal, so
+    /// a merely slow inventory service used to send valid events to the DLQ.
+    #[tokio::test]
+    async fn a_call_past_the_deadline_is_retryable() {
+        let (sim, addr, stop, server) = inventory_sim().await;
         sim.push_fault(
             InventoryMethod::ReleaseHold,
             GrpcFault::Delay(Duration::from_millis(600)),
@@ -149,11 +161,7 @@ mod tests {
     /// without a source.
     #[tokio::test]
     async fn a_cancelled_sent_by_the_peer_is_terminal() {
-        let sim = InventorySim::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve_inventory(listener, sim.clone(), stop.clone()));
+        let (sim, addr, stop, server) = inventory_sim().await;
         sim.push_fault(
             InventoryMethod::ReleaseHold,
             GrpcFault::Status(tonic::Code::Cancelled),
