@@ -34,7 +34,7 @@ use crate::sqs::acker::Acker;
 use crate::sqs::poller::Poller;
 use crate::telemetry::metrics::{Measured, metrics};
 use crate::worker::retry::Backoff;
-use crate::worker::{Pool, PoolSettings, WorkerStatus};
+use crate::worker::{Pool, PoolSettings, RecentlyCompleted, WorkerStatus};
 
 /// How long the health and debug servers may take to close their connections at shutdown.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(2);
@@ -91,11 +91,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     if let Some(dlq) = reach_queue(&queue, &config, &status, &shutdown).await {
         let (ack_tx, ack_rx) = mpsc::channel(config.concurrency * 2 + 20);
-        let acker = tokio::spawn(status.clone().supervise(
-            "acker",
-            shutdown.clone(),
-            Acker::new(queue.clone(), dlq, config.redelivery_base).run(ack_rx),
-        ));
+        let acker = tokio::spawn(
+            status.clone().supervise(
+                "acker",
+                shutdown.clone(),
+                Acker::new(
+                    queue.clone(),
+                    dlq,
+                    config.redelivery_base,
+                    RecentlyCompleted::new(config.dedupe_capacity, config.dedupe_ttl),
+                )
+                .run(ack_rx),
+            ),
+        );
         let hard_stop = CancellationToken::new();
         let pool = Pool::new(
             PoolSettings {

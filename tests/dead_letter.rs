@@ -4,9 +4,13 @@
 mod support;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use reservation_worker::proto::reservation::v1::CommitStatus;
 use reservation_worker::sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
+use reservation_worker::sqs::acker::{Acker, Settle};
+use reservation_worker::sqs::{Delivery, Queue};
+use reservation_worker::worker::{Disposition, RecentlyCompleted};
 use serde_json::json;
 use support::{Harness, bodies, moto::Received};
 
@@ -311,7 +315,78 @@ async fn without_any_dlq_a_terminal_message_is_kept_not_deleted() {
             tokio::time::Instant::now() < deadline,
             "message disappeared"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(h.dlq.depth().await, (0, 0));
+}
+
+/// SQS delivers at least once: two receives can hand out the same message at the same time
+/// (moto does so under concurrent receive loops). Both copies reach the acker; the DLQ gets
+/// one copy and both receipts are deleted.
+#[tokio::test]
+async fn a_message_delivered_twice_is_dead_lettered_once() {
+    let h = Harness::start().await;
+    let sent_id = h.queue.send("{not json").await;
+    // Two receives of one message: the first hides it for 0 s, so the second gets it again.
+    let mut copies: Vec<Received> = Vec::new();
+    for visibility in [0, 60] {
+        let out = h
+            .queue
+            .client
+            .receive_message()
+            .queue_url(&h.queue.url)
+            .visibility_timeout(visibility)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        copies.extend(out.messages().iter().map(Received::from));
+    }
+    assert_eq!(copies.len(), 2, "two deliveries of one message");
+    assert!(copies.iter().all(|c| c.message_id == sent_id));
+
+    let sdk = h.moto.sdk_config().await;
+    let queue = Queue::new(&sdk, h.queue.url.clone());
+    let dlq = queue.sibling(h.dlq.url.clone());
+    let acker = Acker::new(
+        queue,
+        Some(dlq),
+        Duration::from_secs(1),
+        RecentlyCompleted::new(100, Duration::from_secs(60)),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    for c in &copies {
+        let delivery = Delivery {
+            message_id: c.message_id.clone(),
+            receipt_handle: c.receipt.clone(),
+            body: c.body.clone(),
+            receive_count: c.receive_count,
+            group_id: None,
+            sent_at: None,
+            attributes: HashMap::new(),
+            received_at: Instant::now(),
+        };
+        let disposition = Disposition::DeadLetter {
+            class: "malformed_json",
+            error: "malformed JSON".into(),
+        };
+        tx.send(Settle {
+            delivery,
+            disposition,
+            span: tracing::Span::none(),
+        })
+        .await
+        .expect("acker listening");
+    }
+    drop(tx);
+    acker.run(rx).await;
+
+    h.wait_queue_empty().await;
+    let dead = h.dlq.receive(60).await;
+    assert_eq!(
+        dead.len(),
+        1,
+        "one DLQ copy per message, got {}",
+        dead.len()
+    );
+    assert_eq!(dead[0].attributes.get("OriginalMessageId"), Some(&sent_id));
 }

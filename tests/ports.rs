@@ -275,15 +275,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
     use tokio_util::sync::CancellationToken;
 
     let h = Harness::start().await;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(support::moto::REGION))
-        .endpoint_url(&h.moto.endpoint)
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await;
-    let queue = Queue::new(&sdk, h.queue.url.clone());
+    let queue = Queue::new(&h.moto.sdk_config().await, h.queue.url.clone());
     let status = Arc::new(WorkerStatus::default());
     let peers = Peers {
         inventory: Arc::new(

@@ -1,6 +1,7 @@
 //! The acker: the one task that writes dispositions back to SQS. Deletes and visibility
 //! changes are batched (10 per call, or whatever is waiting after a short interval); dead
-//! letters are sent to the DLQ and only then deleted from the source queue.
+//! letters are sent to the DLQ and only then deleted from the source queue, once per message
+//! even when SQS delivers it twice.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use tracing::Instrument;
 use super::{Delivery, EntryFailure, Queue, QueueError};
 use crate::config::MAX_VISIBILITY;
 use crate::telemetry::metrics::metrics;
-use crate::worker::Disposition;
+use crate::worker::{Disposition, RecentlyCompleted};
 
 /// SQS's batch limit.
 const BATCH: usize = 10;
@@ -36,15 +37,26 @@ pub struct Acker {
     dlq: Option<Queue>,
     /// Visibility for a terminal message whose DLQ send failed: try again later.
     dlq_retry_after: Duration,
+    /// SQS message ids whose DLQ copy was sent. SQS delivers at least once: two receives can
+    /// hand out the same message at once, and a copy whose delete failed comes back. Either
+    /// way a second DLQ copy would be a second record of one failure.
+    dead_lettered: RecentlyCompleted,
 }
 
 impl Acker {
-    /// An acker writing to `queue`, dead-lettering to `dlq` when there is one.
-    pub fn new(queue: Queue, dlq: Option<Queue>, dlq_retry_after: Duration) -> Self {
+    /// An acker writing to `queue`, dead-lettering to `dlq` when there is one, and remembering
+    /// what it dead-lettered in `dead_lettered`.
+    pub fn new(
+        queue: Queue,
+        dlq: Option<Queue>,
+        dlq_retry_after: Duration,
+        dead_lettered: RecentlyCompleted,
+    ) -> Self {
         Acker {
             queue,
             dlq,
             dlq_retry_after,
+            dead_lettered,
         }
     }
 
@@ -99,6 +111,12 @@ impl Acker {
             Disposition::Delete(_) => deletes.push(receipt),
             Disposition::RetryLater { after, .. } => visibility.push((receipt, after.min(cap))),
             Disposition::Release => visibility.push((receipt, Duration::ZERO)),
+            Disposition::DeadLetter { .. }
+                if self.dead_lettered.contains(&s.delivery.message_id) =>
+            {
+                tracing::warn!(message_id = %s.delivery.message_id, "already dead-lettered: this copy is only deleted");
+                deletes.push(receipt);
+            }
             Disposition::DeadLetter { class, error } => match &self.dlq {
                 Some(dlq) => {
                     // What is already decided goes out first: a slow DLQ must not hold it back.
@@ -106,6 +124,7 @@ impl Acker {
                     let sent = self.dead_letter(dlq, &s.delivery, class, &error).await;
                     match sent {
                         Ok(()) => {
+                            self.dead_lettered.insert(&s.delivery.message_id);
                             metrics().dead_lettered(class);
                             deletes.push(receipt);
                         }

@@ -1,5 +1,6 @@
-//! Memory of recently completed envelope ids, so a redelivered duplicate is deleted without
-//! calling downstream again. Bounded in both size and age.
+//! Memory of recently finished ids: envelope ids that succeeded, so a redelivered duplicate is
+//! deleted without calling downstream again, and message ids the acker dead-lettered, so a
+//! second delivery is not dead-lettered twice. Bounded in both size and age.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

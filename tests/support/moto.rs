@@ -95,6 +95,16 @@ impl Moto {
         false
     }
 
+    /// AWS settings pointing at this server, for building the worker's own `Queue` in a test.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .load()
+            .await
+    }
+
     /// The AWS variables that point the SDK (and the worker) at this server.
     pub fn aws_env(&self) -> Vec<(String, String)> {
         [
