@@ -101,6 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     config.redelivery_base,
                     RecentlyCompleted::new(config.dedupe_capacity, config.dedupe_ttl),
                 )
+                .with_pod_name(config.pod_name.as_deref())
                 .run(ack_rx),
             ),
         );

@@ -33,7 +33,9 @@
 //! * every process: counter ≤ log tally; a process scraped at the end (nothing in flight):
 //!   counter = log tally, exactly;
 //! * dead-lettered: `P − H ≤ S ≤ P + R`, where `R` is the deliveries of poison beyond the first
-//!   (from the DLQ copies' `ReceiveCount`): exact `P` when no kill hid or repeated one;
+//!   (from the DLQ copies' `ReceiveCount` and `DeadLetteredBy`, and the copies a worker logged
+//!   as already dead-lettered, which SQS gave it twice at once): exact `P` when no kill hid or
+//!   repeated one;
 //! * success: `V − H ≤ S ≤ V + replays`, since each valid event finishes as success at least
 //!   once (its first completion), and a later success needs a redelivery after completion,
 //!   which makes at least one call the peers answer from their idempotency store (a replay).
@@ -824,14 +826,24 @@ async fn audit(
                 changed += 1;
             }
         }
-        let counts: HashSet<&String> = list
+        let deliveries: HashSet<(Option<&String>, Option<&String>)> = list
             .iter()
-            .filter_map(|l| l.attributes.get("ReceiveCount"))
+            .map(|l| {
+                (
+                    l.attributes.get("ReceiveCount"),
+                    l.attributes.get("DeadLetteredBy"),
+                )
+            })
             .collect();
         extra_copies += list.len() - 1;
         // A second copy is only explained by a redelivery (a kill between the DLQ send and
-        // the delete), which shows as a different receive count.
-        unexplained_copies += list.len() - counts.len();
+        // the delete), which shows as a different receive count, or by SQS handing the
+        // message to two workers at once, which shows as a different `DeadLetteredBy`. One
+        // worker sends one copy per delivery at most.
+        unexplained_copies += list.len() - deliveries.len();
+        let counts: HashSet<Option<&String>> = deliveries.iter().map(|d| d.0).collect();
+        // Two workers given the message at once: each counted it as dead-lettered.
+        redeliveries += (deliveries.len() - counts.len()) as u64;
         redeliveries += list
             .iter()
             .filter_map(|l| l.attributes.get("ReceiveCount")?.parse::<u64>().ok())
@@ -983,10 +995,26 @@ fn metrics_audit(
         },
         inexact.is_empty(),
     );
+    // A copy SQS delivered twice at once is counted by each task that finished it; the acker
+    // sends one and logs the other as already dead-lettered.
+    let concurrent: u64 = fleet
+        .members
+        .iter()
+        .map(|m| {
+            m.process
+                .json_logs()
+                .iter()
+                .filter(|l| {
+                    l.get("msg").and_then(Value::as_str)
+                        == Some("already dead-lettered: this copy is only deleted")
+                })
+                .count() as u64
+        })
+        .sum();
     audit.within(
         "worker_events_total dead_lettered (Σ last scrapes)",
         p.saturating_sub(get(&hidden, "dead_lettered")),
-        p + poison_redeliveries,
+        p + poison_redeliveries + concurrent,
         get(&sum, "dead_lettered"),
     );
     let replays = (inv_calls.iter().filter(|c| c.replayed).count()

@@ -35,7 +35,7 @@ async fn dead_letters(h: &Harness, n: usize) -> HashMap<String, Received> {
 #[tokio::test]
 async fn invalid_messages_are_dead_lettered_with_the_reason_and_nothing_is_called() {
     let h = Harness::start().await;
-    let _w = h.worker(&[]).await;
+    let w = h.worker(&[]).await;
     let cases: Vec<(&str, String, &str, &str)> = vec![
         (
             "malformed",
@@ -166,6 +166,11 @@ async fn invalid_messages_are_dead_lettered_with_the_reason_and_nothing_is_calle
             m.attributes.get("SourceQueue"),
             Some(&h.queue.url),
             "{name}"
+        );
+        assert_eq!(
+            m.attributes.get("DeadLetteredBy"),
+            Some(&format!("pid-{}", w.pid())),
+            "{name}: without POD_NAME the process names itself"
         );
     }
     assert_eq!(
@@ -352,7 +357,8 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
         Some(dlq),
         Duration::from_secs(1),
         RecentlyCompleted::new(100, Duration::from_secs(60)),
-    );
+    )
+    .with_pod_name(Some("pod-a"));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     for c in &copies {
         let delivery = Delivery {
@@ -389,4 +395,8 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
         dead.len()
     );
     assert_eq!(dead[0].attributes.get("OriginalMessageId"), Some(&sent_id));
+    assert_eq!(
+        dead[0].attributes.get("DeadLetteredBy").map(String::as_str),
+        Some("pod-a")
+    );
 }

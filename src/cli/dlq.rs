@@ -20,12 +20,13 @@ use crate::config::Config;
 use crate::sqs::{Queue, QueueError};
 
 /// The attributes our acker adds when it dead-letters a message; `redrive` drops them.
-pub const DEAD_LETTER_ATTRIBUTES: [&str; 5] = [
+pub const DEAD_LETTER_ATTRIBUTES: [&str; 6] = [
     "ReasonClass",
     "ErrorMessage",
     "OriginalMessageId",
     "ReceiveCount",
     "SourceQueue",
+    "DeadLetteredBy",
 ];
 
 /// How long `peek` hides what it looks at (it makes them visible again straight after).
@@ -267,6 +268,7 @@ fn describe(n: usize, m: &DeadLetter) -> String {
         "    source:     {}\n",
         m.text("SourceQueue").map_or("-".to_string(), redact)
     ));
+    out.push_str(&format!("    by:         {}\n", field("DeadLetteredBy")));
     if let Some(g) = &m.group_id {
         out.push_str(&format!("    group:      {g}\n"));
     }

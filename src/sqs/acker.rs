@@ -41,6 +41,8 @@ pub struct Acker {
     /// hand out the same message at once, and a copy whose delete failed comes back. Either
     /// way a second DLQ copy would be a second record of one failure.
     dead_lettered: RecentlyCompleted,
+    /// Written on each DLQ copy (`DeadLetteredBy`): whose logs tell the story.
+    pod_name: String,
 }
 
 impl Acker {
@@ -57,7 +59,16 @@ impl Acker {
             dlq,
             dlq_retry_after,
             dead_lettered,
+            pod_name: format!("pid-{}", std::process::id()),
         }
+    }
+
+    /// Names this pod on its DLQ copies (`POD_NAME`); without it, the process id.
+    pub fn with_pod_name(mut self, pod_name: Option<&str>) -> Self {
+        if let Some(name) = pod_name {
+            self.pod_name = name.to_string();
+        }
+        self
     }
 
     /// Writes dispositions until every sender is gone, then flushes what is left.
@@ -156,6 +167,7 @@ impl Acker {
             ("OriginalMessageId", d.message_id.clone()),
             ("ReceiveCount", d.receive_count.to_string()),
             ("SourceQueue", self.queue.url.clone()),
+            ("DeadLetteredBy", self.pod_name.clone()),
         ];
         for keep in ["TraceId", "traceparent"] {
             if let Some(v) = d.attributes.get(keep) {
