@@ -140,6 +140,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             queue_url = %config.queue_url,
             concurrency = config.concurrency,
             receive_loops = config.receive_loops,
+            runtime_threads = tokio::runtime::Handle::current().metrics().num_workers(),
             fifo = config.is_fifo(),
             "worker started"
         );

@@ -6,10 +6,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = reservation_worker::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if cli.runs_the_worker()
+        && let Some(threads) = reservation_worker::config::runtime_threads_from_env()
     {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

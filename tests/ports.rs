@@ -314,7 +314,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
         CancellationToken::new(),
     );
     // The only slot is taken: the loop can do nothing but wait for it.
-    let _held = pool.reserve(1, Duration::ZERO).await;
+    let _held = pool.reserve(1).await;
     let shutdown = CancellationToken::new();
     let poller = Poller {
         queue,

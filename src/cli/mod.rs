@@ -35,6 +35,14 @@ pub enum Command {
     Dlq(dlq::DlqArgs),
 }
 
+impl Cli {
+    /// Whether this is the worker itself, whose runtime is sized by `WORKER_THREADS`; the other
+    /// commands keep the runtime's default.
+    pub fn runs_the_worker(&self) -> bool {
+        matches!(self.command, None | Some(Command::Run))
+    }
+}
+
 /// Exit code for a configuration error (EX_CONFIG from sysexits.h).
 pub const EXIT_CONFIG: u8 = 78;
 
@@ -82,6 +90,14 @@ async fn run_worker() -> ExitCode {
     };
     if let Some(source) = &config.secret {
         source.log();
+    }
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    if threads != config.runtime_threads {
+        tracing::warn!(
+            runtime_threads = threads,
+            configured = config.runtime_threads,
+            "WORKER_THREADS (or WORKER_CONCURRENCY) from the secret does not resize the runtime: it is sized from the environment before the secret is read"
+        );
     }
     let shutdown = shutdown_on_signals();
     let code = match crate::run(config, shutdown).await {

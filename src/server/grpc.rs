@@ -88,6 +88,7 @@ fn settings(c: &Config) -> Vec<Setting> {
         ("SQS_DLQ_URL", opt(&c.dlq_url)),
         ("WORKER_CONCURRENCY", c.concurrency.to_string()),
         ("SQS_RECEIVE_LOOPS", c.receive_loops.to_string()),
+        ("WORKER_THREADS", c.runtime_threads.to_string()),
         ("MAX_RETRIES", c.max_retries.to_string()),
         ("BACKOFF_BASE_MS", ms(c.backoff_base)),
         ("BACKOFF_MAX_MS", ms(c.backoff_max)),

@@ -14,11 +14,6 @@ use crate::worker::{Pool, WorkerStatus};
 /// How often the loop beats while it waits for a free slot or out an error backoff.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 
-/// How long a receive waits for more slots to free up on a busy pool before it asks for what
-/// it has. A slot waiting here is idle for about half of it on average, 1 % of a workflow of
-/// two 50 ms calls; in exchange a busy worker receives several messages per call, not one.
-const GATHER: Duration = Duration::from_millis(2);
-
 /// How long the poll loop may go without a heartbeat before `/health` fails: three receive
 /// timeouts (`SQS_WAIT_TIME` + 5 s each), at least 30 s. Every other wait of the loop beats
 /// once a second, and a receive cannot outlast its timeout, so only a stuck loop stays silent.
@@ -48,11 +43,7 @@ impl Poller {
         let mut error_backoff = Duration::from_millis(500);
         loop {
             let Some(permits) = self
-                .beating(
-                    me,
-                    self.pool.reserve(self.batch.clamp(1, 10), GATHER),
-                    &receiving,
-                )
+                .beating(me, self.pool.reserve(self.batch.clamp(1, 10)), &receiving)
                 .await
             else {
                 return;

@@ -50,10 +50,20 @@ struct Shared {
     hard_stop: CancellationToken,
 }
 
+/// Most rounds a reserve yields to finishing tasks before it receives with what it has.
+const GATHER_ROUNDS: usize = 16;
+
+/// Rounds in a row that free nothing before a reserve stops gathering. The second round
+/// catches replies that arrived while the first ran: a yielded task resumes only after the
+/// runtime has looked for I/O.
+const IDLE_ROUNDS: usize = 2;
+
 /// A bounded set of message tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct Pool {
     permits: Arc<Semaphore>,
+    /// Held by the receive loop that is reserving slots.
+    turn: Arc<tokio::sync::Mutex<()>>,
     tracker: TaskTracker,
     shared: Arc<Shared>,
 }
@@ -72,6 +82,7 @@ impl Pool {
     ) -> Pool {
         Pool {
             permits: Arc::new(Semaphore::new(settings.concurrency)),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
             tracker: TaskTracker::new(),
             shared: Arc::new(Shared {
                 recent: RecentlyCompleted::new(settings.dedupe_capacity, settings.dedupe_ttl),
@@ -87,31 +98,44 @@ impl Pool {
         }
     }
 
-    /// Waits for one free slot, takes up to `max` without waiting, then waits up to `gather`
-    /// for the rest. On a busy pool slots free one at a time; without the short wait every
-    /// receive would carry one or two messages, and each receive costs as much CPU (and SQS
-    /// request charges) as a full one.
-    pub async fn reserve(&self, max: usize, gather: Duration) -> Vec<OwnedSemaphorePermit> {
+    /// Takes up to `max` slots for one receive: waits for its turn (one receive loop reserves
+    /// at a time), then for one free slot, then takes what is free and what the tasks ready to
+    /// run free up: it yields to them, again while a round frees more (at most
+    /// [`GATHER_ROUNDS`]). The turn keeps freed slots together: every loop waiting on the
+    /// semaphore at once would get one slot each, and each receive costs as much CPU (and SQS
+    /// request charges) as a full one. Yielding, unlike a timed wait, gathers only where
+    /// tasks are finishing right now: on an idle pool a slot waits for nothing.
+    pub async fn reserve(&self, max: usize) -> Vec<OwnedSemaphorePermit> {
+        let _turn = self.turn.lock().await;
         let Ok(first) = self.permits.clone().acquire_owned().await else {
             return Vec::new();
         };
         let mut permits = vec![first];
+        self.take_free(&mut permits, max);
+        let mut idle_rounds = 0;
+        for _ in 0..GATHER_ROUNDS {
+            if permits.len() >= max || idle_rounds == IDLE_ROUNDS {
+                break;
+            }
+            let before = permits.len();
+            tokio::task::yield_now().await;
+            self.take_free(&mut permits, max);
+            idle_rounds = if permits.len() == before {
+                idle_rounds + 1
+            } else {
+                0
+            };
+        }
+        permits
+    }
+
+    fn take_free(&self, permits: &mut Vec<OwnedSemaphorePermit>, max: usize) {
         while permits.len() < max {
             match self.permits.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
             }
         }
-        if permits.len() < max && !gather.is_zero() {
-            let until = tokio::time::Instant::now() + gather;
-            while permits.len() < max {
-                match tokio::time::timeout_at(until, self.permits.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => permits.push(p),
-                    _ => break,
-                }
-            }
-        }
-        permits
     }
 
     /// Starts a task per delivery. On FIFO queues, messages of one group are chained so each
@@ -363,44 +387,77 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_reserve_on_a_busy_pool_gathers_slots_freed_within_the_window() {
-        let pool = pool(5);
-        let mut busy = pool.reserve(5, Duration::ZERO).await;
-        assert_eq!(busy.len(), 5);
-        let gathering = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.reserve(10, Duration::from_millis(400)).await.len() })
+    /// Holds all 4 slots of `pool` in tasks. Firing the returned trigger frees one slot, and
+    /// the freeing task then tells two more to free theirs: those two run after the reserve
+    /// woken by the first slot was polled, as tasks finishing in the same moment do. The
+    /// second trigger frees the fourth slot.
+    async fn busy_four(pool: &Pool) -> (oneshot::Sender<()>, oneshot::Sender<()>) {
+        let mut permits = pool.reserve(4).await;
+        assert_eq!(permits.len(), 4);
+        let holder = |permit: OwnedSemaphorePermit| {
+            let (tx, rx) = oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let _ = rx.await;
+                drop(permit);
+            });
+            tx
         };
+        let (second, third, fourth) = (
+            holder(permits.pop().unwrap()),
+            holder(permits.pop().unwrap()),
+            holder(permits.pop().unwrap()),
+        );
+        let first = permits.pop().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = rx.await;
+            drop(first);
+            let _ = second.send(());
+            let _ = third.send(());
+        });
+        (tx, fourth)
+    }
+
+    #[tokio::test]
+    async fn a_reserve_gathers_the_slots_that_finishing_tasks_free() {
+        let pool = pool(4);
+        let (three, _fourth) = busy_four(&pool).await;
+        let gathering = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.reserve(10).await.len() }
+        });
         tokio::task::yield_now().await;
-        // Three slots free one after another, well inside the window; the fourth well after.
-        for _ in 0..3 {
-            busy.pop();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        busy.pop();
+        let _ = three.send(());
         assert_eq!(gathering.await.unwrap(), 3);
     }
 
     #[tokio::test]
-    async fn without_a_window_a_reserve_takes_what_is_free_at_once() {
-        let pool = pool(5);
-        let mut busy = pool.reserve(5, Duration::ZERO).await;
-        let taking = {
+    async fn one_loop_reserves_at_a_time_so_freed_slots_are_not_spread_thin() {
+        let pool = pool(4);
+        let (three, fourth) = busy_four(&pool).await;
+        let reserving = |pool: &Pool| {
             let pool = pool.clone();
-            tokio::spawn(async move { pool.reserve(10, Duration::ZERO).await.len() })
+            tokio::spawn(async move { pool.reserve(10).await })
         };
+        let (first, second) = (reserving(&pool), reserving(&pool));
         tokio::task::yield_now().await;
-        busy.pop();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        busy.pop();
-        assert_eq!(taking.await.unwrap(), 1);
-        // An idle pool hands out everything free without waiting out the window.
-        drop(busy);
-        let at = std::time::Instant::now();
-        let all = pool.reserve(4, Duration::from_secs(30)).await;
-        assert_eq!(all.len(), 4);
-        assert!(at.elapsed() < Duration::from_secs(10));
+        let _ = three.send(());
+        let gathered = first.await.unwrap();
+        assert_eq!(gathered.len(), 3, "the loop whose turn it is gathers");
+        assert!(
+            !second.is_finished(),
+            "the other waits for the next free slot"
+        );
+        let _ = fourth.send(());
+        assert_eq!(second.await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_pool_hands_out_what_is_free_at_once() {
+        let pool = pool(5);
+        let mut busy = pool.reserve(5).await;
+        assert_eq!(busy.len(), 5);
+        busy.truncate(1);
+        assert_eq!(pool.reserve(10).await.len(), 4);
     }
 }
