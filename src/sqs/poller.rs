@@ -9,10 +9,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::Queue;
 use crate::telemetry::metrics::metrics;
+use crate::worker::retry::Backoff;
 use crate::worker::{Pool, WorkerStatus};
 
 /// How often the loop beats while it waits for a free slot or out an error backoff.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Waits between failed receives: 0.5 s doubling to 20 s, with jitter, so the loops of a pod
+/// (and the pods of a deployment) do not retry an SQS outage in lockstep.
+const RECEIVE_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(500),
+    max: Duration::from_secs(20),
+};
 
 /// How long the poll loop may go without a heartbeat before `/health` fails: three receive
 /// timeouts (`SQS_WAIT_TIME` + 5 s each), at least 30 s. Every other wait of the loop beats
@@ -40,7 +48,7 @@ impl Poller {
     /// Polls until `receiving` is cancelled; an in-flight long poll is dropped at once.
     pub async fn run(self, receiving: CancellationToken) {
         let me = self.status.poll_loop_started(liveness_limit(self.wait));
-        let mut error_backoff = Duration::from_millis(500);
+        let mut failures = 0;
         loop {
             let Some(permits) = self
                 .beating(me, self.pool.reserve(self.batch.clamp(1, 10)), &receiving)
@@ -56,7 +64,7 @@ impl Poller {
             };
             match received {
                 Ok(batch) => {
-                    error_backoff = Duration::from_millis(500);
+                    failures = 0;
                     self.status.polled(me);
                     metrics().received(&batch);
                     if !batch.is_empty() {
@@ -67,12 +75,16 @@ impl Poller {
                 Err(e) => {
                     drop(permits);
                     metrics().poll_failed();
-                    tracing::warn!(error = %e, retry_in_ms = error_backoff.as_millis() as u64, "receive failed");
-                    let backoff = tokio::time::sleep(error_backoff);
-                    if self.beating(me, backoff, &receiving).await.is_none() {
+                    failures += 1;
+                    let delay = RECEIVE_BACKOFF.delay(failures);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed");
+                    if self
+                        .beating(me, tokio::time::sleep(delay), &receiving)
+                        .await
+                        .is_none()
+                    {
                         return;
                     }
-                    error_backoff = (error_backoff * 2).min(Duration::from_secs(20));
                 }
             }
         }
