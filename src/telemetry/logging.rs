@@ -8,6 +8,7 @@
 //! Every line passes through a [`Redactor`] holding the secrets the process knows, as a last
 //! line of defence should any library print one.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
 use std::sync::{Arc, RwLock};
@@ -372,19 +373,20 @@ where
 }
 
 /// One line's keys in order of first appearance; setting a key again replaces its value.
+/// Keys are field names (`'static`); only a renamed reserved one is allocated.
 #[derive(Default)]
-struct Line(Vec<(String, Value)>);
+struct Line(Vec<(Cow<'static, str>, Value)>);
 
 impl Line {
-    fn fixed(&mut self, key: &str, value: Value) {
-        self.0.push((key.to_string(), value));
+    fn fixed(&mut self, key: &'static str, value: Value) {
+        self.0.push((Cow::Borrowed(key), value));
     }
 
-    fn set(&mut self, key: &str, value: Value) {
+    fn set(&mut self, key: &'static str, value: Value) {
         let key = if RESERVED.contains(&key) {
-            format!("field_{key}")
+            Cow::Owned(format!("field_{key}"))
         } else {
-            key.to_string()
+            Cow::Borrowed(key)
         };
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
@@ -398,19 +400,22 @@ impl Line {
         }
     }
 
+    /// Serialized straight into one buffer: no string per key or value.
     fn to_json(&self) -> String {
-        let mut out = String::with_capacity(256);
-        out.push('{');
+        let mut out = Vec::with_capacity(384);
+        out.push(b'{');
         for (i, (k, v)) in self.0.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(&Value::String(k.clone()).to_string());
-            out.push(':');
-            out.push_str(&v.to_string());
+            // Writing to a Vec cannot fail, and a Value always serializes.
+            let _ = serde_json::to_writer(&mut out, k.as_ref());
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, v);
         }
-        out.push_str("}\n");
-        out
+        out.extend_from_slice(b"}\n");
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -433,6 +438,10 @@ fn float(v: f64) -> Value {
 
 /// Turns field values into JSON for one sink: span fields or an event's line.
 trait FieldSink {
+    /// Whether the sink keeps this field; a dropped one is not converted at all.
+    fn wants(&self, _field: &Field) -> bool {
+        true
+    }
     fn put(&mut self, field: &Field, value: Value);
     /// The event's `message` field is the line's `msg`; spans have none.
     fn message(&mut self, text: String, field: &Field) {
@@ -445,24 +454,39 @@ struct Visitor<'a, S: FieldSink>(&'a mut S);
 
 impl<S: FieldSink> Visit for Visitor<'_, S> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.put(field, float(value));
+        if self.0.wants(field) {
+            self.0.put(field, float(value));
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.put(field, Value::from(value));
+        if self.0.wants(field) {
+            self.0.put(field, Value::from(value));
+        }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.put(field, Value::from(value));
+        if self.0.wants(field) {
+            self.0.put(field, Value::from(value));
+        }
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.0.put(field, number_or_text(value));
+        if self.0.wants(field) {
+            self.0.put(field, number_or_text(value));
+        }
     }
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.0.put(field, number_or_text(value));
+        if self.0.wants(field) {
+            self.0.put(field, number_or_text(value));
+        }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.put(field, Value::Bool(value));
+        if self.0.wants(field) {
+            self.0.put(field, Value::Bool(value));
+        }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.0.wants(field) {
+            return;
+        }
         if field.name() == "message" {
             self.0.message(value.to_string(), field);
         } else {
@@ -470,9 +494,14 @@ impl<S: FieldSink> Visit for Visitor<'_, S> {
         }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.put(field, Value::String(value.to_string()));
+        if self.0.wants(field) {
+            self.0.put(field, Value::String(value.to_string()));
+        }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if !self.0.wants(field) {
+            return;
+        }
         let mut text = String::new();
         let _ = write!(text, "{value:?}");
         if field.name() == "message" {
@@ -484,11 +513,12 @@ impl<S: FieldSink> Visit for Visitor<'_, S> {
 }
 
 impl FieldSink for SpanFields {
+    /// Dotted names (`otel.kind`, `messaging.system`, …) are trace attributes, not log fields.
+    fn wants(&self, field: &Field) -> bool {
+        !field.name().contains('.')
+    }
     fn put(&mut self, field: &Field, value: Value) {
         let name = field.name();
-        if name.contains('.') {
-            return;
-        }
         match self.0.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = value,
             None => self.0.push((name, value)),
