@@ -285,14 +285,7 @@ impl Config {
             MAX_VISIBILITY.as_secs(),
             "whole seconds",
         )?;
-        let concurrency = int(
-            "WORKER_CONCURRENCY",
-            raw.worker_concurrency,
-            20,
-            1,
-            10_000,
-            "a number of tasks",
-        )?;
+        let concurrency = concurrency(raw.worker_concurrency)?;
         // Enough loops for every slot to be asked for in one round of receives; more than
         // one per slot could never receive anything.
         let receive_loops = int(
@@ -663,13 +656,25 @@ fn blame_secret(e: ConfigError, source: &SecretSource) -> ConfigError {
     }
 }
 
+/// `WORKER_CONCURRENCY`: tasks at once, default 20.
+fn concurrency(value: Option<String>) -> Result<u64, ConfigError> {
+    int(
+        "WORKER_CONCURRENCY",
+        value,
+        20,
+        1,
+        10_000,
+        "a number of tasks",
+    )
+}
+
 /// Slots one runtime thread keeps busy by default. One thread sustains about 10,000 events/s
 /// (`make bench`: ~90 µs of CPU per event), which is what 100 slots produce when an event's
 /// two downstream calls take 10 ms together; slower peers need fewer threads still.
 pub const SLOTS_PER_THREAD: usize = 100;
 
 /// Most runtime threads `WORKER_THREADS` may ask for.
-pub const MAX_RUNTIME_THREADS: u64 = 256;
+pub const MAX_RUNTIME_THREADS: usize = 256;
 
 /// The async runtime's thread count: `WORKER_THREADS` if set, else one per
 /// [`SLOTS_PER_THREAD`] slots, at most one per CPU this process may use (cgroup limits
@@ -684,7 +689,7 @@ pub fn runtime_threads(value: Option<String>, concurrency: usize) -> Result<usiz
         value,
         derived as u64,
         1,
-        MAX_RUNTIME_THREADS,
+        MAX_RUNTIME_THREADS as u64,
         "async runtime threads",
     )
     .map(|n| n as usize)
@@ -694,12 +699,8 @@ pub fn runtime_threads(value: Option<String>, concurrency: usize) -> Result<usiz
 /// before the configuration (and its Secrets Manager overlay) can be loaded. A bad value is
 /// left for [`Config::load`] to report.
 pub fn runtime_threads_from_env() -> Option<usize> {
-    let concurrency = std::env::var("WORKER_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|c| (1..=10_000).contains(c))
-        .unwrap_or(20);
-    runtime_threads(std::env::var("WORKER_THREADS").ok(), concurrency).ok()
+    let concurrency = concurrency(std::env::var("WORKER_CONCURRENCY").ok()).ok()?;
+    runtime_threads(std::env::var("WORKER_THREADS").ok(), concurrency as usize).ok()
 }
 
 fn nonempty(v: Option<String>) -> Option<String> {

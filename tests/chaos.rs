@@ -34,8 +34,8 @@
 //!   counter = log tally, exactly;
 //! * dead-lettered: `P − H ≤ S ≤ P + R`, where `R` is the deliveries of poison beyond the first
 //!   (from the DLQ copies' `ReceiveCount` and `DeadLetteredBy`, and the copies a worker logged
-//!   as already dead-lettered, which SQS gave it twice at once): exact `P` when no kill hid or
-//!   repeated one;
+//!   as already dead-lettered: given twice at once, or again after a failed delete): exact `P`
+//!   when no kill hid or repeated one;
 //! * success: `V − H ≤ S ≤ V + replays`, since each valid event finishes as success at least
 //!   once (its first completion), and a later success needs a redelivery after completion,
 //!   which makes at least one call the peers answer from their idempotency store (a replay).
@@ -838,8 +838,9 @@ async fn audit(
         extra_copies += list.len() - 1;
         // A second copy is only explained by a redelivery (a kill between the DLQ send and
         // the delete), which shows as a different receive count, or by SQS handing the
-        // message to two workers at once, which shows as a different `DeadLetteredBy`. One
-        // worker sends one copy per delivery at most.
+        // message to two workers at once, which shows as a different `DeadLetteredBy`. (A DLQ
+        // send retried after a client-side timeout that SQS did take would also repeat a copy;
+        // on loopback it has not happened, and the audit would show it here.)
         unexplained_copies += list.len() - deliveries.len();
         let counts: HashSet<Option<&String>> = deliveries.iter().map(|d| d.0).collect();
         // Two workers given the message at once: each counted it as dead-lettered.
@@ -995,8 +996,10 @@ fn metrics_audit(
         },
         inexact.is_empty(),
     );
-    // A copy SQS delivered twice at once is counted by each task that finished it; the acker
-    // sends one and logs the other as already dead-lettered.
+    // A message SQS delivered twice (at once, or again after its delete failed) is counted by
+    // each task that finished it; the acker sends one copy and logs the others as already
+    // dead-lettered. The bound may count such a copy twice (also by its receive count): it is an
+    // upper bound, not an exact one.
     let concurrent: u64 = fleet
         .members
         .iter()
@@ -1006,7 +1009,7 @@ fn metrics_audit(
                 .iter()
                 .filter(|l| {
                     l.get("msg").and_then(Value::as_str)
-                        == Some("already dead-lettered: this copy is only deleted")
+                        == Some(reservation_worker::sqs::acker::ALREADY_DEAD_LETTERED)
                 })
                 .count() as u64
         })

@@ -88,7 +88,13 @@ fn settings(c: &Config) -> Vec<Setting> {
         ("SQS_DLQ_URL", opt(&c.dlq_url)),
         ("WORKER_CONCURRENCY", c.concurrency.to_string()),
         ("SQS_RECEIVE_LOOPS", c.receive_loops.to_string()),
-        ("WORKER_THREADS", c.runtime_threads.to_string()),
+        // The runtime's own count: it was sized from the environment, before any secret overlay.
+        (
+            "WORKER_THREADS",
+            tokio::runtime::Handle::try_current()
+                .map_or(c.runtime_threads, |h| h.metrics().num_workers())
+                .to_string(),
+        ),
         ("MAX_RETRIES", c.max_retries.to_string()),
         ("BACKOFF_BASE_MS", ms(c.backoff_base)),
         ("BACKOFF_MAX_MS", ms(c.backoff_max)),

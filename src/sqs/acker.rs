@@ -21,6 +21,10 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Attempts per batch call before giving up (the message then simply reappears later).
 const WRITE_ATTEMPTS: u32 = 3;
 
+/// Logged for a delivery of a message this acker already sent to the DLQ (SQS gave it twice at
+/// once, or again after a delete failed): it is deleted, not sent again.
+pub const ALREADY_DEAD_LETTERED: &str = "already dead-lettered: this copy is only deleted";
+
 /// A finished delivery and what to do with it.
 #[derive(Debug)]
 pub struct Settle {
@@ -125,7 +129,7 @@ impl Acker {
             Disposition::DeadLetter { .. }
                 if self.dead_lettered.contains(&s.delivery.message_id) =>
             {
-                tracing::warn!(message_id = %s.delivery.message_id, "already dead-lettered: this copy is only deleted");
+                tracing::warn!(message_id = %s.delivery.message_id, "{ALREADY_DEAD_LETTERED}");
                 deletes.push(receipt);
             }
             Disposition::DeadLetter { class, error } => match &self.dlq {

@@ -12,11 +12,11 @@ use crate::telemetry::metrics::metrics;
 use crate::worker::retry::Backoff;
 use crate::worker::{Pool, WorkerStatus};
 
-/// How often the loop beats while it waits for a free slot or out an error backoff.
+/// How often the loop beats while it waits for its turn, a free slot or out an error backoff.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 
-/// Waits between failed receives: 0.5 s doubling to 20 s, with jitter, so the loops of a pod
-/// (and the pods of a deployment) do not retry an SQS outage in lockstep.
+/// Waits between failed receives: 0.5 s doubling to 20 s, plus up to 25 % jitter, so the loops
+/// of a pod (and the pods of a deployment) do not retry an SQS outage in lockstep.
 const RECEIVE_BACKOFF: Backoff = Backoff {
     base: Duration::from_millis(500),
     max: Duration::from_secs(20),

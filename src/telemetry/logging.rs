@@ -414,8 +414,7 @@ impl Line {
             let _ = serde_json::to_writer(&mut out, v);
         }
         out.extend_from_slice(b"}\n");
-        // serde_json writes UTF-8 only.
-        String::from_utf8(out).unwrap_or_default()
+        String::from_utf8(out).expect("serde_json writes UTF-8 only")
     }
 }
 

@@ -214,7 +214,7 @@ impl Metrics {
             dead_letters: counter_vec(
                 &r,
                 "worker_dead_letters_total",
-                "Messages sent to the dead-letter queue, by reason class.",
+                "Messages sent to the dead-letter queue, by reason class. A second delivery of a message already sent is only deleted: it counts in worker_events_total{outcome=\"dead_lettered\"}, not here.",
                 &["reason"],
             ),
             retries: counter_vec(

@@ -100,8 +100,8 @@ impl Pool {
 
     /// Takes up to `max` slots for one receive: waits for its turn (one receive loop reserves
     /// at a time), then for one free slot, then takes what is free and what the tasks ready to
-    /// run free up: it yields to them, again while a round frees more (at most
-    /// [`GATHER_ROUNDS`]). The turn keeps freed slots together: every loop waiting on the
+    /// run free up: it yields to them, round after round until [`IDLE_ROUNDS`] rounds in a row
+    /// free nothing (at most [`GATHER_ROUNDS`]). The turn keeps freed slots together: every loop waiting on the
     /// semaphore at once would get one slot each, and each receive costs as much CPU (and SQS
     /// request charges) as a full one. Yielding, unlike a timed wait, gathers only where
     /// tasks are finishing right now: on an idle pool a slot waits for nothing.
@@ -452,12 +452,14 @@ mod tests {
         assert_eq!(second.await.unwrap().len(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_idle_pool_hands_out_what_is_free_at_once() {
         let pool = pool(5);
         let mut busy = pool.reserve(5).await;
         assert_eq!(busy.len(), 5);
         busy.truncate(1);
+        let at = tokio::time::Instant::now();
         assert_eq!(pool.reserve(10).await.len(), 4);
+        assert_eq!(at.elapsed(), Duration::ZERO, "no timed wait for more slots");
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// Exponential backoff with jitter for retries inside one delivery.
+/// Exponential backoff with jitter: retries inside one delivery, and the poller's waits after
+/// a failed receive.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub base: Duration,
