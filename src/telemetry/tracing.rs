@@ -249,6 +249,7 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     use tracing_subscriber::Layer as _;
+    EXPORTING.store(true, Ordering::Relaxed);
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(DEFAULT_SERVICE_NAME))
         .with_tracked_inactivity(false)
@@ -421,8 +422,19 @@ fn without_credentials(url: &reqwest::Url) -> reqwest::Url {
     safe
 }
 
+/// Set once an OpenTelemetry layer exists. Until then client spans are not made: they carry
+/// trace attributes only (no log fields), and each one costs a registry entry, its attribute
+/// values and an enter and exit per poll of the call.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (an OTLP endpoint is set).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// The span of one call to a peer or to SQS. Create it before the call, send its context
-/// with the request, run the call inside it, then record the result.
+/// with the request, run the call inside it, then record the result. A disabled span when
+/// traces are not exported.
 #[derive(Debug, Clone)]
 pub struct ClientSpan(Span);
 
@@ -430,6 +442,9 @@ impl ClientSpan {
     /// A gRPC call to `reservation.v1.InventoryService/<method>`.
     pub fn grpc(method: &'static str) -> ClientSpan {
         const SERVICE: &str = "reservation.v1.InventoryService";
+        if !exporting() {
+            return ClientSpan(Span::none());
+        }
         ClientSpan(tracing::info_span!(
             "grpc_call",
             otel.name = format!("{SERVICE}/{method}").as_str(),
@@ -443,6 +458,9 @@ impl ClientSpan {
 
     /// A REST call. `url.full` is the URL without any user or password in it.
     pub fn http(method: &'static str, url: &reqwest::Url) -> ClientSpan {
+        if !exporting() {
+            return ClientSpan(Span::none());
+        }
         let safe = without_credentials(url);
         ClientSpan(tracing::info_span!(
             "http_call",
@@ -464,6 +482,9 @@ impl ClientSpan {
         operation_type: &'static str,
         queue_url: &str,
     ) -> ClientSpan {
+        if !exporting() {
+            return ClientSpan(Span::none());
+        }
         let queue = queue_name(queue_url);
         let kind = if operation_type == "send" {
             "producer"
@@ -552,7 +573,9 @@ impl ClientSpan {
     /// The call failed without a response (connection, timeout, SDK error): marks the span
     /// and hands the error back, for `.map_err(|e| call.fail(..))`.
     pub fn fail<E: std::fmt::Display>(&self, error: E) -> E {
-        self.0.set_status(Status::error(error.to_string()));
+        if !self.0.is_disabled() {
+            self.0.set_status(Status::error(error.to_string()));
+        }
         error
     }
 }
