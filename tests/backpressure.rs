@@ -5,19 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Harness, bodies};
+use support::Harness;
 
 #[tokio::test]
 async fn a_full_pool_leaves_the_rest_on_the_queue() {
     let h = Harness::start().await;
-    let rids: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
-    for r in &rids {
-        h.peers.hold(r);
-    }
-    h.peers.inventory.set_latency(Duration::from_millis(1500));
-    for (i, r) in rids.iter().enumerate() {
-        h.queue.send(&bodies::expired(&format!("env-{i}"), r)).await;
-    }
+    let rids = h.send_slow_events(8, Duration::from_millis(1500)).await;
     let _w = h
         .worker(&[("WORKER_CONCURRENCY", "2"), ("SQS_WAIT_TIME", "1")])
         .await;

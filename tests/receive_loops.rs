@@ -6,19 +6,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Harness, bodies};
+use support::Harness;
 
 #[tokio::test]
 async fn receive_loops_share_the_slots_and_never_hold_more_than_the_concurrency() {
     let h = Harness::start().await;
-    let rids: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
-    for r in &rids {
-        h.peers.hold(r);
-    }
-    h.peers.inventory.set_latency(Duration::from_millis(1500));
-    for (i, r) in rids.iter().enumerate() {
-        h.queue.send(&bodies::expired(&format!("env-{i}"), r)).await;
-    }
+    h.send_slow_events(12, Duration::from_millis(1500)).await;
     let w = h
         .worker(&[
             ("WORKER_CONCURRENCY", "4"),

@@ -95,6 +95,22 @@ impl Harness {
         w
     }
 
+    /// Queues `n` expiry events (`env-i` for reservation `ri`, each held) whose inventory call
+    /// takes `latency`, so a worker's slots stay busy; returns the reservation ids.
+    pub async fn send_slow_events(&self, n: usize, latency: Duration) -> Vec<String> {
+        let rids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+        for r in &rids {
+            self.peers.hold(r);
+        }
+        self.peers.inventory.set_latency(latency);
+        for (i, r) in rids.iter().enumerate() {
+            self.queue
+                .send(&bodies::expired(&format!("env-{i}"), r))
+                .await;
+        }
+        rids
+    }
+
     /// Waits until the source queue holds nothing, visible or in flight.
     pub async fn wait_queue_empty(&self) {
         self.queue.wait_empty().await;
