@@ -62,6 +62,17 @@ impl Sim {
             .to_owned()
     }
 
+    /// Deletes a received message by its receipt handle; SQS accepts an old handle too.
+    async fn delete(&self, url: &str, m: &Message) {
+        self.client
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(m.receipt_handle().expect("receipt"))
+            .send()
+            .await
+            .expect("DeleteMessage");
+    }
+
     async fn send(&self, url: &str, body: &str) -> String {
         self.client
             .send_message()
@@ -200,13 +211,7 @@ async fn send_receive_delete_with_attributes() {
     );
     assert_eq!(s.depth(&url).await, (0, 1, 0));
 
-    s.client
-        .delete_message()
-        .queue_url(&url)
-        .receipt_handle(m.receipt_handle().expect("receipt"))
-        .send()
-        .await
-        .expect("DeleteMessage");
+    s.delete(&url, m).await;
     assert_eq!(s.depth(&url).await, (0, 0, 0));
     assert!(s.receive(&url, 10, 30, 0).await.is_empty());
 
@@ -368,13 +373,7 @@ async fn an_expired_visibility_redelivers_with_the_count_and_a_fresh_handle() {
     assert_ne!(second.receipt_handle(), first.receipt_handle());
 
     // Only the latest handle deletes; the old one is accepted and ignored, as SQS documents.
-    s.client
-        .delete_message()
-        .queue_url(&url)
-        .receipt_handle(first.receipt_handle().expect("receipt"))
-        .send()
-        .await
-        .expect("DeleteMessage with an old handle is accepted");
+    s.delete(&url, &first).await;
     assert_eq!(s.depth(&url).await, (0, 1, 0));
     let err = s
         .client
@@ -392,13 +391,7 @@ async fn an_expired_visibility_redelivers_with_the_count_and_a_fresh_handle() {
         ),
         "{err:?}"
     );
-    s.client
-        .delete_message()
-        .queue_url(&url)
-        .receipt_handle(second.receipt_handle().expect("receipt"))
-        .send()
-        .await
-        .expect("DeleteMessage");
+    s.delete(&url, &second).await;
     assert_eq!(s.depth(&url).await, (0, 0, 0));
 }
 
@@ -541,13 +534,7 @@ async fn fifo_delivers_a_group_in_order_one_run_at_a_time() {
     // A is held while a1 is in flight; B is not.
     assert_eq!(bodies(&s.receive(&url, 10, 30, 0).await), ["b1"]);
     assert!(s.receive(&url, 10, 30, 0).await.is_empty());
-    s.client
-        .delete_message()
-        .queue_url(&url)
-        .receipt_handle(first[0].receipt_handle().expect("receipt"))
-        .send()
-        .await
-        .expect("DeleteMessage");
+    s.delete(&url, &first[0]).await;
     assert_eq!(bodies(&s.receive(&url, 10, 30, 0).await), ["a2", "a3"]);
 }
 
