@@ -8,9 +8,15 @@
 //! endpoints (the in-process fast endpoint and a moto server). Both processes share the
 //! machine's cores, so every rate here is a lower bound for a worker with cores of its own.
 //!
+//! Beside each worker figure runs a *contract floor* ([`floor`]): a separate process making only
+//! the calls the contract needs, so the table can tell what the worker adds from what the
+//! contract itself costs on this machine.
+//!
 //! `cargo bench --bench worker -- load` (`make test-load`) runs only the drain at full N and
 //! its exactly-once audit, and exits non-zero on any discrepancy.
 
+#[path = "worker/floor.rs"]
+mod floor;
 #[path = "../tests/support/moto.rs"]
 #[allow(dead_code)]
 mod moto;
@@ -29,6 +35,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
+use floor::FloorRun;
 use futures::{StreamExt, TryStreamExt};
 use reservation_worker::sim::{
     InventorySim, ReservationSim, SqsSim, SqsStats, serve_inventory, serve_reservation, serve_sqs,
@@ -42,6 +49,12 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The worker binary `cargo bench` built (release profile).
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_reservation-worker");
+
+/// The binary to drive: `BENCH_WORKER_BIN` names another build (an A/B of two builds in turns on
+/// one machine is steadier than two runs an hour apart), else the one `cargo bench` built.
+fn worker_bin() -> std::ffi::OsString {
+    std::env::var_os("BENCH_WORKER_BIN").unwrap_or_else(|| WORKER_BIN.into())
+}
 
 /// Downstream latency of the Little's-law runs, per call; a workflow is two calls.
 const PEER_LATENCY: Duration = Duration::from_millis(20);
@@ -109,9 +122,22 @@ impl Plan {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    match run().await {
+fn main() {
+    if std::env::args().skip(1).any(|a| a == floor::ARG) {
+        if let Err(e) = floor::child_main() {
+            eprintln!("contract floor failed: {e:#}");
+            std::process::exit(2);
+        }
+        return;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench failed: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    match runtime.block_on(run()) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {
@@ -156,14 +182,31 @@ async fn run() -> anyhow::Result<bool> {
             }
             let worker = worker_drain(endpoint, c, *n, Duration::ZERO).await?;
             let bare = bare_drain(endpoint, c, *n).await?;
+            // moto is the bottleneck there: the floor would measure moto again.
+            let floor = match endpoint.is_moto() {
+                true => None,
+                false => Some(floor::drain(endpoint, c, *n, Duration::ZERO).await?),
+            };
             eprintln!(
-                "drain {} c={c}: worker {:.0}/s, bare {:.0}/s; {}",
+                "drain {} c={c}: worker {:.0}/s, bare {:.0}/s, contract floor {}; {}",
                 endpoint.name(),
                 worker.rate,
                 bare.rate,
+                floor.as_ref().map_or("-".into(), |f| format!(
+                    "{:.0}/s ({})",
+                    f.rate,
+                    f.audit.line()
+                )),
                 worker.audit.line()
             );
-            report.drains.push((endpoint.name(), c, *n, worker, bare));
+            report.drains.push(Drain {
+                endpoint: endpoint.name(),
+                concurrency: c,
+                n: *n,
+                worker,
+                bare,
+                floor,
+            });
         }
     }
 
@@ -172,12 +215,15 @@ async fn run() -> anyhow::Result<bool> {
         let ideal = c as f64 / (2.0 * PEER_LATENCY.as_secs_f64());
         let n = ((ideal * 10.0) as usize).clamp(5_000, 30_000);
         let run = worker_drain(&fast, c, n, PEER_LATENCY).await?;
+        let floor = floor::drain(&fast, c, n, PEER_LATENCY).await?;
         eprintln!(
-            "little c={c}: {:.0}/s of ideal {ideal:.0}/s; {}",
+            "little c={c}: {:.0}/s of ideal {ideal:.0}/s, contract floor {:.0}/s ({}); {}",
             run.rate,
+            floor.rate,
+            floor.audit.line(),
             run.audit.line()
         );
-        report.little.push((c, n, ideal, run));
+        report.little.push((c, n, ideal, run, floor));
     }
 
     // 4. Pickup latency; 5. start-up.
@@ -529,7 +575,7 @@ impl Worker {
     ) -> anyhow::Result<Worker> {
         let http_port = free_port()?;
         let grpc_port = free_port()?;
-        let mut cmd = Command::new(WORKER_BIN);
+        let mut cmd = Command::new(worker_bin());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(endpoint.aws_env())
@@ -1157,10 +1203,21 @@ async fn startup(endpoint: &Endpoint, times: usize) -> anyhow::Result<Latencies>
 
 // ---------------------------------------------------------------- the report
 
+/// One drain-ratio figure: the worker, the bare loop and (fast endpoint) the contract floor.
+struct Drain {
+    endpoint: &'static str,
+    concurrency: usize,
+    n: usize,
+    worker: WorkerRun,
+    bare: BareRun,
+    floor: Option<FloorRun>,
+}
+
 #[derive(Default)]
 struct Report {
-    drains: Vec<(&'static str, usize, usize, WorkerRun, BareRun)>,
-    little: Vec<(usize, usize, f64, WorkerRun)>,
+    drains: Vec<Drain>,
+    /// (concurrency, events, ideal rate, worker, contract floor)
+    little: Vec<(usize, usize, f64, WorkerRun, FloorRun)>,
     pickup: Option<Latencies>,
     startup: Option<Latencies>,
     /// What the fast endpoint served over the whole run.
@@ -1180,7 +1237,12 @@ impl Report {
     fn worker_runs(&self) -> impl Iterator<Item = (String, &WorkerRun)> {
         self.drains
             .iter()
-            .map(|d| (format!("drain {} c={}", d.0, d.1), &d.3))
+            .map(|d| {
+                (
+                    format!("drain {} c={}", d.endpoint, d.concurrency),
+                    &d.worker,
+                )
+            })
             .chain(
                 self.little
                     .iter()
@@ -1206,24 +1268,24 @@ impl Report {
                     pass.map_or("", mark)
                 );
             };
-        for (ep, c, n, w, b) in &self.drains {
-            audits_ok &= w.audit.ok();
-            let ratio = w.rate / b.rate;
+        for d in &self.drains {
+            audits_ok &= d.worker.audit.ok();
+            let ratio = d.worker.rate / d.bare.rate;
             row(
                 &mut t,
                 format!(
-                    "drain, {ep}, N={n}, concurrency {c} (bare: {} loops × 10)",
-                    b.loops
+                    "drain, {}, N={}, concurrency {} (bare: {} loops × 10)",
+                    d.endpoint, d.n, d.concurrency, d.bare.loops
                 ),
                 format!(
                     "worker {:.0}/s, bare {:.0}/s, ratio {ratio:.2}",
-                    w.rate, b.rate
+                    d.worker.rate, d.bare.rate
                 ),
                 format!("ratio ≥ {:.2}", Targets::RATIO),
                 Some(ratio >= Targets::RATIO),
             );
         }
-        for (c, n, ideal, w) in &self.little {
+        for (c, n, ideal, w, _) in &self.little {
             audits_ok &= w.audit.ok();
             let eff = w.rate / ideal;
             row(
@@ -1234,17 +1296,20 @@ impl Report {
                 Some(eff >= Targets::EFFICIENCY),
             );
         }
-        for (ep, c, n, w, _) in self.drains.iter().filter(|d| d.0 == "fast") {
-            let us = w.cpu_us_per_event();
+        for d in self.drains.iter().filter(|d| d.endpoint == "fast") {
+            let us = d.worker.cpu_us_per_event();
             row(
                 &mut t,
-                format!("CPU per event, drain {ep} c={c} N={n}"),
-                format!("{us:.1} µs (user+sys {:.2} s)", w.cpu.as_secs_f64()),
+                format!(
+                    "CPU per event, drain {} c={} N={}",
+                    d.endpoint, d.concurrency, d.n
+                ),
+                format!("{us:.1} µs (user+sys {:.2} s)", d.worker.cpu.as_secs_f64()),
                 format!("≤ {:.0} µs", Targets::CPU_US_PER_EVENT),
                 Some(us <= Targets::CPU_US_PER_EVENT),
             );
         }
-        for (c, n, _, w) in &self.little {
+        for (c, n, _, w, _) in &self.little {
             let us = w.cpu_us_per_event();
             row(
                 &mut t,
@@ -1265,6 +1330,43 @@ impl Report {
                 ),
                 format!("≤ {:.0} MiB", Targets::RSS_MIB),
                 Some(peak <= Targets::RSS_MIB),
+            );
+        }
+        for d in &self.drains {
+            if let Some(f) = &d.floor {
+                audits_ok &= f.audit.ok();
+                row(
+                    &mut t,
+                    format!(
+                        "contract floor (the same calls, nothing else), drain {} c={}",
+                        d.endpoint, d.concurrency
+                    ),
+                    format!(
+                        "{:.0}/s, floor/bare {:.2}, worker/floor {:.2}; {}",
+                        f.rate,
+                        f.rate / d.bare.rate,
+                        d.worker.rate / f.rate,
+                        f.costs(&d.worker)
+                    ),
+                    "reference".into(),
+                    None,
+                );
+            }
+        }
+        for (c, _, ideal, w, f) in &self.little {
+            audits_ok &= f.audit.ok();
+            row(
+                &mut t,
+                format!("contract floor, 20 ms per call, concurrency {c}"),
+                format!(
+                    "{:.0}/s, efficiency {:.2}, worker/floor {:.2}; {}",
+                    f.rate,
+                    f.rate / ideal,
+                    w.rate / f.rate,
+                    f.costs(w)
+                ),
+                "reference".into(),
+                None,
             );
         }
         if let Some(p) = &self.pickup {
@@ -1294,19 +1396,22 @@ impl Report {
             );
         }
         let _ = writeln!(t);
-        for (ep, c, _, w, b) in &self.drains {
+        for d in &self.drains {
+            let w = &d.worker;
             let _ = writeln!(
                 t,
-                "drain {ep} c={c}: worker whole drain {:.0}/s in {:.2} s; bare loop process CPU {:.1} µs/msg; worker logs {:.0} B/event ({} lines); {}",
+                "drain {} c={}: worker whole drain {:.0}/s in {:.2} s; bare loop process CPU {:.1} µs/msg; worker logs {:.0} B/event ({} lines); {}",
+                d.endpoint,
+                d.concurrency,
                 w.full_rate(),
                 w.elapsed.as_secs_f64(),
-                b.cpu_us_per_event,
+                d.bare.cpu_us_per_event,
                 w.log_bytes as f64 / w.n as f64,
                 w.log_lines,
                 w.audit.line()
             );
         }
-        for (c, _, _, w) in &self.little {
+        for (c, _, _, w, _) in &self.little {
             let _ = writeln!(t, "20 ms peers c={c}: {}", w.audit.line());
         }
         for (what, w) in self.worker_runs() {
@@ -1367,27 +1472,44 @@ impl Report {
                 "pickup_p99_ms": Targets::PICKUP_P99_MS,
                 "startup_ms": Targets::STARTUP_MS,
             },
-            "drain": self.drains.iter().map(|(ep, c, n, w, b)| json!({
+            "drain": self.drains.iter().map(|Drain { endpoint: ep, concurrency: c, n, worker: w, bare: b, floor: f }| json!({
                 "endpoint": ep,
                 "concurrency": c,
                 "events": n,
                 "worker": worker(w),
                 "bare": {"loops": b.loops, "rate_per_s": b.rate, "process_cpu_us_per_event": b.cpu_us_per_event},
                 "ratio": w.rate / b.rate,
+                "contract_floor": f.as_ref().map(|f| floor_json(f, w)),
             })).collect::<Vec<_>>(),
-            "littles_law": self.little.iter().map(|(c, n, ideal, w)| json!({
+            "littles_law": self.little.iter().map(|(c, n, ideal, w, f)| json!({
                 "concurrency": c,
                 "events": n,
                 "peer_latency_ms": PEER_LATENCY.as_millis() as u64,
                 "ideal_per_s": ideal,
                 "efficiency": w.rate / ideal,
                 "worker": worker(w),
+                "contract_floor": floor_json(f, w),
+                "contract_floor_efficiency": f.rate / ideal,
             })).collect::<Vec<_>>(),
             "pickup": lat(&self.pickup),
             "startup": lat(&self.startup),
             "fast_endpoint_stats": self.fast_stats,
         })
     }
+}
+
+/// The floor's figures beside the worker's, for the JSON.
+fn floor_json(f: &FloorRun, w: &WorkerRun) -> Value {
+    json!({
+        "rate_per_s": f.rate,
+        "worker_over_floor": w.rate / f.rate,
+        "cpu_us_per_event": f.cpu_us_per_event(),
+        "worker_cpu_over_floor": w.cpu_us_per_event() / f.cpu_us_per_event(),
+        "sys_cpu_s": f.sys_cpu.as_secs_f64(),
+        "peak_rss_mib": mib(f.peak_rss_kib),
+        "audit_ok": f.audit.ok(),
+        "audit": f.audit.line(),
+    })
 }
 
 fn write_json(v: &Value) -> anyhow::Result<std::path::PathBuf> {
