@@ -220,11 +220,10 @@ async fn reach_queue(
     loop {
         let attempt = async {
             let attrs = queue.attributes().await?;
-            let dlq = match &config.dlq_url {
-                Some(u) => Some(u.clone()),
-                None => queue.redrive_dlq_url(&attrs).await?,
-            };
-            Ok::<_, sqs::QueueError>(dlq)
+            let dlq = queue
+                .dead_letter_url(config.dlq_url.as_deref(), Some(&attrs))
+                .await?;
+            Ok::<_, sqs::QueueError>(dlq.map(|(url, _)| url))
         };
         let result = tokio::select! {
             r = attempt => r,

@@ -295,6 +295,23 @@ async fn sqs_dlq_url_is_used_when_the_queue_has_no_redrive_policy() {
 }
 
 #[tokio::test]
+async fn sqs_dlq_url_wins_over_the_redrive_policy() {
+    let h = Harness::start().await;
+    let chosen = h.moto.create_queue("chosen-dlq", None).await;
+    let _w = h.worker(&[("SQS_DLQ_URL", chosen.url.as_str())]).await;
+    let id = h.queue.send("[1,2,3]").await;
+    let dl = chosen.receive_n(1).await;
+    assert_eq!(dl[0].attributes["OriginalMessageId"], id);
+    assert_eq!(dl[0].attributes["ReasonClass"], "malformed_json");
+    h.queue.wait_empty().await;
+    assert_eq!(
+        h.dlq.depth().await,
+        (0, 0),
+        "the RedrivePolicy's DLQ got nothing"
+    );
+}
+
+#[tokio::test]
 async fn without_any_dlq_a_terminal_message_is_kept_not_deleted() {
     let h = Harness::start().await;
     let plain = h.moto.create_queue("no-dlq", None).await;

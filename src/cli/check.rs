@@ -16,7 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::Config;
-use crate::sqs::Queue;
+use crate::sqs::{DlqOrigin, Queue};
 
 /// Each check gives up after this long: `check` answers quickly even when a peer hangs.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,7 +156,8 @@ fn no_answer() -> String {
     format!("no answer within {} s", CHECK_TIMEOUT.as_secs())
 }
 
-/// The queue (GetQueueAttributes) and its DLQ: SQS_DLQ_URL, else the RedrivePolicy target.
+/// The queue (GetQueueAttributes) and its DLQ: SQS_DLQ_URL, else the RedrivePolicy target
+/// (the rule of [`Queue::dead_letter_url`], spelled out here for a row per way it can fail).
 async fn check_queues(config: &Config) -> Vec<Row> {
     let queue = Queue::from_config(config).await;
     let shown = redact(&queue.url);
@@ -170,7 +171,7 @@ async fn check_queues(config: &Config) -> Vec<Row> {
         Err(e) => row("queue", Status::Fail, format!("{shown}: {e}")),
     };
     let dlq = match (&config.dlq_url, &attrs) {
-        (Some(url), _) => Ok((url.clone(), "SQS_DLQ_URL")),
+        (Some(url), _) => Ok((url.clone(), DlqOrigin::Setting.as_str())),
         (None, Err(_)) => Err(row(
             "dead-letter queue",
             Status::Fail,
@@ -182,7 +183,7 @@ async fn check_queues(config: &Config) -> Vec<Row> {
             "none: set SQS_DLQ_URL or a RedrivePolicy, or terminal messages are kept invisible for 12 h instead of dead-lettered",
         )),
         (None, Ok(a)) => match bounded(queue.redrive_dlq_url(a)).await {
-            Some(Ok(Some(url))) => Ok((url, "RedrivePolicy target")),
+            Some(Ok(Some(url))) => Ok((url, DlqOrigin::RedrivePolicy.as_str())),
             Some(Ok(None)) => Err(row(
                 "dead-letter queue",
                 Status::Fail,

@@ -103,12 +103,11 @@ pub async fn run(args: DlqArgs) -> ExitCode {
 
 /// The DLQ and how it was found.
 async fn find_dlq(config: &Config, source: &Queue) -> Result<(Queue, &'static str), QueueError> {
-    if let Some(url) = &config.dlq_url {
-        return Ok((source.sibling(url.clone()), "SQS_DLQ_URL"));
-    }
-    let attrs = source.attributes().await?;
-    match source.redrive_dlq_url(&attrs).await? {
-        Some(url) => Ok((source.sibling(url), "RedrivePolicy target")),
+    match source
+        .dead_letter_url(config.dlq_url.as_deref(), None)
+        .await?
+    {
+        Some((url, origin)) => Ok((source.sibling(url), origin.as_str())),
         None => Err(QueueError {
             operation: "GetQueueAttributes",
             message: format!(

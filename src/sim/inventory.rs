@@ -175,6 +175,60 @@ enum Plan {
     AppliedThenFail(Code, String),
 }
 
+/// Answers one call by its plan: `apply` changes the hold for real (the plans that apply and
+/// then misbehave are what a client must survive), `canned` answers a scripted reply status.
+async fn carry_out<T>(
+    plan: Plan,
+    apply: impl FnOnce() -> Result<T, Status>,
+    canned: impl FnOnce(Plan) -> Result<T, Status>,
+) -> Result<T, Status> {
+    match plan {
+        Plan::Normal => apply(),
+        Plan::AppliedThenStall(stall) => {
+            let result = apply();
+            pause(stall).await;
+            result
+        }
+        Plan::AppliedThenFail(code, message) => {
+            let _applied = apply();
+            Err(Status::new(code, message))
+        }
+        Plan::Fail(code, message) => Err(Status::new(code, message)),
+        scripted => canned(scripted),
+    }
+}
+
+impl InventoryCall {
+    /// The record of a call as it arrives, with the fields both RPCs carry; the caller adds
+    /// its own (`reason`, or `payment_intent_id` and `user_id`).
+    fn arriving(
+        method: InventoryMethod,
+        reservation_id: &str,
+        event_id: &str,
+        seat_ids: &[String],
+        quantity: i32,
+        idempotency_key: &str,
+        metadata: HashMap<String, String>,
+    ) -> InventoryCall {
+        InventoryCall {
+            method,
+            reservation_id: reservation_id.to_string(),
+            event_id: event_id.to_string(),
+            seat_ids: seat_ids.to_vec(),
+            quantity,
+            reason: String::new(),
+            payment_intent_id: String::new(),
+            user_id: String::new(),
+            idempotency_key: idempotency_key.to_string(),
+            metadata,
+            fault: None,
+            replayed: false,
+            applied: false,
+            at: Instant::now(),
+        }
+    }
+}
+
 impl InventorySim {
     /// A well-behaved simulator with no holds, no script and no chaos.
     pub fn new() -> Self {
@@ -404,46 +458,36 @@ impl InventoryService for InventorySim {
         let metadata = ascii_metadata(request.metadata());
         let req = request.into_inner();
         let (idx, delay, plan) = self.begin(InventoryCall {
-            method: InventoryMethod::ReleaseHold,
-            reservation_id: req.reservation_id.clone(),
-            event_id: req.event_id.clone(),
-            seat_ids: req.seat_ids.clone(),
-            quantity: req.quantity,
             reason: req.reason.clone(),
-            payment_intent_id: String::new(),
-            user_id: String::new(),
-            idempotency_key: req.idempotency_key.clone(),
-            metadata,
-            fault: None,
-            replayed: false,
-            applied: false,
-            at: Instant::now(),
+            ..InventoryCall::arriving(
+                InventoryMethod::ReleaseHold,
+                &req.reservation_id,
+                &req.event_id,
+                &req.seat_ids,
+                req.quantity,
+                &req.idempotency_key,
+                metadata,
+            )
         });
         pause(delay).await;
-        let result = match plan {
-            Plan::Normal => self.release(idx, &req),
-            Plan::AppliedThenStall(stall) => {
-                let result = self.release(idx, &req);
-                pause(stall).await;
-                result
-            }
-            Plan::AppliedThenFail(code, message) => {
-                let _applied = self.release(idx, &req);
-                Err(Status::new(code, message))
-            }
-            Plan::Fail(code, message) => Err(Status::new(code, message)),
-            Plan::Release(status) => Ok(ReleaseHoldResponse {
-                released_seats: if status == ReleaseStatus::Success {
-                    seats(req.seat_ids.as_slice(), req.quantity, SeatStatus::Available)
-                } else {
-                    Vec::new()
-                },
-                status: status as i32,
-                released_at: Some(SystemTime::now().into()),
-                error: None,
-            }),
-            Plan::Commit(_) => Err(Status::internal("misdirected fault")),
-        };
+        let result = carry_out(
+            plan,
+            || self.release(idx, &req),
+            |plan| match plan {
+                Plan::Release(status) => Ok(ReleaseHoldResponse {
+                    released_seats: if status == ReleaseStatus::Success {
+                        seats(req.seat_ids.as_slice(), req.quantity, SeatStatus::Available)
+                    } else {
+                        Vec::new()
+                    },
+                    status: status as i32,
+                    released_at: Some(SystemTime::now().into()),
+                    error: None,
+                }),
+                _ => Err(Status::internal("misdirected fault")),
+            },
+        )
+        .await;
         let outcome = match &result {
             Ok(reply) => reply.status().as_str_name().to_owned(),
             Err(status) => format!("grpc {:?}", status.code()),
@@ -464,50 +508,41 @@ impl InventoryService for InventorySim {
         let metadata = ascii_metadata(request.metadata());
         let req = request.into_inner();
         let (idx, delay, plan) = self.begin(InventoryCall {
-            method: InventoryMethod::CommitReservation,
-            reservation_id: req.reservation_id.clone(),
-            event_id: req.event_id.clone(),
-            seat_ids: req.seat_ids.clone(),
-            quantity: req.quantity,
-            reason: String::new(),
             payment_intent_id: req.payment_intent_id.clone(),
             user_id: req.user_id.clone(),
-            idempotency_key: req.idempotency_key.clone(),
-            metadata,
-            fault: None,
-            replayed: false,
-            applied: false,
-            at: Instant::now(),
+            ..InventoryCall::arriving(
+                InventoryMethod::CommitReservation,
+                &req.reservation_id,
+                &req.event_id,
+                &req.seat_ids,
+                req.quantity,
+                &req.idempotency_key,
+                metadata,
+            )
         });
         pause(delay).await;
-        let result = match plan {
-            Plan::Normal => self.commit(idx, &req),
-            Plan::AppliedThenStall(stall) => {
-                let result = self.commit(idx, &req);
-                pause(stall).await;
-                result
-            }
-            Plan::AppliedThenFail(code, message) => {
-                let _applied = self.commit(idx, &req);
-                Err(Status::new(code, message))
-            }
-            Plan::Fail(code, message) => Err(Status::new(code, message)),
-            Plan::Commit(status) => Ok(if status == CommitStatus::Success {
-                CommitReservationResponse {
-                    order_id: format!("ord-injected-{}", uuid::Uuid::new_v4()),
-                    sold_seats: seats(req.seat_ids.as_slice(), req.quantity, SeatStatus::Sold),
-                    status: status as i32,
-                    committed_at: Some(SystemTime::now().into()),
-                    error: None,
-                }
-            } else {
-                CommitReservationResponse {
-                    status: status as i32,
-                    ..Default::default()
-                }
-            }),
-            Plan::Release(_) => Err(Status::internal("misdirected fault")),
-        };
+        let result = carry_out(
+            plan,
+            || self.commit(idx, &req),
+            |plan| match plan {
+                Plan::Commit(status) => Ok(if status == CommitStatus::Success {
+                    CommitReservationResponse {
+                        order_id: format!("ord-injected-{}", uuid::Uuid::new_v4()),
+                        sold_seats: seats(req.seat_ids.as_slice(), req.quantity, SeatStatus::Sold),
+                        status: status as i32,
+                        committed_at: Some(SystemTime::now().into()),
+                        error: None,
+                    }
+                } else {
+                    CommitReservationResponse {
+                        status: status as i32,
+                        ..Default::default()
+                    }
+                }),
+                _ => Err(Status::internal("misdirected fault")),
+            },
+        )
+        .await;
         let outcome = match &result {
             Ok(reply) if reply.order_id.is_empty() => reply.status().as_str_name().to_owned(),
             Ok(reply) => format!("{} {}", reply.status().as_str_name(), reply.order_id),

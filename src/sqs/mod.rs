@@ -61,6 +61,24 @@ pub struct EntryFailure {
     pub sender_fault: bool,
 }
 
+/// Where the dead-letter queue's URL came from, said beside it to the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlqOrigin {
+    /// `SQS_DLQ_URL`, which wins.
+    Setting,
+    /// The `deadLetterTargetArn` of the source queue's RedrivePolicy.
+    RedrivePolicy,
+}
+
+impl DlqOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqOrigin::Setting => "SQS_DLQ_URL",
+            DlqOrigin::RedrivePolicy => "RedrivePolicy target",
+        }
+    }
+}
+
 /// Loads AWS settings the SDK's usual way (env keys, `AWS_PROFILE`, web identity, …),
 /// with the region from the config. `AWS_ENDPOINT_URL(_SQS)` is honoured by the SDK itself.
 pub async fn aws_sdk_config(region: &str, profile: Option<&str>) -> aws_config::SdkConfig {
@@ -296,6 +314,32 @@ impl Queue {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The dead-letter queue and where it came from: `SQS_DLQ_URL` (`configured`) when set,
+    /// else the target of this queue's RedrivePolicy; `None` with neither. One rule for the
+    /// worker and `dlq peek|redrive`, so they never pick different queues. `attrs` are this
+    /// queue's attributes when the caller has them; they are fetched only if needed.
+    pub async fn dead_letter_url(
+        &self,
+        configured: Option<&str>,
+        attrs: Option<&HashMap<String, String>>,
+    ) -> Result<Option<(String, DlqOrigin)>, QueueError> {
+        if let Some(url) = configured {
+            return Ok(Some((url.to_string(), DlqOrigin::Setting)));
+        }
+        let fetched;
+        let attrs = match attrs {
+            Some(a) => a,
+            None => {
+                fetched = self.attributes().await?;
+                &fetched
+            }
+        };
+        Ok(self
+            .redrive_dlq_url(attrs)
+            .await?
+            .map(|url| (url, DlqOrigin::RedrivePolicy)))
     }
 
     /// The URL of the dead-letter queue named by this queue's RedrivePolicy, if it has one.
