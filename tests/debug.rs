@@ -350,6 +350,30 @@ async fn process_event_runs_the_planned_calls_when_switched_on() {
         Some("env-p")
     );
     assert_eq!(commit[0].idempotency_key, "env-p");
+    // The listed request is the one sent, field for field.
+    let Some(downstream_call::Request::CommitReservation(listed)) = &planned.calls[1].request
+    else {
+        panic!("CommitReservation listed without its request: {planned:?}");
+    };
+    let sent = &commit[0];
+    assert_eq!(
+        (
+            listed.reservation_id.as_str(),
+            listed.event_id.as_str(),
+            &listed.seat_ids,
+            listed.quantity,
+            listed.payment_intent_id.as_str(),
+            listed.user_id.as_str(),
+        ),
+        (
+            sent.reservation_id.as_str(),
+            sent.event_id.as_str(),
+            &sent.seat_ids,
+            sent.quantity,
+            sent.payment_intent_id.as_str(),
+            sent.user_id.as_str(),
+        )
+    );
     assert_eq!(
         h.peers.reservations.get("r-p").map(|r| r.status),
         Some("CONFIRMED".into())

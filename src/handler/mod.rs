@@ -134,68 +134,112 @@ async fn run_step(
     progress: &mut Progress,
     peers: &Peers,
 ) -> Result<Applied, CallError> {
-    let key = event.envelope_id.clone();
-    match (step, &event.kind) {
-        (Step::StatusUpdate(status), _) => {
-            peers
-                .reservations
-                .update_status(event.reservation_id(), status, &key)
-                .await
-        }
-        (Step::ReleaseHold { reason }, EventKind::ReservationExpired(e)) => {
-            let req = ReleaseHoldRequest {
-                reservation_id: e.reservation_id.clone(),
-                event_id: e.event_id.clone(),
-                seat_ids: e.seat_ids.clone(),
-                quantity: e.qty as i32,
-                reason: reason.to_string(),
-                idempotency_key: key,
-            };
-            peers.inventory.release_hold(req).await
-        }
-        (
-            Step::ReleaseHold { reason },
-            EventKind::PaymentFailed(p) | EventKind::PaymentApproved(p),
-        ) => {
-            let f = resolved(progress)?;
-            let req = ReleaseHoldRequest {
-                reservation_id: p.reservation_id.clone(),
-                event_id: f.event_id,
-                seat_ids: f.seat_ids,
-                quantity: f.quantity,
-                reason: reason.to_string(),
-                idempotency_key: key,
-            };
-            peers.inventory.release_hold(req).await
-        }
-        (Step::CommitReservation, EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p)) => {
-            let f = resolved(progress)?;
-            let req = CommitReservationRequest {
-                reservation_id: p.reservation_id.clone(),
-                event_id: f.event_id,
-                seat_ids: f.seat_ids,
-                quantity: f.quantity,
-                payment_intent_id: p.payment_intent_id.clone(),
-                user_id: f.user_id,
-                idempotency_key: key,
-            };
+    if let Step::StatusUpdate(status) = step {
+        return peers
+            .reservations
+            .update_status(event.reservation_id(), status, &event.envelope_id)
+            .await;
+    }
+    let fields = match &event.kind {
+        EventKind::ReservationExpired(_) => InventoryFields::carried_by(event),
+        EventKind::PaymentApproved(_) | EventKind::PaymentFailed(_) => resolved(progress)?,
+    };
+    match inventory_request(step, event, fields) {
+        Some(InventoryRequest::ReleaseHold(req)) => peers.inventory.release_hold(req).await,
+        Some(InventoryRequest::CommitReservation(req)) => {
             peers.inventory.commit_reservation(req).await
         }
-        (Step::CommitReservation, EventKind::ReservationExpired(_))
-        | (Step::FetchReservation, _) => Err(CallError::terminal(format!(
+        None => Err(CallError::terminal(format!(
             "{step} is not a step of {}",
             event.event_type()
         ))),
     }
 }
 
-/// What the inventory calls of a payment event need.
+/// An inventory call of a workflow step, built in one place for [`attempt`] to send and for
+/// the debug port's ValidateEvent to show, so the two cannot disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InventoryRequest {
+    ReleaseHold(ReleaseHoldRequest),
+    CommitReservation(CommitReservationRequest),
+}
+
+/// The request `step` sends for `event` with `fields`; `None` when `step` is not an inventory
+/// call of that event.
+pub fn inventory_request(
+    step: Step,
+    event: &Event,
+    fields: InventoryFields,
+) -> Option<InventoryRequest> {
+    let reservation_id = event.reservation_id().to_string();
+    let idempotency_key = event.envelope_id.clone();
+    match (step, &event.kind) {
+        (Step::ReleaseHold { reason }, _) => {
+            Some(InventoryRequest::ReleaseHold(ReleaseHoldRequest {
+                reservation_id,
+                event_id: fields.event_id,
+                seat_ids: fields.seat_ids,
+                quantity: fields.quantity,
+                reason: reason.to_string(),
+                idempotency_key,
+            }))
+        }
+        (Step::CommitReservation, EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p)) => {
+            Some(InventoryRequest::CommitReservation(
+                CommitReservationRequest {
+                    reservation_id,
+                    event_id: fields.event_id,
+                    seat_ids: fields.seat_ids,
+                    quantity: fields.quantity,
+                    payment_intent_id: p.payment_intent_id.clone(),
+                    user_id: fields.user_id,
+                    idempotency_key,
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// What the inventory calls of an event need.
 #[derive(Debug, Clone)]
-struct InventoryFields {
-    event_id: String,
-    seat_ids: Vec<String>,
-    quantity: i32,
-    user_id: String,
+pub struct InventoryFields {
+    pub event_id: String,
+    pub seat_ids: Vec<String>,
+    pub quantity: i32,
+    pub user_id: String,
+}
+
+impl InventoryFields {
+    /// The fields the event carries itself. An expiry carries them all; what a payment lacks
+    /// ([`needs_lookup`]) is left empty here and read from the reservation by [`attempt`].
+    pub fn carried_by(event: &Event) -> InventoryFields {
+        match &event.kind {
+            EventKind::ReservationExpired(e) => InventoryFields {
+                event_id: e.event_id.clone(),
+                seat_ids: e.seat_ids.clone(),
+                quantity: e.qty as i32,
+                user_id: String::new(),
+            },
+            EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p) => InventoryFields {
+                event_id: p.event_id.clone().unwrap_or_default(),
+                seat_ids: p.seat_ids.clone(),
+                quantity: positive_qty(p).unwrap_or(0) as i32,
+                user_id: p.user_id.clone().unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// A payment event that lacks `event_id`, or both `seat_ids` and `qty`, has them read from
+/// the reservation (GET) before its first step.
+pub fn needs_lookup(p: &Payment) -> bool {
+    p.event_id.is_none() || (p.seat_ids.is_empty() && positive_qty(p).is_none())
+}
+
+/// `qty` when it says something: zero counts as absent.
+fn positive_qty(p: &Payment) -> Option<u32> {
+    p.qty.filter(|q| *q > 0)
 }
 
 /// The fields resolved before the first step (`attempt` guarantees they are there).
@@ -209,9 +253,8 @@ fn resolved(progress: &Progress) -> Result<InventoryFields, CallError> {
 /// Takes the inventory fields from the event, looking the reservation up when the event lacks
 /// the `event_id` or both `seat_ids` and `qty`.
 async fn inventory_fields(p: &Payment, peers: &Peers) -> Result<InventoryFields, CallError> {
-    let qty = p.qty.filter(|q| *q > 0);
-    let complete = p.event_id.is_some() && (!p.seat_ids.is_empty() || qty.is_some());
-    let found = if complete {
+    let qty = positive_qty(p);
+    let found = if !needs_lookup(p) {
         ReservationRecord::default()
     } else {
         peers.reservations.fetch(&p.reservation_id).await?

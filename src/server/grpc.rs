@@ -14,8 +14,7 @@ use tonic_health::ServingStatus;
 use crate::client::CallError;
 use crate::config::{Config, LogFormat};
 use crate::event::{self, Event, EventError, EventKind, MessageContext};
-use crate::handler::{self, Peers, Progress, Step};
-use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
+use crate::handler::{self, InventoryFields, InventoryRequest, Peers, Progress, Step};
 use crate::proto::reservation::worker::v1::worker_debug_server::{WorkerDebug, WorkerDebugServer};
 use crate::proto::reservation::worker::v1::{
     DownstreamCall, GetStatusRequest, GetStatusResponse, HoldExpired, OutcomeCount, ParsedEvent,
@@ -318,69 +317,25 @@ fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
     let url = reservation_url(reservation_api_base, &rid);
     let mut calls = Vec::new();
     let mut note = String::new();
-    let (event_id, seat_ids, quantity, user_id, payment_intent_id) = match &event.kind {
-        EventKind::ReservationExpired(e) => (
-            e.event_id.clone(),
-            e.seat_ids.clone(),
-            e.qty as i32,
-            String::new(),
-            String::new(),
-        ),
-        EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p) => {
-            let qty = p.qty.filter(|q| *q > 0);
-            let complete = p.event_id.is_some() && (!p.seat_ids.is_empty() || qty.is_some());
-            if !complete {
-                calls.push(DownstreamCall {
-                    target: metrics::RESERVATION_API.into(),
-                    method: "GET".into(),
-                    step: Step::FetchReservation.name().into(),
-                    idempotency_key: String::new(),
-                    request: Some(downstream_call::Request::Rest(RestRequest {
-                        url: url.clone(),
-                        body: String::new(),
-                    })),
-                    note: "the event lacks event_id, or both seat_ids and qty: they are read from the reservation first".into(),
-                });
-                note = "fields the event lacks are filled from the GET answer".into();
-            }
-            (
-                p.event_id.clone().unwrap_or_default(),
-                p.seat_ids.clone(),
-                qty.unwrap_or(0) as i32,
-                p.user_id.clone().unwrap_or_default(),
-                p.payment_intent_id.clone(),
-            )
-        }
-    };
+    if let EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p) = &event.kind
+        && handler::needs_lookup(p)
+    {
+        calls.push(DownstreamCall {
+            target: metrics::RESERVATION_API.into(),
+            method: "GET".into(),
+            step: Step::FetchReservation.name().into(),
+            idempotency_key: String::new(),
+            request: Some(downstream_call::Request::Rest(RestRequest {
+                url: url.clone(),
+                body: String::new(),
+            })),
+            note: "the event lacks event_id, or both seat_ids and qty: they are read from the reservation first".into(),
+        });
+        note = "fields the event lacks are filled from the GET answer".into();
+    }
+    let fields = InventoryFields::carried_by(event);
     for step in handler::steps(event) {
         let (target, method, request, note) = match step {
-            Step::ReleaseHold { reason } => (
-                metrics::INVENTORY,
-                "ReleaseHold",
-                downstream_call::Request::ReleaseHold(ReleaseHoldRequest {
-                    reservation_id: rid.clone(),
-                    event_id: event_id.clone(),
-                    seat_ids: seat_ids.clone(),
-                    quantity,
-                    reason: reason.to_string(),
-                    idempotency_key: key.clone(),
-                }),
-                note.clone(),
-            ),
-            Step::CommitReservation => (
-                metrics::INVENTORY,
-                "CommitReservation",
-                downstream_call::Request::CommitReservation(CommitReservationRequest {
-                    reservation_id: rid.clone(),
-                    event_id: event_id.clone(),
-                    seat_ids: seat_ids.clone(),
-                    quantity,
-                    payment_intent_id: payment_intent_id.clone(),
-                    user_id: user_id.clone(),
-                    idempotency_key: key.clone(),
-                }),
-                note.clone(),
-            ),
             Step::StatusUpdate(status) => (
                 metrics::RESERVATION_API,
                 "PATCH",
@@ -399,6 +354,21 @@ fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
                 }),
                 String::new(),
             ),
+            _ => match handler::inventory_request(step, event, fields.clone()) {
+                Some(InventoryRequest::ReleaseHold(r)) => (
+                    metrics::INVENTORY,
+                    "ReleaseHold",
+                    downstream_call::Request::ReleaseHold(r),
+                    note.clone(),
+                ),
+                Some(InventoryRequest::CommitReservation(r)) => (
+                    metrics::INVENTORY,
+                    "CommitReservation",
+                    downstream_call::Request::CommitReservation(r),
+                    note.clone(),
+                ),
+                None => continue,
+            },
         };
         calls.push(DownstreamCall {
             target: target.into(),
