@@ -201,6 +201,28 @@ mod tests {
         assert!(err.to_string().contains("between 0 and 1"), "{err}");
     }
 
+    /// Loopback simulators on free ports, the reservation API on `reservation_addr`.
+    fn loopback(reservation_addr: &str, sqs_addr: Option<String>) -> SimArgs {
+        SimArgs {
+            inventory_addr: "127.0.0.1:0".to_owned(),
+            reservation_addr: reservation_addr.to_owned(),
+            latency_ms: 0,
+            failure_rate: 0.0,
+            token: None,
+            sqs_addr,
+        }
+    }
+
+    /// Cancels `shutdown` and expects `run_sims` to end cleanly soon after.
+    async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>>) {
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("run_sims stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn run_sims_serves_sqs_when_asked() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -208,14 +230,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let args = SimArgs {
-            inventory_addr: "127.0.0.1:0".to_owned(),
-            reservation_addr: "127.0.0.1:0".to_owned(),
-            latency_ms: 0,
-            failure_rate: 0.0,
-            token: None,
-            sqs_addr: Some(format!("127.0.0.1:{port}")),
-        };
+        let args = loopback("127.0.0.1:0", Some(format!("127.0.0.1:{port}")));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run_sims(args, shutdown.clone()));
         let conf = aws_sdk_sqs::Config::builder()
@@ -239,43 +254,21 @@ mod tests {
             url.as_deref(),
             Some(format!("http://127.0.0.1:{port}/000000000000/events").as_str())
         );
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("run_sims stops on shutdown")
-            .unwrap()
-            .unwrap();
+        stop(shutdown, task).await;
     }
 
     #[tokio::test]
     async fn run_sims_reports_the_busy_address_and_stops_on_shutdown() {
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let busy_addr = busy.local_addr().unwrap().to_string();
-        let args = SimArgs {
-            inventory_addr: "127.0.0.1:0".to_owned(),
-            reservation_addr: busy_addr.clone(),
-            latency_ms: 0,
-            failure_rate: 0.0,
-            token: None,
-            sqs_addr: None,
-        };
-        let err = run_sims(args.clone(), CancellationToken::new())
+        let err = run_sims(loopback(&busy_addr, None), CancellationToken::new())
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains(&busy_addr), "{err:#}");
 
         let shutdown = CancellationToken::new();
-        let args = SimArgs {
-            reservation_addr: "127.0.0.1:0".to_owned(),
-            ..args
-        };
-        let task = tokio::spawn(run_sims(args, shutdown.clone()));
+        let task = tokio::spawn(run_sims(loopback("127.0.0.1:0", None), shutdown.clone()));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("run_sims stops on shutdown")
-            .unwrap()
-            .unwrap();
+        stop(shutdown, task).await;
     }
 }
