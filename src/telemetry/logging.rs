@@ -451,63 +451,59 @@ trait FieldSink {
 /// The one `Visit` implementation: numbers and booleans stay typed, the rest is text.
 struct Visitor<'a, S: FieldSink>(&'a mut S);
 
-impl<S: FieldSink> Visit for Visitor<'_, S> {
-    fn record_f64(&mut self, field: &Field, value: f64) {
+impl<S: FieldSink> Visitor<'_, S> {
+    /// Converts the value only for a field the sink keeps.
+    fn keep(&mut self, field: &Field, value: impl FnOnce() -> Value) {
         if self.0.wants(field) {
-            self.0.put(field, float(value));
+            self.0.put(field, value());
         }
     }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.0.wants(field) {
-            self.0.put(field, Value::from(value));
-        }
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.0.wants(field) {
-            self.0.put(field, Value::from(value));
-        }
-    }
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        if self.0.wants(field) {
-            self.0.put(field, number_or_text(value));
-        }
-    }
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        if self.0.wants(field) {
-            self.0.put(field, number_or_text(value));
-        }
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.0.wants(field) {
-            self.0.put(field, Value::Bool(value));
-        }
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
+
+    /// Text, which is the line's `msg` when the field is `message`.
+    fn text(&mut self, field: &Field, text: impl FnOnce() -> String) {
         if !self.0.wants(field) {
             return;
         }
-        if field.name() == "message" {
-            self.0.message(value.to_string(), field);
-        } else {
-            self.0.put(field, Value::String(value.to_string()));
-        }
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if self.0.wants(field) {
-            self.0.put(field, Value::String(value.to_string()));
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if !self.0.wants(field) {
-            return;
-        }
-        let mut text = String::new();
-        let _ = write!(text, "{value:?}");
+        let text = text();
         if field.name() == "message" {
             self.0.message(text, field);
         } else {
             self.0.put(field, Value::String(text));
         }
+    }
+}
+
+impl<S: FieldSink> Visit for Visitor<'_, S> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.keep(field, || float(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.keep(field, || Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.keep(field, || Value::from(value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.keep(field, || number_or_text(value));
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.keep(field, || number_or_text(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.keep(field, || Value::Bool(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, || value.to_string());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.keep(field, || Value::String(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.text(field, || {
+            let mut text = String::new();
+            let _ = write!(text, "{value:?}");
+            text
+        });
     }
 }
 
