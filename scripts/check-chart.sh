@@ -9,7 +9,8 @@
 #   helm lint (defaults and each ci/*-values.yaml), helm template (same), kubernetes-validate of every
 #   rendered core object, check-jsonschema of the KEDA objects against ../shared/schemas/keda/ (skipped
 #   with a message when absent), values.schema.json rejecting bad values, no HPA when KEDA is on,
-#   terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS, keda/ consistent with the chart, yamllint.
+#   terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS, NOTES.txt renders, keda/ consistent with the
+#   chart, yamllint.
 #
 # Environment: HELM_VERSION (default 3.6.2), KUBE_VERSION (default 1.29.0; Kubernetes version rendered
 # and validated against), KEDA_SCHEMAS (default ../shared/schemas/keda relative to the repo root).
@@ -166,6 +167,25 @@ for case in "worker.concurrency=50:40" "worker.concurrency=1:1" "keda.queueLengt
         fail "queueLength with $set_arg: expected \"$want\" ($(grep -m1 'queueLength' "$WORK/ql.yaml" || echo 'helm template failed'))"
     fi
 done
+
+# ---------- NOTES.txt ----------
+# `helm template` does not render NOTES.txt: render it as the data of a template in a copy of the chart.
+cp -r "$CHART" "$WORK/notes-chart"
+{ echo 'data: |'; sed 's/^/  /' "$CHART/templates/NOTES.txt"; } >"$WORK/notes-chart/templates/zz-notes.yaml"
+for s in "${SCENARIOS[@]}"; do
+    # shellcheck disable=SC2046
+    if "$HELM" template "$RELEASE" "$WORK/notes-chart" --namespace workers --kube-version "$KUBE_VERSION" \
+        $(values_args "$s" | sed "s#$CHART/#$WORK/notes-chart/#") --show-only templates/zz-notes.yaml >"$WORK/notes-$s.txt" 2>&1; then
+        pass "NOTES.txt renders ($s): $(grep -m1 -o 'Scaling: [^(]*' "$WORK/notes-$s.txt" | sed 's/ *$//')"
+    else
+        fail "NOTES.txt renders ($s)"; sed 's/^/      /' "$WORK/notes-$s.txt"
+    fi
+done
+if grep -q "Scaling: KEDA ScaledObject, 1-10 replicas, 16 messages per replica" "$WORK/notes-default.txt"; then
+    pass "NOTES.txt names the queueLength KEDA uses (16 for concurrency 20)"
+else
+    fail "NOTES.txt names the queueLength KEDA uses: $(grep -m1 'Scaling:' "$WORK/notes-default.txt")"
+fi
 
 # ---------- values.schema.json rejects bad values ----------
 BAD_VALUES=(
