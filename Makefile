@@ -117,17 +117,28 @@ IMAGE ?= reservation-worker
 TAG ?= $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n 1)
 # e.g. DOCKER_BUILD_FLAGS=--push (a multi-platform result cannot be --load-ed into the classic image store)
 DOCKER_BUILD_FLAGS ?=
+# VARIANT=static: the static musl image (Dockerfile stage runtime-static), tagged <TAG>-static.
+VARIANT ?= default
+ifeq ($(VARIANT),default)
+DOCKER_STAGE := runtime
+IMAGE_TAG := $(TAG)
+else ifeq ($(VARIANT),static)
+DOCKER_STAGE := runtime-static
+IMAGE_TAG := $(TAG)-static
+else
+$(if $(filter docker-build,$(MAKECMDGOALS)),$(error VARIANT=$(VARIANT): expected default or static))
+endif
 
 .PHONY: docker-build dockerfile-check
 
-docker-build: ## Build the image with buildx for linux/amd64,linux/arm64 (override PLATFORMS, IMAGE, TAG; DOCKER_BUILD_FLAGS=--push)
+docker-build: ## Build the image with buildx for linux/amd64,linux/arm64 (PLATFORMS, IMAGE, TAG, VARIANT=static; DOCKER_BUILD_FLAGS=--push)
 	@command -v docker >/dev/null 2>&1 || { echo "make: 'docker' not found: install the Docker CLI with the buildx plugin (https://docs.docker.com/engine/install/)" >&2; exit 127; }
 	@docker buildx version >/dev/null 2>&1 || { echo "make: 'docker buildx' not available: install the buildx plugin (package docker-buildx-plugin from Docker's apt repository; https://docs.docker.com/build/install-buildx/)" >&2; exit 127; }
 	@docker info >/dev/null 2>&1 || { echo "make: no Docker engine answers ('docker info' failed): start dockerd or point DOCKER_HOST at one" >&2; exit 1; }
-	docker buildx build --platform $(PLATFORMS) \
+	docker buildx build --platform $(PLATFORMS) --target $(DOCKER_STAGE) \
 		--build-arg VERSION=$(TAG) \
 		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
-		-t $(IMAGE):$(TAG) $(DOCKER_BUILD_FLAGS) .
+		-t $(IMAGE):$(IMAGE_TAG) $(DOCKER_BUILD_FLAGS) .
 
 dockerfile-check: ## Lint the Dockerfile without an engine: rule checks + their self-test + hadolint
 	bash scripts/check-dockerfile.sh

@@ -18,7 +18,7 @@ command -v "$PYTHON" >/dev/null 2>&1 || { say "'$PYTHON' not found: install Pyth
 
 # 1. The real Dockerfile.
 echo "== rules: Dockerfile"
-"$PYTHON" "$CHECK" "$ROOT/Dockerfile" --dockerignore "$ROOT/.dockerignore"
+"$PYTHON" "$CHECK" "$ROOT/Dockerfile" --dockerignore "$ROOT/.dockerignore" --context "$ROOT"
 
 # 2. Self-test: each broken copy must fail, naming the rule.
 echo "== self-test: broken copies must fail"
@@ -35,7 +35,7 @@ expect() {
     if cmp -s "$dir/Dockerfile" "$ROOT/Dockerfile" && cmp -s "$dir/.dockerignore" "$ROOT/.dockerignore"; then
         echo "  BROKEN TEST $rule ($what): the edit changed nothing; update the self-test"; fails=$((fails + 1)); return
     fi
-    if out="$("$PYTHON" "$CHECK" "$dir/Dockerfile" 2>&1)"; then
+    if out="$("$PYTHON" "$CHECK" "$dir/Dockerfile" --context "$ROOT" 2>&1)"; then
         echo "  MISSED $rule ($what): the checker passed a broken Dockerfile"; fails=$((fails + 1))
     elif grep -q "^FAIL $rule:" <<<"$out"; then
         echo "  ok   $what -> $(grep "^FAIL $rule:" <<<"$out")"
@@ -43,14 +43,16 @@ expect() {
         echo "  WRONG $rule ($what): failed, but not on this rule:"; sed 's/^/      /' <<<"$out"; fails=$((fails + 1))
     fi
 }
-expect multi-stage "single stage" '1,/^FROM gcr.io/{/^FROM gcr.io/!d}; /--from=builder/d'
+expect multi-stage "single stage" '1,/^FROM gcr.io\/distroless\/cc/{/^FROM gcr.io\/distroless\/cc/!d}; /--from=/d'
 expect pinned-base-images "runtime without a tag" 's#^FROM gcr.io/distroless/cc-debian12:nonroot#FROM gcr.io/distroless/cc-debian12#'
+expect pinned-base-images "static runtime on :latest" 's#^FROM gcr.io/distroless/static-debian12:nonroot#FROM gcr.io/distroless/static-debian12:latest#'
 expect pinned-base-images "builder on :latest" 's#^FROM rust:[^ ]*#FROM rust:latest#'
 expect rust-builder-version "Rust 1.93 builder" 's#^FROM rust:[^ ]*#FROM rust:1.93.0-bookworm#'
 expect release-build "debug build" 's#cargo build --release --locked#cargo build --locked#g'
 expect non-root-numeric-user "no USER" '/^USER /d'
 expect non-root-numeric-user "USER by name" 's#^USER .*#USER nonroot#'
 expect non-root-numeric-user "USER root" 's#^USER .*#USER 0:0#'
+expect non-root-numeric-user "no USER in the static image only" '0,/^USER /{/^USER /d}'
 expect expose-ports "8041 not exposed" 's#^EXPOSE .*#EXPOSE 8040#'
 expect exec-form-entrypoint "shell-form CMD" 's#^CMD .*#CMD run#'
 expect exec-form-entrypoint "shell-form ENTRYPOINT" 's#^ENTRYPOINT .*#ENTRYPOINT /reservation-worker run#'
@@ -58,6 +60,8 @@ expect no-secrets "ENV with a secret" '$a ENV AWS_SECRET_ACCESS_KEY=abc123'
 expect no-secrets "ARG with a token default" '$a ARG RESERVATION_API_TOKEN=tok'
 expect no-secrets "COPY of a .env file" '$a COPY .env.local /etc/worker.env'
 expect dockerignore ".dockerignore lets everything in" 'p;d' '/^\*$/d'
+expect cargo-targets "no placeholder for the [[bench]] (cargo build fails)" '/> benches\/worker.rs/d'
+expect cargo-targets "build.rs kept out of the context" 'p;d' '/^!build.rs$/d'
 [[ "$fails" -eq 0 ]] || { say "$fails self-test case(s) went wrong"; exit 1; }
 
 # 3. hadolint.

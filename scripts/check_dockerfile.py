@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Checks the Dockerfile's rules without a Docker engine (Python 3 standard library only).
 
-    python3 scripts/check_dockerfile.py [Dockerfile] [--dockerignore PATH]
+    python3 scripts/check_dockerfile.py [Dockerfile] [--dockerignore PATH] [--context DIR]
 
 Prints one line per rule, `ok` or `FAIL`, and exits 1 when any rule fails (2 on usage errors).
 Rules (issue 4): multi-stage, pinned base images, the Rust builder >= the AWS SDK's minimum,
-a locked release build, a numeric non-root USER in the final stage, EXPOSE 8040 and 8041,
-ENTRYPOINT/CMD in exec form, no secrets (ENV/ARG values, copied .env or key files), and a
-.dockerignore that keeps target/, .git/ and .env files out of the build context.
+a locked release build; in every image stage (the last, and any other that no stage builds on
+or copies from) a numeric non-root USER, EXPOSE 8040 and 8041 and ENTRYPOINT/CMD in exec form;
+no secrets (ENV/ARG values, copied .env or key files); a .dockerignore that keeps target/,
+.git/ and .env files out of the build context; and every file Cargo.toml names as a target
+present at each `cargo build` (cargo refuses to build anything when one is missing, e.g. a
+[[bench]] whose source stays out of the context).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import argparse
 import fnmatch
 import json
 import re
+import posixpath
 import sys
+import tomllib
 from pathlib import Path
 
 MIN_RUST = (1, 94, 1)  # the AWS SDK's minimum supported Rust version
@@ -155,7 +160,113 @@ def ignored(path: str, patterns: list[str]) -> bool:
     return result
 
 
-def check(dockerfile: Path, dockerignore: Path) -> list[tuple[str, bool, str]]:
+def cargo_targets(manifest: Path) -> list[tuple[str, list[str]]]:
+    """(target, accepted paths) of every file cargo must find before it builds anything:
+    explicit [lib], [[bin]], [[bench]], [[test]] and [[example]] entries, and the build script."""
+    data = tomllib.loads(manifest.read_text())
+    pkg = data.get("package", {})
+    out: list[tuple[str, list[str]]] = []
+    if "lib" in data:
+        out.append(("[lib]", [data["lib"].get("path", "src/lib.rs")]))
+    dirs = {"bin": "src/bin", "bench": "benches", "test": "tests", "example": "examples"}
+    for kind, folder in dirs.items():
+        for t in data.get(kind, []):
+            name = t.get("name", "")
+            if "path" in t:
+                paths = [t["path"]]
+            elif kind == "bin" and name == pkg.get("name"):
+                paths = ["src/main.rs", f"{folder}/{name}.rs", f"{folder}/{name}/main.rs"]
+            else:
+                paths = [f"{folder}/{name}.rs", f"{folder}/{name}/main.rs"]
+            out.append((f"[[{kind}]] {name}", [posixpath.normpath(x) for x in paths]))
+    build = pkg.get("build")
+    if isinstance(build, str):
+        out.append(("build script", [posixpath.normpath(build)]))
+    elif build is not False and (manifest.parent / "build.rs").is_file():
+        out.append(("build script", ["build.rs"]))
+    return out
+
+
+def runtime_stages(st: list[dict]) -> list[dict]:
+    """The stages that are images (the last, the default, and any `--target` choice): those no
+    other stage builds on (FROM) or copies from (COPY --from)."""
+    used = {s["image"] for s in st}
+    for s in st:
+        for i in s["instrs"]:
+            m = re.search(r"--from=(\S+)", i.args) if i.cmd == "COPY" else None
+            if m:
+                used.add(m[1])
+    return [s for s in st if s is st[-1] or (s["name"] and s["name"] not in used)]
+
+
+def builder_gaps(st: list[dict], context: Path, patterns: list[str],
+                 targets: list[tuple[str, list[str]]]) -> list[str]:
+    """Targets missing at each `cargo build`. Files come from COPY (if they exist in the context
+    and .dockerignore lets them in) or from RUN commands that write them (`> path`,
+    `touch path`), and go with `rm`; paths are relative to the WORKDIR; a stage FROM an earlier
+    one starts with that one's files."""
+    after: dict[str, tuple[set[str], str]] = {}
+    gaps: list[str] = []
+    for stage in st:
+        have, workdir = after.get(stage["image"], (set(), "/"))
+        have, workdir = stage_files(stage, set(have), workdir, context, patterns, targets, gaps)
+        if stage["name"]:
+            after[stage["name"]] = (have, workdir)
+    return gaps
+
+
+def stage_files(stage: dict, have: set[str], workdir: str, context: Path, patterns: list[str],
+                targets: list[tuple[str, list[str]]], gaps: list[str]) -> tuple[set[str], str]:
+    """One stage of builder_gaps: its files and WORKDIR after it; its gaps appended to gaps."""
+
+    def rel(path: str) -> str:
+        return posixpath.relpath(posixpath.normpath(posixpath.join(workdir, path)), workdir)
+
+    def present(path: str) -> bool:
+        return any(path == h or path.startswith(h + "/") for h in have)
+
+    for ins in stage["instrs"]:
+        if ins.cmd == "WORKDIR":
+            workdir = posixpath.normpath(posixpath.join(workdir, ins.args))
+        elif ins.cmd in ("COPY", "ADD") and "--from" not in ins.args:
+            words = json.loads(ins.args) if exec_form(ins.args) else [
+                w for w in ins.args.split() if not w.startswith("--")]
+            srcs, dest = words[:-1], words[-1]
+            for src in (posixpath.normpath(x) for x in srcs):
+                path = context / src
+                if not path.exists() or ignored(src, patterns):
+                    continue
+                if path.is_dir():  # Docker copies a directory's contents into dest
+                    for f in path.rglob("*"):
+                        inner = f.relative_to(context).as_posix()
+                        if f.is_file() and not ignored(inner, patterns):
+                            have.add(rel(posixpath.join(dest, f.relative_to(path).as_posix())))
+                elif dest.endswith("/") or len(srcs) > 1:
+                    have.add(rel(posixpath.join(dest, posixpath.basename(src))))
+                else:
+                    have.add(rel(dest))
+        elif ins.cmd == "RUN":
+            for cmd in re.split(r"&&|;|\|\|", ins.args):
+                words = cmd.split()
+                if not words:
+                    continue
+                if re.search(r"\bcargo\s+build\b", cmd):
+                    for name, paths in targets:
+                        if not any(present(p) for p in paths):
+                            gaps.append(f"line {ins.line}: cargo build without {name} ({' or '.join(paths)})")
+                elif words[0] == "rm":
+                    for w in words[1:]:
+                        if not w.startswith("-"):
+                            gone = rel(w)
+                            have -= {h for h in have if h == gone or h.startswith(gone + "/")}
+                elif words[0] == "touch":
+                    have.update(rel(w) for w in words[1:] if not w.startswith("-"))
+                for m in re.finditer(r">\s*([^\s>&|;]+)", cmd):
+                    have.add(rel(m[1]))
+    return have, workdir
+
+
+def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str, bool, str]]:
     results: list[tuple[str, bool, str]] = []
 
     def rule(name: str, ok: bool, detail: str) -> None:
@@ -169,7 +280,7 @@ def check(dockerfile: Path, dockerignore: Path) -> list[tuple[str, bool, str]]:
          f"{len(st)} FROM stages" if len(st) >= 2 else f"{len(st)} FROM stage(s); need a builder and a runtime")
     if not st:
         return results
-    final = st[-1]
+    images = runtime_stages(st)
 
     bad = []
     seen = []
@@ -199,37 +310,47 @@ def check(dockerfile: Path, dockerignore: Path) -> list[tuple[str, bool, str]]:
          "cargo build --release --locked in a builder stage" if builds
          else "no 'cargo build --release --locked' in a builder stage")
 
-    users = [i for i in final["instrs"] if i.cmd == "USER"]
-    if not users:
-        rule("non-root-numeric-user", False, "the final stage has no USER (runs as root)")
-    else:
-        u = users[-1].args
-        m = re.fullmatch(r"(\d+)(?::(\d+))?", u)
-        if not m:
-            rule("non-root-numeric-user", False, f"USER {u}: not numeric uid[:gid] (runAsNonRoot cannot verify a name)")
-        elif int(m[1]) == 0 or (m[2] is not None and int(m[2]) == 0):
-            rule("non-root-numeric-user", False, f"USER {u}: uid/gid 0 is root")
+    user_ok, expose_ok, entry_ok = [], [], []
+    user_bad, expose_bad, entry_bad = [], [], []
+    for img in images:
+        where = f"stage {img['name'] or img['image']}"
+        users = [i for i in img["instrs"] if i.cmd == "USER"]
+        if not users:
+            user_bad.append(f"{where} has no USER (runs as root)")
         else:
-            rule("non-root-numeric-user", True, f"USER {u}")
+            u = users[-1].args
+            m = re.fullmatch(r"(\d+)(?::(\d+))?", u)
+            if not m:
+                user_bad.append(f"{where}: USER {u}: not numeric uid[:gid] (runAsNonRoot cannot verify a name)")
+            elif int(m[1]) == 0 or (m[2] is not None and int(m[2]) == 0):
+                user_bad.append(f"{where}: USER {u}: uid/gid 0 is root")
+            else:
+                user_ok.append(f"{where}: USER {u}")
 
-    exposed = set()
-    for i in final["instrs"]:
-        if i.cmd == "EXPOSE":
-            exposed.update(p.split("/")[0] for p in i.args.split())
-    missing = [p for p in PORTS if p not in exposed]
-    rule("expose-ports", not missing,
-         f"missing EXPOSE {' '.join(missing)}" if missing else f"EXPOSE {' '.join(sorted(exposed))}")
+        exposed = set()
+        for i in img["instrs"]:
+            if i.cmd == "EXPOSE":
+                exposed.update(p.split("/")[0] for p in i.args.split())
+        missing = [p for p in PORTS if p not in exposed]
+        if missing:
+            expose_bad.append(f"{where}: missing EXPOSE {' '.join(missing)}")
+        else:
+            expose_ok.append(f"{where}: EXPOSE {' '.join(sorted(exposed))}")
 
-    ep = [i for i in final["instrs"] if i.cmd == "ENTRYPOINT"]
-    cmd = [i for i in final["instrs"] if i.cmd == "CMD"]
-    problems = []
-    if not ep and not cmd:
-        problems.append("no ENTRYPOINT or CMD in the final stage")
-    for i in ep + cmd:
-        if not exec_form(i.args):
-            problems.append(f"line {i.line}: {i.cmd} {i.args} is shell form; use a JSON array")
-    rule("exec-form-entrypoint", not problems,
-         "; ".join(problems) if problems else " ".join(f"{i.cmd} {i.args}" for i in ep + cmd))
+        ep = [i for i in img["instrs"] if i.cmd == "ENTRYPOINT"]
+        cmd = [i for i in img["instrs"] if i.cmd == "CMD"]
+        problems = []
+        if not ep and not cmd:
+            problems.append(f"{where} has no ENTRYPOINT or CMD")
+        for i in ep + cmd:
+            if not exec_form(i.args):
+                problems.append(f"line {i.line}: {i.cmd} {i.args} is shell form; use a JSON array")
+        entry_bad += problems
+        if not problems:
+            entry_ok.append(f"{where}: " + " ".join(f"{i.cmd} {i.args}" for i in ep + cmd))
+    rule("non-root-numeric-user", not user_bad, "; ".join(user_bad or user_ok))
+    rule("expose-ports", not expose_bad, "; ".join(expose_bad or expose_ok))
+    rule("exec-form-entrypoint", not entry_bad, "; ".join(entry_bad or entry_ok))
 
     leaks = []
     for i in instrs:
@@ -253,6 +374,20 @@ def check(dockerfile: Path, dockerignore: Path) -> list[tuple[str, bool, str]]:
         kept = [p for p in MUST_IGNORE if not ignored(p, pats)]
         rule("dockerignore", not kept,
              f"does not exclude: {', '.join(kept)}" if kept else f"excludes {', '.join(MUST_IGNORE)}")
+
+    manifest = context / "Cargo.toml"
+    if not manifest.is_file():
+        rule("cargo-targets", False, f"{manifest} not found: pass the build context with --context")
+    else:
+        pats = ([l.strip() for l in dockerignore.read_text().splitlines()
+                 if l.strip() and not l.strip().startswith("#")] if dockerignore.exists() else [])
+        targets = cargo_targets(manifest)
+        builds = [s for s in st if any(i.cmd == "RUN" and "cargo build" in i.args for i in s["instrs"])]
+        gaps = builder_gaps(st, context, pats, targets)
+        rule("cargo-targets", bool(builds) and not gaps,
+             "; ".join(gaps) if gaps else
+             (f"{len(targets)} targets of Cargo.toml present at every cargo build" if builds
+              else "no cargo build in a builder stage"))
     return results
 
 
@@ -260,13 +395,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dockerfile", nargs="?", default="Dockerfile")
     ap.add_argument("--dockerignore", help="default: .dockerignore beside the Dockerfile")
+    ap.add_argument("--context", help="the build context (holds Cargo.toml); default: the Dockerfile's directory")
     a = ap.parse_args()
     df = Path(a.dockerfile)
     if not df.is_file():
         print(f"check_dockerfile: {df} not found", file=sys.stderr)
         return 2
     di = Path(a.dockerignore) if a.dockerignore else df.parent / ".dockerignore"
-    results = check(df, di)
+    ctx = Path(a.context) if a.context else df.parent
+    results = check(df, di, ctx)
     for name, ok, detail in results:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
     failed = [n for n, ok, _ in results if not ok]
