@@ -42,12 +42,16 @@ RUN touch src/main.rs src/lib.rs \
     && cp target/release/reservation-worker /reservation-worker
 
 # ---- builder: static (musl) --------------------------------------------------------------
-FROM sources AS builder-static
-# musl-gcc compiles aws-lc-sys's C for the musl target; rustup adds that target's std.
+# The toolchain comes first, so a change to the manifests does not fetch it again: musl-gcc
+# compiles aws-lc-sys's C for the musl target, and rustup adds that target's std (which
+# brings its own musl libc, linked in statically).
+FROM rust:1.95.0-bookworm AS builder-static
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends musl-tools=1.2.3* \
+    && apt-get install -y --no-install-recommends 'musl-tools=1.2.3*' \
     && rm -rf /var/lib/apt/lists/* \
     && rustup target add "$(uname -m)-unknown-linux-musl"
+WORKDIR /src
+COPY --from=sources /src ./
 RUN cargo build --release --locked --target "$(uname -m)-unknown-linux-musl" && rm -rf src
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
@@ -76,7 +80,7 @@ CMD ["run"]
 
 # ---- runtime: distroless cc (the default image) ------------------------------------------
 # glibc, libgcc_s, CA certificates, tzdata, /etc/passwd with nonroot (65532); no shell, no
-# package manager. The binary links only libc and libgcc_s (ldd-checked).
+# package manager. The binary links only libc, libm and libgcc_s (ldd-checked).
 # Pin by digest for reproducible releases:
 #   docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime

@@ -62,6 +62,9 @@ expect no-secrets "COPY of a .env file" '$a COPY .env.local /etc/worker.env'
 expect dockerignore ".dockerignore lets everything in" 'p;d' '/^\*$/d'
 expect cargo-targets "no placeholder for the [[bench]] (cargo build fails)" '/> benches\/worker.rs/d'
 expect cargo-targets "build.rs kept out of the context" 'p;d' '/^!build.rs$/d'
+expect cargo-targets "Cargo.lock kept out of the context (--locked fails)" 'p;d' '/^!Cargo.lock$/d'
+expect cargo-targets "static builder without the sources stage's files" '/^COPY --from=sources/d'
+expect cargo-targets "dependency build in another WORKDIR" '/^FROM sources AS builder/a WORKDIR /elsewhere'
 [[ "$fails" -eq 0 ]] || { say "$fails self-test case(s) went wrong"; exit 1; }
 
 # 3. hadolint.

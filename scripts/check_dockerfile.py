@@ -21,7 +21,6 @@ import json
 import re
 import posixpath
 import sys
-import tomllib
 from pathlib import Path
 
 MIN_RUST = (1, 94, 1)  # the AWS SDK's minimum supported Rust version
@@ -73,7 +72,8 @@ def stages(instrs: list[Instr]) -> list[dict]:
         if ins.cmd == "FROM":
             words = [w for w in ins.args.split() if not w.startswith("--")]
             image = words[0] if words else ""
-            name = words[2] if len(words) >= 3 and words[1].lower() == "as" else None
+            # Stage names are case-insensitive in Docker.
+            name = words[2].lower() if len(words) >= 3 and words[1].lower() == "as" else None
             result.append({"image": image, "name": name, "line": ins.line, "instrs": []})
         elif result:
             result[-1]["instrs"].append(ins)
@@ -161,11 +161,16 @@ def ignored(path: str, patterns: list[str]) -> bool:
 
 
 def cargo_targets(manifest: Path) -> list[tuple[str, list[str]]]:
-    """(target, accepted paths) of every file cargo must find before it builds anything:
-    explicit [lib], [[bin]], [[bench]], [[test]] and [[example]] entries, and the build script."""
+    """(target, accepted paths) of every file cargo must find before it builds anything: the
+    manifest and lock file, explicit [lib], [[bin]], [[bench]], [[test]] and [[example]]
+    entries, and the build script."""
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:
+        raise SystemExit(f"check_dockerfile: reading {manifest} needs Python >= 3.11 (tomllib)")
     data = tomllib.loads(manifest.read_text())
     pkg = data.get("package", {})
-    out: list[tuple[str, list[str]]] = []
+    out: list[tuple[str, list[str]]] = [("the manifest", ["Cargo.toml"]), ("the lock file", ["Cargo.lock"])]
     if "lib" in data:
         out.append(("[lib]", [data["lib"].get("path", "src/lib.rs")]))
     dirs = {"bin": "src/bin", "bench": "benches", "test": "tests", "example": "examples"}
@@ -187,51 +192,104 @@ def cargo_targets(manifest: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
+def stage_refs(ins: Instr) -> list[str]:
+    """Stages an instruction reads from: COPY --from=X, RUN --mount=...,from=X (lowercased)."""
+    refs = re.findall(r"--from=([^\s,]+)", ins.args) if ins.cmd in ("COPY", "ADD") else []
+    if ins.cmd == "RUN":
+        for mount in re.findall(r"--mount=(\S+)", ins.args):
+            refs += re.findall(r"(?:^|,)from=([^,]+)", mount)
+    return [r.lower() for r in refs]
+
+
+def stage_by_ref(st: list[dict], ref: str) -> dict | None:
+    """The stage a FROM or --from names: by name, or by index."""
+    ref = ref.lower()
+    if ref.isdigit():
+        return st[int(ref)] if int(ref) < len(st) else None
+    return next((s for s in st if s["name"] == ref), None)
+
+
+def parent_of(st: list[dict], stage: dict) -> dict | None:
+    """The earlier stage a stage is built FROM, if any (FROM takes names, not indexes)."""
+    ref = stage["image"].lower()
+    return None if ref.isdigit() else stage_by_ref(st, ref)
+
+
 def runtime_stages(st: list[dict]) -> list[dict]:
     """The stages that are images (the last, the default, and any `--target` choice): those no
-    other stage builds on (FROM) or copies from (COPY --from)."""
-    used = {s["image"] for s in st}
+    other stage builds on (FROM) or reads from (COPY --from, RUN --mount from=)."""
+    used = set()
     for s in st:
+        parent = parent_of(st, s)
+        if parent:
+            used.add(id(parent))
         for i in s["instrs"]:
-            m = re.search(r"--from=(\S+)", i.args) if i.cmd == "COPY" else None
-            if m:
-                used.add(m[1])
-    return [s for s in st if s is st[-1] or (s["name"] and s["name"] not in used)]
+            for ref in stage_refs(i):
+                if (src := stage_by_ref(st, ref)) is not None:
+                    used.add(id(src))
+    return [s for s in st if s is st[-1] or id(s) not in used]
+
+
+def lineage(st: list[dict], stage: dict) -> list[Instr]:
+    """A stage's instructions preceded by those of the stages it is built FROM, so USER, EXPOSE,
+    ENTRYPOINT and CMD set in a parent stage count."""
+    chain, seen = [], set()
+    while stage is not None and id(stage) not in seen:
+        seen.add(id(stage))
+        chain.append(stage)
+        stage = parent_of(st, stage)
+    return [i for s in reversed(chain) for i in s["instrs"]]
 
 
 def builder_gaps(st: list[dict], context: Path, patterns: list[str],
                  targets: list[tuple[str, list[str]]]) -> list[str]:
-    """Targets missing at each `cargo build`. Files come from COPY (if they exist in the context
-    and .dockerignore lets them in) or from RUN commands that write them (`> path`,
-    `touch path`), and go with `rm`; paths are relative to the WORKDIR; a stage FROM an earlier
-    one starts with that one's files."""
-    after: dict[str, tuple[set[str], str]] = {}
+    """Targets missing at each `cargo build`, relative to its WORKDIR. Files come from COPY (from
+    the context, if they exist and .dockerignore lets them in, or from an earlier stage), or
+    from RUN commands that write them (`> path`, `touch path`), and go with `rm`; a stage FROM
+    an earlier one starts with that one's files. Paths are kept absolute."""
+    after: dict[int, tuple[set[str], str]] = {}
     gaps: list[str] = []
     for stage in st:
-        have, workdir = after.get(stage["image"], (set(), "/"))
-        have, workdir = stage_files(stage, set(have), workdir, context, patterns, targets, gaps)
-        if stage["name"]:
-            after[stage["name"]] = (have, workdir)
+        parent = parent_of(st, stage)
+        have, workdir = after.get(id(parent), (set(), "/")) if parent else (set(), "/")
+        after[id(stage)] = stage_files(st, stage, set(have), workdir, after, context, patterns, targets, gaps)
     return gaps
 
 
-def stage_files(stage: dict, have: set[str], workdir: str, context: Path, patterns: list[str],
+def stage_files(st: list[dict], stage: dict, have: set[str], workdir: str,
+                after: dict[int, tuple[set[str], str]], context: Path, patterns: list[str],
                 targets: list[tuple[str, list[str]]], gaps: list[str]) -> tuple[set[str], str]:
     """One stage of builder_gaps: its files and WORKDIR after it; its gaps appended to gaps."""
 
-    def rel(path: str) -> str:
-        return posixpath.relpath(posixpath.normpath(posixpath.join(workdir, path)), workdir)
+    def absolute(path: str) -> str:
+        return posixpath.normpath(posixpath.join(workdir, path))
 
     def present(path: str) -> bool:
-        return any(path == h or path.startswith(h + "/") for h in have)
+        return absolute(path) in have
+
+    def into_dir(dest: str, n_srcs: int) -> bool:
+        d = absolute(dest)
+        return dest.endswith("/") or n_srcs > 1 or d == workdir or any(h.startswith(d + "/") for h in have)
 
     for ins in stage["instrs"]:
         if ins.cmd == "WORKDIR":
-            workdir = posixpath.normpath(posixpath.join(workdir, ins.args))
-        elif ins.cmd in ("COPY", "ADD") and "--from" not in ins.args:
+            workdir = absolute(ins.args)
+        elif ins.cmd in ("COPY", "ADD"):
             words = json.loads(ins.args) if exec_form(ins.args) else [
                 w for w in ins.args.split() if not w.startswith("--")]
             srcs, dest = words[:-1], words[-1]
+            refs = stage_refs(ins)
+            if refs:  # from an earlier stage: its files under each source path
+                src_stage = stage_by_ref(st, refs[0])
+                files = after.get(id(src_stage), (set(), "/"))[0] if src_stage else set()
+                for src in (posixpath.normpath(x) for x in srcs):
+                    inner = [f for f in files if f.startswith(src.rstrip("/") + "/")]
+                    if inner:  # a directory: its contents go into dest
+                        have.update(absolute(posixpath.join(dest, posixpath.relpath(f, src))) for f in inner)
+                    elif src in files:
+                        have.add(absolute(posixpath.join(dest, posixpath.basename(src))
+                                          if into_dir(dest, len(srcs)) else dest))
+                continue
             for src in (posixpath.normpath(x) for x in srcs):
                 path = context / src
                 if not path.exists() or ignored(src, patterns):
@@ -240,29 +298,30 @@ def stage_files(stage: dict, have: set[str], workdir: str, context: Path, patter
                     for f in path.rglob("*"):
                         inner = f.relative_to(context).as_posix()
                         if f.is_file() and not ignored(inner, patterns):
-                            have.add(rel(posixpath.join(dest, f.relative_to(path).as_posix())))
-                elif dest.endswith("/") or len(srcs) > 1:
-                    have.add(rel(posixpath.join(dest, posixpath.basename(src))))
+                            have.add(absolute(posixpath.join(dest, f.relative_to(path).as_posix())))
+                elif into_dir(dest, len(srcs)):
+                    have.add(absolute(posixpath.join(dest, posixpath.basename(src))))
                 else:
-                    have.add(rel(dest))
+                    have.add(absolute(dest))
         elif ins.cmd == "RUN":
             for cmd in re.split(r"&&|;|\|\|", ins.args):
-                words = cmd.split()
+                words = [w for w in cmd.split() if not w.startswith("--mount=")]
                 if not words:
                     continue
                 if re.search(r"\bcargo\s+build\b", cmd):
                     for name, paths in targets:
                         if not any(present(p) for p in paths):
-                            gaps.append(f"line {ins.line}: cargo build without {name} ({' or '.join(paths)})")
+                            gaps.append(f"line {ins.line}: cargo build in {workdir} without {name} ({' or '.join(paths)})")
                 elif words[0] == "rm":
                     for w in words[1:]:
                         if not w.startswith("-"):
-                            gone = rel(w)
-                            have -= {h for h in have if h == gone or h.startswith(gone + "/")}
+                            gone = absolute(w)
+                            have -= {h for h in have
+                                     if h == gone or h.startswith(gone + "/") or fnmatch.fnmatchcase(h, gone)}
                 elif words[0] == "touch":
-                    have.update(rel(w) for w in words[1:] if not w.startswith("-"))
+                    have.update(absolute(w) for w in words[1:] if not w.startswith("-"))
                 for m in re.finditer(r">\s*([^\s>&|;]+)", cmd):
-                    have.add(rel(m[1]))
+                    have.add(absolute(m[1]))
     return have, workdir
 
 
@@ -274,7 +333,7 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
 
     instrs = parse(dockerfile.read_text())
     st = stages(instrs)
-    names = {s["name"] for s in st if s["name"]}
+    names = {s["name"] for s in st if s["name"]}  # lowercase
 
     rule("multi-stage", len(st) >= 2,
          f"{len(st)} FROM stages" if len(st) >= 2 else f"{len(st)} FROM stage(s); need a builder and a runtime")
@@ -286,7 +345,7 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
     seen = []
     for s in st:
         ref = s["image"]
-        if ref in names or ref == "scratch":
+        if ref.lower() in names or ref == "scratch":
             continue
         ok, why = pinned(ref)
         seen.append(why)
@@ -314,7 +373,8 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
     user_bad, expose_bad, entry_bad = [], [], []
     for img in images:
         where = f"stage {img['name'] or img['image']}"
-        users = [i for i in img["instrs"] if i.cmd == "USER"]
+        instrs_of = lineage(st, img)
+        users = [i for i in instrs_of if i.cmd == "USER"]
         if not users:
             user_bad.append(f"{where} has no USER (runs as root)")
         else:
@@ -328,7 +388,7 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
                 user_ok.append(f"{where}: USER {u}")
 
         exposed = set()
-        for i in img["instrs"]:
+        for i in instrs_of:
             if i.cmd == "EXPOSE":
                 exposed.update(p.split("/")[0] for p in i.args.split())
         missing = [p for p in PORTS if p not in exposed]
@@ -337,8 +397,8 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
         else:
             expose_ok.append(f"{where}: EXPOSE {' '.join(sorted(exposed))}")
 
-        ep = [i for i in img["instrs"] if i.cmd == "ENTRYPOINT"]
-        cmd = [i for i in img["instrs"] if i.cmd == "CMD"]
+        ep = [i for i in instrs_of if i.cmd == "ENTRYPOINT"][-1:]
+        cmd = [i for i in instrs_of if i.cmd == "CMD"][-1:]
         problems = []
         if not ep and not cmd:
             problems.append(f"{where} has no ENTRYPOINT or CMD")
@@ -386,7 +446,7 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
         gaps = builder_gaps(st, context, pats, targets)
         rule("cargo-targets", bool(builds) and not gaps,
              "; ".join(gaps) if gaps else
-             (f"{len(targets)} targets of Cargo.toml present at every cargo build" if builds
+             (f"the {len(targets)} files cargo needs ({', '.join(n for n, _ in targets)}) present at every cargo build" if builds
               else "no cargo build in a builder stage"))
     return results
 
