@@ -427,10 +427,11 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
                     leaks.append(f"line {i.line}: {i.cmd} {src} copies a secret file")
     rule("no-secrets", not leaks, "; ".join(leaks) if leaks else "no secret-named ENV/ARG values, no .env/key files copied")
 
+    pats = ([l.strip() for l in dockerignore.read_text().splitlines()
+             if l.strip() and not l.strip().startswith("#")] if dockerignore.exists() else [])
     if not dockerignore.exists():
         rule("dockerignore", False, f"{dockerignore} missing: the build context would include .env files and target/")
     else:
-        pats = [l.strip() for l in dockerignore.read_text().splitlines() if l.strip() and not l.strip().startswith("#")]
         kept = [p for p in MUST_IGNORE if not ignored(p, pats)]
         rule("dockerignore", not kept,
              f"does not exclude: {', '.join(kept)}" if kept else f"excludes {', '.join(MUST_IGNORE)}")
@@ -439,8 +440,6 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
     if not manifest.is_file():
         rule("cargo-targets", False, f"{manifest} not found: pass the build context with --context")
     else:
-        pats = ([l.strip() for l in dockerignore.read_text().splitlines()
-                 if l.strip() and not l.strip().startswith("#")] if dockerignore.exists() else [])
         targets = cargo_targets(manifest)
         builds = [s for s in st if any(i.cmd == "RUN" and "cargo build" in i.args for i in s["instrs"])]
         gaps = builder_gaps(st, context, pats, targets)
