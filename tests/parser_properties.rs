@@ -41,6 +41,11 @@ fn id() -> impl Strategy<Value = String> {
     "[A-Za-z0-9][A-Za-z0-9_.:/-]{0,39}"
 }
 
+/// Reservation ids, which the reservation API gets as one URL path segment: no `/` or `\`.
+fn reservation_id() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}"
+}
+
 fn seats() -> impl Strategy<Value = Vec<String>> {
     prop::collection::btree_set("[A-Z][0-9]{1,3}", 0..20)
         .prop_map(|s: BTreeSet<String>| s.into_iter().collect())
@@ -130,7 +135,7 @@ fn sns(inner: &str, message_id: Option<&str>) -> String {
 
 /// A valid event of each type, as (body without `id`, the typed kind it must parse to).
 fn valid_event() -> impl Strategy<Value = (Value, EventKind)> {
-    let expired = (id(), id(), seats(), 0u32..=i32::MAX as u32)
+    let expired = (reservation_id(), id(), seats(), 0u32..=i32::MAX as u32)
         .prop_filter("seats or qty", |(_, _, s, q)| !s.is_empty() || *q > 0)
         .prop_map(|(rid, eid, seat_ids, qty)| {
             let body = json!({"type": "reservation.expired", "detail": {
@@ -145,7 +150,12 @@ fn valid_event() -> impl Strategy<Value = (Value, EventKind)> {
         });
     let payment = (
         any::<bool>(),
-        (id(), id(), amount(), prop::option::of("[A-Z]{3}")),
+        (
+            reservation_id(),
+            id(),
+            amount(),
+            prop::option::of("[A-Z]{3}"),
+        ),
         (prop::option::of(id()), prop::option::of(id()), seats()),
         prop::option::of(0u32..=i32::MAX as u32),
         (prop::option::of(id()), prop::option::of("[a-z ]{1,40}")),

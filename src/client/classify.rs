@@ -2,6 +2,7 @@
 //! some "failures" mean the effect is already there. The README's table is this file.
 
 use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};
 use tonic::Code;
 
 use crate::proto::common::v1::ErrorCode;
@@ -37,6 +38,11 @@ impl CallError {
     }
 }
 
+/// The start of the message tonic gives a status it made up from the HTTP status of an answer
+/// that had no `grpc-status` (tonic's `infer_grpc_status`; `tests/proxies.rs` fails if a tonic
+/// upgrade changes it).
+const HTTP_DERIVED: &str = "grpc-status header missing, mapped from HTTP status code";
+
 /// A gRPC status other than OK.
 pub fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
     let text = format!(
@@ -44,12 +50,25 @@ pub fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
         status.code(),
         truncate(status.message(), 300)
     );
+    // An answer without `grpc-status` is an ingress's or an auth sidecar's (401, 403, a 404
+    // for a missing route), never the inventory service's verdict on the event.
+    if status.message().starts_with(HTTP_DERIVED) {
+        return Err(CallError::Retryable(format!(
+            "{text} (an HTTP answer without grpc-status: a proxy in front of the inventory service)"
+        )));
+    }
     match status.code() {
         Code::AlreadyExists => Ok(Applied::AlreadyApplied),
         // A CANCELLED made on this side by the transport (it carries the transport's error
         // as its source: the connection was reset or closed mid-call) is a broken connection,
         // not the peer's verdict. Only a CANCELLED the peer sent is terminal.
         Code::Cancelled if std::error::Error::source(status).is_some() => {
+            Err(CallError::Retryable(text))
+        }
+        // About the deployment (credentials, a route, a server version), not the event: an
+        // auth sidecar or ingress that speaks gRPC (Envoy) sends these with a real
+        // grpc-status. Retried like the REST side's 401/403, so fixing it applies the events.
+        Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented => {
             Err(CallError::Retryable(text))
         }
         Code::Unavailable
@@ -149,6 +168,47 @@ fn describe(e: &crate::proto::common::v1::Error) -> String {
     format!("{code} {}", truncate(&e.message, 200))
 }
 
+/// What the status line and headers of a reservation API answer decide on their own: a 2xx
+/// is applied, a 3xx or a 2xx HTML page is not the API's answer at all. `None` when the body
+/// is needed ([`http_status`]). Redirects are never followed (a 303 would turn the PATCH
+/// into a GET and its 200 into a false success); they are retried like 401/403, because a
+/// redirect comes from something in front of the API (an auth proxy sending to its login page,
+/// a maintenance page) that an operator fixes, and the event must apply once they have.
+pub fn http_head(status: StatusCode, headers: &HeaderMap) -> Option<Result<Applied, CallError>> {
+    if status.is_redirection() {
+        let to = headers
+            .get(LOCATION)
+            .map(|l| format!(" to {}", location(l)))
+            .unwrap_or_default();
+        return Some(Err(CallError::Retryable(format!(
+            "HTTP {}: redirect{to} not followed (RESERVATION_API_BASE must reach the API itself, not a proxy's login or maintenance page)",
+            status.as_u16()
+        ))));
+    }
+    if !status.is_success() {
+        return None;
+    }
+    let html = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if html {
+        return Some(Err(CallError::Retryable(format!(
+            "HTTP {}: an HTML page is not the reservation API's answer (a proxy's login or maintenance page?)",
+            status.as_u16()
+        ))));
+    }
+    Some(Ok(Applied::Done))
+}
+
+/// A redirect's target for an error message: without its query and fragment, which can hold
+/// tokens (an OAuth `state`, a signed URL).
+fn location(value: &HeaderValue) -> String {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let end = text.find(['?', '#']).unwrap_or(text.len());
+    truncate(&text[..end], 200).to_string()
+}
+
 /// An HTTP status from the reservation API.
 pub fn http_status(status: StatusCode, body: &str) -> Result<Applied, CallError> {
     if status.is_success() {
@@ -212,13 +272,23 @@ mod tests {
             );
         }
         for c in [
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::Unimplemented,
+        ] {
+            assert!(
+                matches!(
+                    grpc_status(&tonic::Status::new(c, "x")),
+                    Err(CallError::Retryable(_))
+                ),
+                "{c:?} is about the deployment, not the event"
+            );
+        }
+        for c in [
             Code::InvalidArgument,
             Code::NotFound,
             Code::FailedPrecondition,
-            Code::PermissionDenied,
-            Code::Unauthenticated,
             Code::OutOfRange,
-            Code::Unimplemented,
             Code::DataLoss,
             Code::Cancelled,
         ] {
@@ -255,6 +325,58 @@ mod tests {
             grpc_status(&tonic::Status::cancelled("x")),
             Err(CallError::Terminal { .. })
         ));
+    }
+
+    /// A status tonic made up from a proxy's HTTP answer is retried, whatever code it got.
+    #[test]
+    fn a_status_derived_from_an_http_answer_is_retryable() {
+        for (code, http) in [
+            (Code::InvalidArgument, 400),
+            (Code::NotFound, 404),
+            (Code::FailedPrecondition, 412),
+        ] {
+            let derived = tonic::Status::new(code, format!("{HTTP_DERIVED} {http}"));
+            assert!(
+                matches!(grpc_status(&derived), Err(CallError::Retryable(_))),
+                "{derived:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn redirects_and_html_pages_are_not_the_apis_answer() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LOCATION,
+            HeaderValue::from_static("https://sso.example/login?state=tok-secret-1#x"),
+        );
+        for s in [301, 302, 303, 307, 308] {
+            let st = StatusCode::from_u16(s).expect("status");
+            match http_head(st, &headers) {
+                Some(Err(CallError::Retryable(e))) => {
+                    assert!(e.contains("https://sso.example/login"), "{e}");
+                    assert!(!e.contains("tok-secret"), "query dropped: {e}");
+                }
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+        let mut html = HeaderMap::new();
+        html.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Text/HTML; charset=utf-8"),
+        );
+        assert!(matches!(
+            http_head(StatusCode::OK, &html),
+            Some(Err(CallError::Retryable(_)))
+        ));
+        let mut json = HeaderMap::new();
+        json.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert_eq!(http_head(StatusCode::OK, &json), Some(Ok(Applied::Done)));
+        assert_eq!(
+            http_head(StatusCode::NO_CONTENT, &HeaderMap::new()),
+            Some(Ok(Applied::Done))
+        );
+        assert_eq!(http_head(StatusCode::NOT_FOUND, &json), None);
     }
 
     #[test]

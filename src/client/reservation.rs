@@ -12,6 +12,30 @@ use super::{ReservationRecord, ReservationStatus, Reservations};
 use crate::config::Secret;
 use crate::telemetry::tracing::ClientSpan;
 
+/// How much of an error answer's body is read: its first lines say what went wrong, and an
+/// error page can be any size.
+const ERROR_BODY_BYTES: usize = 4096;
+
+/// The largest reservation record read; a real one is a few hundred bytes.
+const RECORD_BYTES: usize = 1 << 20;
+
+/// The body's first `max` bytes as text, and whether there was more.
+async fn bounded_text(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<(String, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = max - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((String::from_utf8_lossy(&buf).into_owned(), true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((String::from_utf8_lossy(&buf).into_owned(), false))
+}
+
 /// A client of `{base}/internal/reservations/{id}`.
 #[derive(Clone, Debug)]
 pub struct RestReservations {
@@ -34,6 +58,8 @@ impl RestReservations {
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            // A redirect is classified, never followed: see `classify::http_head`.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("reservation-worker/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(RestReservations { http, base, token })
@@ -41,11 +67,25 @@ impl RestReservations {
 
     /// `{base}/internal/reservations/{id}`, the id percent-encoded as one path segment.
     fn url(&self, reservation_id: &str) -> Result<reqwest::Url, CallError> {
+        let no_path = || CallError::terminal("RESERVATION_API_BASE cannot take a path");
+        let segments = |u: &reqwest::Url| u.path_segments().map_or(0, Iterator::count);
         let mut url = self.base.clone();
         url.path_segments_mut()
-            .map_err(|_| CallError::terminal("RESERVATION_API_BASE cannot take a path"))?
+            .map_err(|_| no_path())?
             .pop_if_empty()
-            .extend(["internal", "reservations", reservation_id]);
+            .extend(["internal", "reservations"]);
+        let expected = segments(&url) + 1;
+        url.path_segments_mut()
+            .map_err(|_| no_path())?
+            .push(reservation_id);
+        // The URL library skips `.` and `..` instead of encoding them: the request would go to
+        // another resource. Validation refuses such ids; this catches any that get past it.
+        if segments(&url) != expected {
+            return Err(CallError::Terminal {
+                class: "invalid_field",
+                reason: format!("reservation id {reservation_id:?} cannot be one URL path segment"),
+            });
+        }
         Ok(url)
     }
 
@@ -97,10 +137,13 @@ impl Reservations for RestReservations {
             .map_err(|e| classify::http_transport(&call.fail(e)))?;
         let code = resp.status();
         call.http_status(code.as_u16());
-        if code.is_success() {
-            return Ok(Applied::Done);
+        if let Some(decided) = classify::http_head(code, resp.headers()) {
+            return decided;
         }
-        let body = resp.text().await.unwrap_or_default();
+        let body = bounded_text(resp, ERROR_BODY_BYTES)
+            .await
+            .map(|(text, _)| text)
+            .unwrap_or_default();
         classify::http_status(code, &body)
     }
 
@@ -115,11 +158,26 @@ impl Reservations for RestReservations {
             .map_err(|e| classify::http_transport(&call.fail(e)))?;
         let code = resp.status();
         call.http_status(code.as_u16());
-        let body = resp
-            .text()
+        let decided = classify::http_head(code, resp.headers());
+        if let Some(Err(e)) = decided {
+            return Err(e);
+        }
+        let max = if decided.is_some() {
+            RECORD_BYTES
+        } else {
+            ERROR_BODY_BYTES
+        };
+        let (body, cut) = bounded_text(resp, max)
             .await
             .map_err(|e| classify::http_transport(&e))?;
-        classify::http_status(code, &body)?;
+        if decided.is_none() {
+            classify::http_status(code, &body)?;
+        }
+        if cut {
+            return Err(CallError::terminal(format!(
+                "GET reservation {reservation_id}: body is larger than {RECORD_BYTES} bytes, not a reservation"
+            )));
+        }
         serde_json::from_str(&body).map_err(|e| {
             CallError::terminal(format!(
                 "GET reservation {reservation_id}: body is not a reservation: {e}"

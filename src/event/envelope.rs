@@ -186,10 +186,10 @@ fn envelope_id(
     ctx: &MessageContext,
 ) -> Result<String, EventError> {
     if let Some(v) = envelope.get("id") {
-        return validate::id("id", v);
+        return validate::key_id("id", v);
     }
     if let Some(v) = sns.and_then(|s| s.get("MessageId")) {
-        return validate::id("MessageId", v);
+        return validate::key_id("MessageId", v);
     }
     if ctx.message_id.trim().is_empty() {
         return Err(invalid(
@@ -197,7 +197,7 @@ fn envelope_id(
             "missing: expected an envelope id, and the SQS message has no MessageId to fall back on",
         ));
     }
-    validate::id_str("id", &ctx.message_id)
+    validate::key_id_str("id", &ctx.message_id)
 }
 
 /// The trace id: `TraceId` attribute, else `traceparent` attribute, else the envelope's
@@ -216,7 +216,7 @@ fn trace_id(envelope: &Fields<'_>, ctx: &MessageContext) -> Option<String> {
 
 /// `reservation.expired`: everything `ReleaseHold` needs, which is the seats or a count.
 fn hold_expired(detail: &Fields<'_>) -> Result<HoldExpired, EventError> {
-    let reservation_id = detail.required_id("reservation_id")?;
+    let reservation_id = detail.required_path_id("reservation_id")?;
     let event_id = detail.required_id("event_id")?;
     let seat_ids = detail.seat_ids("seat_ids")?;
     let qty = detail.optional_qty("qty", "quantity")?.unwrap_or(0);
@@ -237,7 +237,7 @@ fn hold_expired(detail: &Fields<'_>) -> Result<HoldExpired, EventError> {
 /// `payment.approved` / `payment.failed`. The error fields are read only for a failure;
 /// `failure_reason` (the simulator's name) fills `error_message` when that is absent.
 fn payment(detail: &Fields<'_>, failed: bool) -> Result<Payment, EventError> {
-    let reservation_id = detail.required_id("reservation_id")?;
+    let reservation_id = detail.required_path_id("reservation_id")?;
     let payment_intent_id = detail.required_id_or("payment_intent_id", "payment_id")?;
     let amount = detail.amount("amount")?;
     let currency = detail.optional_currency("currency")?;

@@ -123,6 +123,66 @@ pub(super) fn id_str(field: &str, s: &str) -> Result<String, EventError> {
     Ok(t.to_owned())
 }
 
+/// [`id`] for an id the reservation API gets as a URL path segment (the reservation id). The
+/// client percent-encodes `/`, `\`, `?`, `#`, `%` and the rest, so the id stays one segment on
+/// the wire. But URL libraries drop `.` and `..` instead of encoding them, and a proxy that
+/// decodes paths before routing (nginx with a URI in `proxy_pass`; a WHATWG parser for `\`)
+/// turns `%2F` back into a separator, then resolves dot segments and merges slashes: the id
+/// `r1/../r2` would update `r2`. So every part between separators must be a plain name: not
+/// empty, not a dot segment, nor one percent-encoded (for a server that decodes twice).
+pub(super) fn path_segment_id(field: &str, v: &Value) -> Result<String, EventError> {
+    let id = id(field, v)?;
+    let refuse = |why: &str| {
+        Err(invalid(
+            field,
+            format!(
+                "expected an id that can be one URL path segment, found {}: {why}",
+                describe_str(&id)
+            ),
+        ))
+    };
+    for part in id.split(['/', '\\']) {
+        if part.is_empty() {
+            return refuse("an empty part next to `/` or `\\` (a proxy merges slashes)");
+        }
+        if matches!(
+            part.to_ascii_lowercase().as_str(),
+            "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
+        ) {
+            return refuse("`.` and `..` (or their %2e forms) navigate the path");
+        }
+    }
+    Ok(id)
+}
+
+/// [`id`] for the envelope id, which is also sent as the `Idempotency-Key` HTTP header: a
+/// header value holds visible ASCII and spaces only, so anything else is refused here, naming
+/// the field, rather than failing every request later.
+pub(super) fn key_id(field: &str, v: &Value) -> Result<String, EventError> {
+    match v {
+        Value::String(s) => key_id_str(field, s),
+        other => id(field, other),
+    }
+}
+
+/// [`key_id`] for a string that did not come from JSON (the SQS MessageId).
+pub(super) fn key_id_str(field: &str, s: &str) -> Result<String, EventError> {
+    let id = id_str(field, s)?;
+    if let Some((at, c)) = id
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_graphic() || *c == ' '))
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "expected an id of visible ASCII characters (it is sent as the Idempotency-Key header), found {c:?} at byte {at} of {}",
+                describe_str(&id)
+            ),
+        ));
+    }
+    Ok(id)
+}
+
 /// A string only logged (`source`, the envelope `trace_id`): kept when it would pass as an
 /// id, silently dropped otherwise, since a bad log label must not dead-letter a good event.
 pub(super) fn log_string(v: &Value) -> Option<String> {
@@ -363,6 +423,14 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A required id that must be one URL path segment ([`path_segment_id`]).
+    pub(super) fn required_path_id(&self, key: &str) -> Result<String, EventError> {
+        match self.get(key) {
+            Some(v) => path_segment_id(&self.path(key), v),
+            None => self.required_id(key),
+        }
+    }
+
     /// A required id that may also arrive under an alias (`payment_id` for
     /// `payment_intent_id`). A missing value is reported under the canonical key.
     pub(super) fn required_id_or(
@@ -541,6 +609,61 @@ mod tests {
         assert_eq!(
             problem(id("f", &json!(["a"]))).1,
             "expected a string, found an array of 1 item"
+        );
+    }
+
+    #[test]
+    fn path_ids_are_one_segment_or_refused() {
+        for ok in [
+            "r-1",
+            "...",
+            "%2e%2e%2e",
+            "a?b#c",
+            "예약",
+            "a b",
+            "r/with space",
+            "a\\b",
+        ] {
+            assert_eq!(path_segment_id("f", &json!(ok)).ok().as_deref(), Some(ok));
+        }
+        for (bad, why) in [
+            (".", "navigate the path"),
+            (" .. ", "navigate the path"),
+            ("%2E", "navigate the path"),
+            ("%2e%2E", "navigate the path"),
+            ("r1/../r2", "navigate the path"),
+            ("r1\\.", "navigate the path"),
+            ("a//b", "empty part"),
+            ("/a", "empty part"),
+            ("\\", "empty part"),
+        ] {
+            let (field, p) = problem(path_segment_id("detail.reservation_id", &json!(bad)));
+            assert_eq!(field, "detail.reservation_id");
+            assert!(
+                p.starts_with("expected an id that can be one URL path segment") && p.contains(why),
+                "{bad:?}: {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_ids_are_header_values() {
+        assert_eq!(
+            key_id("id", &json!(" env-1 ")).ok().as_deref(),
+            Some("env-1")
+        );
+        assert!(key_id("id", &json!("a b~!")).is_ok());
+        let (field, p) = problem(key_id("id", &json!("évé-1")));
+        assert_eq!(field, "id");
+        assert!(
+            p.starts_with("expected an id of visible ASCII characters (it is sent as the Idempotency-Key header), found 'é' at byte 0"),
+            "{p}"
+        );
+        assert!(key_id_str("id", "a\u{7f}").is_err());
+        assert!(
+            problem(key_id("id", &json!(7)))
+                .1
+                .starts_with("expected a string")
         );
     }
 

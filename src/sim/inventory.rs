@@ -119,6 +119,17 @@ pub enum GrpcFault {
     CommitStatus(CommitStatus),
 }
 
+/// A plain HTTP answer in place of the service's, as an ingress or an auth sidecar in front of
+/// a gRPC server gives one: an HTTP status and no `grpc-status`. Exists so tests can check how
+/// the client classifies what tonic makes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyAnswer {
+    /// The HTTP status (401, 403, 404, 502, …).
+    pub status: u16,
+    /// An HTML body; without one the answer is headers only.
+    pub with_body: bool,
+}
+
 impl GrpcFault {
     fn applies_to(&self, method: InventoryMethod) -> bool {
         match self {
@@ -151,6 +162,9 @@ pub struct InventorySim {
 struct Inner {
     state: Mutex<Store>,
     script: FaultScript<InventoryMethod, GrpcFault>,
+    /// Answers given in front of the service, before a call reaches it.
+    proxy: FaultScript<InventoryMethod, ProxyAnswer>,
+    proxy_answered: std::sync::atomic::AtomicUsize,
     chaos: Mutex<Chaos>,
     dice: Dice,
 }
@@ -271,6 +285,24 @@ impl InventorySim {
     /// How many scripted faults are still queued for `method`.
     pub fn pending_faults(&self, method: InventoryMethod) -> usize {
         self.inner.script.pending(&method)
+    }
+
+    /// Queues a plain HTTP answer for a later call of `method`: that call never reaches the
+    /// service (and is not in [`InventorySim::calls`]).
+    pub fn push_proxy_answer(&self, method: InventoryMethod, answer: ProxyAnswer) {
+        assert!(
+            axum::http::StatusCode::from_u16(answer.status).is_ok(),
+            "{} is not a valid HTTP status code",
+            answer.status
+        );
+        self.inner.proxy.push(method, answer);
+    }
+
+    /// How many calls got a [`ProxyAnswer`] so far.
+    pub fn proxy_answered(&self) -> usize {
+        self.inner
+            .proxy_answered
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every call received so far, in arrival order.
@@ -567,14 +599,59 @@ pub async fn serve_inventory(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().ok();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = tonic::service::Routes::new(InventoryServiceServer::new(sim.clone()))
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(sim, proxy_in_front));
     tonic::transport::Server::builder()
-        .add_service(InventoryServiceServer::new(sim))
+        .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .with_context(|| match addr {
             Some(addr) => format!("inventory simulator on {addr} failed"),
             None => "inventory simulator failed".to_owned(),
         })
+}
+
+/// The proxy in front of the service: answers a queued [`ProxyAnswer`] itself, else passes
+/// the call on.
+async fn proxy_in_front(
+    axum::extract::State(sim): axum::extract::State<InventorySim>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = match request.uri().path().rsplit('/').next() {
+        Some("ReleaseHold") => Some(InventoryMethod::ReleaseHold),
+        Some("CommitReservation") => Some(InventoryMethod::CommitReservation),
+        _ => None,
+    };
+    let Some(answer) = method.and_then(|m| sim.inner.proxy.pop(&m)) else {
+        return next.run(request).await;
+    };
+    sim.inner
+        .proxy_answered
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        sim = "inventory",
+        path = request.uri().path(),
+        status = answer.status,
+        with_body = answer.with_body,
+        "plain HTTP answer in front of the service"
+    );
+    let status = axum::http::StatusCode::from_u16(answer.status)
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let mut response = axum::response::Response::new(if answer.with_body {
+        axum::body::Body::from("<html><body><h1>Access denied</h1></body></html>")
+    } else {
+        axum::body::Body::empty()
+    });
+    *response.status_mut() = status;
+    if answer.with_body {
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/html"),
+        );
+    }
+    response
 }
 
 /// How a random failure of `kind` plays out on gRPC: its label in the call log and its plan

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use fault::{Chaos, ChaosFault, Dice, FaultMix, FaultScript};
 pub use inventory::{
-    GrpcFault, HoldState, InventoryCall, InventoryMethod, InventorySim, serve_inventory,
+    GrpcFault, HoldState, InventoryCall, InventoryMethod, InventorySim, ProxyAnswer,
+    serve_inventory,
 };
 pub use reservation::{
     HttpCall, HttpFault, HttpRoute, Reservation, ReservationSim, router, serve_reservation,

@@ -19,9 +19,9 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -78,20 +78,83 @@ pub enum HttpRoute {
 }
 
 /// A scripted fault for the next request on one route. Exists so tests can make the peer
-/// fail in each way the worker must handle.
+/// fail in each way the worker must handle, including the ways of what stands in front of a
+/// real API (an auth proxy, an ingress, a maintenance page). State is never touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpFault {
-    /// Answer this status with a JSON error body; state is not touched.
+    /// Answer this status with a JSON error body.
     Status(u16),
     /// Sleep this long, then answer normally (for timeout tests).
     Delay(Duration),
+    /// Answer this 3xx with a `Location` header (a path or a URL), as an auth proxy sending
+    /// clients to its login page, or a 303 "see the resource" does.
+    Redirect { status: u16, location: String },
+    /// Answer this status with headers only: no body, no content type.
+    Bare(u16),
+    /// Answer this status with an HTML page (a proxy's login or maintenance page).
+    Html(u16),
+    /// Answer this status with a JSON error that quotes the request's `Authorization` header,
+    /// as careless APIs do in their error messages.
+    EchoCredentials(u16),
 }
+
+impl HttpFault {
+    fn status(&self) -> Option<u16> {
+        match self {
+            Self::Delay(_) => None,
+            Self::Status(code)
+            | Self::Redirect { status: code, .. }
+            | Self::Bare(code)
+            | Self::Html(code)
+            | Self::EchoCredentials(code) => Some(*code),
+        }
+    }
+
+    /// The answer this fault gives instead of handling the request.
+    fn answer(&self, headers: &HeaderMap) -> Option<Response> {
+        let status = StatusCode::from_u16(self.status()?).unwrap_or(StatusCode::BAD_GATEWAY);
+        let response = match self {
+            // Answered by `serve`, as the random failures are.
+            Self::Delay(_) | Self::Status(_) => return None,
+            Self::Redirect { location, .. } => {
+                let mut r = status.into_response();
+                if let Ok(v) = HeaderValue::from_str(location) {
+                    r.headers_mut().insert(LOCATION, v);
+                }
+                r
+            }
+            Self::Bare(_) => status.into_response(),
+            Self::Html(_) => (status, Html(MAINTENANCE_PAGE)).into_response(),
+            Self::EchoCredentials(code) => {
+                let presented = headers
+                    .get(AUTHORIZATION)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                let reply = Reply::error(
+                    *code,
+                    "BAD_REQUEST",
+                    format!("request with Authorization {presented:?} was refused"),
+                );
+                (status, axum::Json(reply.body)).into_response()
+            }
+        };
+        Some(response)
+    }
+}
+
+/// What a proxy in front of an API serves when the API is not there.
+const MAINTENANCE_PAGE: &str =
+    "<!doctype html><html><body><h1>Down for maintenance</h1><p>Back soon.</p></body></html>";
 
 impl fmt::Display for HttpFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Status(code) => write!(f, "status {code}"),
             Self::Delay(d) => write!(f, "delay {d:?}"),
+            Self::Redirect { status, location } => write!(f, "redirect {status} to {location}"),
+            Self::Bare(code) => write!(f, "bare {code}"),
+            Self::Html(code) => write!(f, "html {code}"),
+            Self::EchoCredentials(code) => write!(f, "echo credentials {code}"),
         }
     }
 }
@@ -160,6 +223,13 @@ struct Store {
 struct Reply {
     status: u16,
     body: Value,
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.body)).into_response()
+    }
 }
 
 impl Reply {
@@ -236,7 +306,7 @@ impl ReservationSim {
     /// # Panics
     /// If a `Status` fault is not a valid HTTP status code (100..=999): a mistake in the test.
     pub fn push_fault(&self, route: HttpRoute, fault: HttpFault) {
-        if let HttpFault::Status(code) = fault {
+        if let Some(code) = fault.status() {
             assert!(
                 StatusCode::from_u16(code).is_ok(),
                 "{code} is not a valid HTTP status code"
@@ -277,6 +347,7 @@ impl ReservationSim {
         let config = lock(&self.inner.config).clone();
         let mut delay = config.chaos.latency;
         let mut injected = None;
+        let mut scripted = None;
         let mut after_apply = None;
         match self.inner.script.pop(&route) {
             Some(fault) => {
@@ -284,6 +355,7 @@ impl ReservationSim {
                 match fault {
                     HttpFault::Status(code) => injected = Some(code),
                     HttpFault::Delay(d) => delay += d,
+                    other => scripted = Some(other),
                 }
             }
             None => {
@@ -310,6 +382,19 @@ impl ReservationSim {
         };
 
         pause(delay).await;
+
+        if let Some(response) = scripted.and_then(|f| f.answer(headers)) {
+            let status = response.status().as_u16();
+            lock(&self.inner.state).calls[idx].status = status;
+            tracing::info!(
+                sim = "reservation",
+                method,
+                reservation_id,
+                status,
+                "reservation API call (scripted fault)"
+            );
+            return response;
+        }
 
         let (reply, replayed) = match injected {
             Some(code) => (
@@ -483,14 +568,42 @@ impl ReservationSim {
     }
 }
 
-/// The simulator's routes, for tests that want to mount or drive them directly.
+/// The simulator's routes, for tests that want to mount or drive them directly. A request
+/// for any other path is recorded too (with an empty `reservation_id`), so a test can prove
+/// that nothing went astray; a GET there is answered with an HTML page, as the login page
+/// behind a proxy's redirect would be, anything else with 404.
 pub fn router(sim: ReservationSim) -> Router {
     Router::new()
         .route(
             "/internal/reservations/{id}",
             get(get_handler).patch(patch_handler),
         )
+        .fallback(stray_handler)
         .with_state(sim)
+}
+
+async fn stray_handler(
+    State(sim): State<ReservationSim>,
+    method: axum::http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut call = new_call(method.as_str(), &uri, "", &headers, &body);
+    let response = if method == axum::http::Method::GET {
+        (StatusCode::OK, Html(MAINTENANCE_PAGE)).into_response()
+    } else {
+        Reply::error(
+            404,
+            "NOT_FOUND",
+            format!("no route for {method} {}", uri.path()),
+        )
+        .into_response()
+    };
+    call.status = response.status().as_u16();
+    tracing::warn!(sim = "reservation", method = %method, path = uri.path(), status = call.status, "request outside the API's routes");
+    lock(&sim.inner.state).calls.push(call);
+    response
 }
 
 /// Serves the simulator on `listener` until `shutdown` is cancelled. Taking a bound
