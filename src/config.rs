@@ -13,6 +13,13 @@ use serde::Deserialize;
 pub struct Secret(String);
 
 impl Secret {
+    /// Holds `value`, and registers it with [`crate::redact`] so no output of the process
+    /// shows it, whatever path it takes there.
+    pub fn new(value: String) -> Secret {
+        crate::redact::register(&value);
+        Secret(value)
+    }
+
     /// The value itself, for the one place that sends it (an HTTP header).
     pub fn expose(&self) -> &str {
         &self.0
@@ -223,6 +230,8 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        crate::redact::register_from_vars(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut raw = RawEnv::from_vars(vars)?;
         if !boolean("USE_SECRET_MANAGER", raw.use_secret_manager.clone())? {
             return Self::validate(raw);
@@ -386,7 +395,7 @@ impl Config {
                     expected: "a bearer token without spaces or control characters".into(),
                 });
             }
-            t => t.map(Secret),
+            t => t.map(Secret::new),
         };
         let log_format = match nonempty(raw.log_format).as_deref() {
             None | Some("json") => LogFormat::Json,
@@ -745,7 +754,13 @@ fn boolean(var: &'static str, value: Option<String>) -> Result<bool, ConfigError
 /// Checks that a value is an absolute http(s) URL with a host.
 fn url(var: &'static str, value: String) -> Result<String, ConfigError> {
     match reqwest::Url::parse(&value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(value),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            // A password in a URL is sent (as Basic auth) and must never be shown.
+            if let Some(password) = u.password() {
+                crate::redact::register(password);
+            }
+            Ok(value)
+        }
         _ => Err(ConfigError::Invalid {
             var,
             value,

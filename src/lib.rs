@@ -12,6 +12,7 @@ pub mod config;
 pub mod event;
 pub mod handler;
 pub mod proto;
+pub mod redact;
 pub mod server;
 pub mod sim;
 pub mod sqs;
@@ -30,14 +31,22 @@ use crate::client::reservation::RestReservations;
 use crate::config::Config;
 use crate::handler::Peers;
 use crate::sqs::Queue;
-use crate::sqs::acker::Acker;
+use crate::sqs::acker::{Acker, DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue};
 use crate::sqs::poller::Poller;
 use crate::telemetry::metrics::{Measured, metrics};
 use crate::worker::retry::Backoff;
 use crate::worker::{Pool, PoolSettings, RecentlyCompleted, WorkerStatus};
 
 /// How long the health and debug servers may take to close their connections at shutdown.
-const SERVER_STOP_GRACE: Duration = Duration::from_secs(2);
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How long after `SHUTDOWN_TIMEOUT_SECS` the process may take to stop: settling what was
+/// decided (3 s), closing the servers (1 s) and flushing traces share it, and a watchdog ends
+/// the process when it runs out, whatever still hangs (an SQS endpoint that never answers).
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// The part of [`SHUTDOWN_MARGIN`] the acker has for the writes still under way.
+const SETTLE_MARGIN: Duration = Duration::from_secs(3);
 
 /// Why the worker could not run. Each names the setting to look at.
 #[derive(Debug, thiserror::Error)]
@@ -91,20 +100,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     if let Some(dlq) = reach_queue(&queue, &config, &status, &shutdown).await {
         let (ack_tx, ack_rx) = mpsc::channel(config.concurrency * 2 + 20);
-        let acker = tokio::spawn(
-            status.clone().supervise(
-                "acker",
-                shutdown.clone(),
-                Acker::new(
-                    queue.clone(),
-                    dlq,
-                    config.redelivery_base,
-                    RecentlyCompleted::new(config.dedupe_capacity, config.dedupe_ttl),
-                )
-                .with_pod_name(config.pod_name.as_deref())
-                .run(ack_rx),
-            ),
-        );
+        let dlq_limit = dlq.as_ref().map(|d| d.max_message_size);
+        let mut acker = Acker::new(
+            queue.clone(),
+            dlq.map(|d| d.queue),
+            config.redelivery_base,
+            RecentlyCompleted::new(config.dedupe_capacity, config.dedupe_ttl),
+        )
+        .with_pod_name(config.pod_name.as_deref())
+        .with_status(status.clone());
+        if let Some(limit) = dlq_limit {
+            acker = acker.with_dlq_limit(limit);
+        }
+        let mut acker = tokio::spawn(status.clone().supervise(
+            "acker",
+            shutdown.clone(),
+            acker.run(ack_rx),
+        ));
         let hard_stop = CancellationToken::new();
         let pool = Pool::new(
             PoolSettings {
@@ -121,7 +133,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 dedupe_capacity: config.dedupe_capacity,
                 dedupe_ttl: config.dedupe_ttl,
             },
-            queue.clone(),
+            // The heartbeat's renewals, like the acker's writes, give up quickly.
+            queue.with_timeout(sqs::acker::WRITE_TIMEOUT),
             peers,
             ack_tx,
             status.clone(),
@@ -168,6 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         drop(poller);
 
         shutdown.cancelled().await;
+        let drained_by = tokio::time::Instant::now() + config.shutdown_timeout;
         status.start_draining();
         tracing::info!(
             in_flight = status.in_flight(),
@@ -177,22 +191,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         for loop_task in polling {
             let _ = loop_task.await;
         }
-        let finished = pool.drain(config.shutdown_timeout).await;
+        let finished = pool.drain(drained_by, drained_by + SETTLE_MARGIN).await;
         if !finished {
             tracing::warn!("shutdown timeout reached: unfinished messages released");
         }
         // The pool held the last sender: dropping it lets the acker flush and stop.
         drop(pool);
-        let _ = acker.await;
+        if tokio::time::timeout_at(drained_by + SETTLE_MARGIN, &mut acker)
+            .await
+            .is_err()
+        {
+            acker.abort();
+            tracing::warn!(
+                margin_secs = SETTLE_MARGIN.as_secs(),
+                "writes to SQS still unfinished at the shutdown deadline were cut: their messages reappear when their visibility ends"
+            );
+        }
     }
     status.start_draining();
     servers_stop.cancel();
     // Every disposition is written by now. A client holding a stream open (a gRPC health
     // Watch) would keep a graceful server waiting forever: give them a moment, no more.
-    let _ = tokio::time::timeout(SERVER_STOP_GRACE, http).await;
-    let _ = tokio::time::timeout(SERVER_STOP_GRACE, grpc).await;
+    let _ = tokio::join!(
+        tokio::time::timeout(SERVER_STOP_GRACE, http),
+        tokio::time::timeout(SERVER_STOP_GRACE, grpc)
+    );
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The DLQ's `MaximumMessageSize`, which every dead-letter copy must fit; SQS's default when
+/// it cannot be read (the copy is then fitted to that, and SQS says if it is still too large).
+async fn dead_letter_limit(dlq: &Queue) -> usize {
+    match dlq.attributes().await {
+        Ok(attrs) => attrs
+            .get("MaximumMessageSize")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+        Err(e) => {
+            tracing::warn!(error = %e, default = DEFAULT_MAX_MESSAGE_SIZE, "cannot read the dead-letter queue's MaximumMessageSize; assuming SQS's default");
+            DEFAULT_MAX_MESSAGE_SIZE
+        }
+    }
 }
 
 async fn bind(var: &'static str, port: u16) -> Result<TcpListener, RunError> {
@@ -208,14 +248,15 @@ fn log_listening(what: &str, listener: &TcpListener) {
 }
 
 /// Reaches the queue (retrying until it answers or shutdown), marks the worker ready, and
-/// finds the dead-letter queue. Returns `None` if shutdown came first; `Some(None)` when there
-/// is no DLQ, which is warned about: terminal messages are then kept, never deleted.
+/// finds the dead-letter queue and its size limit. Returns `None` if shutdown came first;
+/// `Some(None)` when there is no DLQ, which is warned about: terminal messages are then kept,
+/// never deleted.
 async fn reach_queue(
     queue: &Queue,
     config: &Config,
     status: &WorkerStatus,
     shutdown: &CancellationToken,
-) -> Option<Option<Queue>> {
+) -> Option<Option<DeadLetterQueue>> {
     let mut delay = Duration::from_millis(500);
     loop {
         let attempt = async {
@@ -240,7 +281,14 @@ async fn reach_queue(
                         "queue reached, but there is no dead-letter queue (set SQS_DLQ_URL or a RedrivePolicy): terminal messages will be kept invisible for 12 h instead of dead-lettered"
                     ),
                 }
-                return Some(dlq.map(|u| queue.sibling(u)));
+                let Some(url) = dlq else {
+                    return Some(None);
+                };
+                let dlq = queue.sibling(url);
+                return Some(Some(DeadLetterQueue {
+                    max_message_size: dead_letter_limit(&dlq).await,
+                    queue: dlq,
+                }));
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "queue not reachable yet");

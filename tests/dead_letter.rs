@@ -396,6 +396,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
             delivery,
             disposition,
             span: tracing::Span::none(),
+            slot: None,
         })
         .await
         .expect("acker listening");

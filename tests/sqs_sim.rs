@@ -6,7 +6,6 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
 use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
 use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
 use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
@@ -15,40 +14,11 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
-use reservation_worker::sim::{SqsSim, serve_sqs};
-use tokio_util::sync::CancellationToken;
 
-/// A simulator serving on a free loopback port, with an SDK client pointed at it.
-struct Sim {
-    sim: SqsSim,
-    endpoint: String,
-    client: Client,
-    stop: CancellationToken,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+/// The endpoint under test, with helpers of its own for the calls checked here.
+use support::fast_sqs::FastSqs as Sim;
 
 impl Sim {
-    async fn start() -> Sim {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let sim = SqsSim::new();
-        let stop = CancellationToken::new();
-        tokio::spawn(serve_sqs(listener, sim.clone(), stop.clone()));
-        Sim {
-            sim,
-            client: support::moto::client(&endpoint),
-            endpoint,
-            stop,
-        }
-    }
-
     async fn create(&self, name: &str, attrs: &[(QueueAttributeName, &str)]) -> String {
         let mut req = self.client.create_queue().queue_name(name);
         for (k, v) in attrs {

@@ -68,7 +68,7 @@ pub async fn run() -> ExitCode {
         Err(code) => return code,
     };
     let rows = check_all(&config).await;
-    print!("{}", table(&rows));
+    print!("{}", crate::redact::text(&table(&rows)));
     if rows.iter().any(|r| r.status == Status::Fail) {
         ExitCode::from(1)
     } else {
@@ -80,7 +80,10 @@ pub async fn run() -> ExitCode {
 /// prints the one-line reason and returns exit code 78.
 pub(crate) async fn load_config() -> Result<Config, ExitCode> {
     Config::load().await.map_err(|e| {
-        eprintln!("configuration error: {e}");
+        eprintln!(
+            "configuration error: {}",
+            crate::redact::owned(e.to_string())
+        );
         ExitCode::from(super::EXIT_CONFIG)
     })
 }

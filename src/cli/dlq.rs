@@ -114,6 +114,7 @@ async fn find_dlq(config: &Config, source: &Queue) -> Result<(Queue, &'static st
                 "{} has no RedrivePolicy and SQS_DLQ_URL is not set: no dead-letter queue",
                 redact(&source.url)
             ),
+            sender_fault: false,
         }),
     }
 }
@@ -180,6 +181,7 @@ fn sqs_error(operation: &'static str, e: impl std::error::Error) -> QueueError {
     QueueError {
         operation,
         message: DisplayErrorContext(e).to_string(),
+        sender_fault: false,
     }
 }
 
@@ -403,6 +405,7 @@ async fn move_one(dlq: &Queue, config: &Config, m: &DeadLetter) -> Result<(), Qu
     let sent = req.send().await.map_err(|e| QueueError {
         operation: "SendMessage",
         message: format!("not moved (still on the DLQ): {}", DisplayErrorContext(e)),
+        sender_fault: false,
     })?;
     dlq.client()
         .delete_message()
@@ -418,6 +421,7 @@ async fn move_one(dlq: &Queue, config: &Config, m: &DeadLetter) -> Result<(), Qu
                 sent.message_id().unwrap_or("?"),
                 DisplayErrorContext(e)
             ),
+            sender_fault: false,
         })?;
     Ok(())
 }

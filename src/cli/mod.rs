@@ -56,7 +56,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             match crate::sim::run_sims(args, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("sim: {e:#}");
+                    eprintln!("sim: {}", crate::redact::owned(format!("{e:#}")));
                     ExitCode::from(1)
                 }
             }
@@ -64,7 +64,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Send(args) => match send::run(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("send: {e:#}");
+                eprintln!("send: {}", crate::redact::owned(format!("{e:#}")));
                 ExitCode::from(1)
             }
         },
@@ -77,14 +77,20 @@ async fn run_worker() -> ExitCode {
     let config = match Config::load().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("configuration error: {e}");
+            eprintln!(
+                "configuration error: {}",
+                crate::redact::owned(e.to_string())
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let telemetry = match crate::telemetry::init(&config) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("configuration error: {e}");
+            eprintln!(
+                "configuration error: {}",
+                crate::redact::owned(e.to_string())
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -100,17 +106,36 @@ async fn run_worker() -> ExitCode {
         );
     }
     let shutdown = shutdown_on_signals();
+    stop_by_the_deadline(shutdown.clone(), config.shutdown_timeout);
     let code = match crate::run(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");
-            eprintln!("reservation-worker: {e}");
+            eprintln!(
+                "reservation-worker: {}",
+                crate::redact::owned(e.to_string())
+            );
             ExitCode::from(1)
         }
     };
     // The last messages' spans are exported before the process exits.
     telemetry.shutdown().await;
     code
+}
+
+/// Once shutdown begins, ends the process at `SHUTDOWN_TIMEOUT_SECS` + [`crate::SHUTDOWN_MARGIN`]
+/// whatever still runs: Kubernetes would SIGKILL it soon after, in the middle of something.
+fn stop_by_the_deadline(shutdown: CancellationToken, timeout: std::time::Duration) {
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tokio::time::sleep(timeout + crate::SHUTDOWN_MARGIN).await;
+        tracing::error!(
+            limit_secs = (timeout + crate::SHUTDOWN_MARGIN).as_secs(),
+            "shutdown did not finish within SHUTDOWN_TIMEOUT_SECS + {} s: exiting now; unsettled messages reappear when their visibility ends",
+            crate::SHUTDOWN_MARGIN.as_secs()
+        );
+        std::process::exit(1);
+    });
 }
 
 fn log_level() -> String {
@@ -126,8 +151,9 @@ fn log_format() -> LogFormat {
     }
 }
 
-/// The one shutdown signal: the first SIGTERM or SIGINT cancels the returned token; a second
-/// exits at once (status 130), for an operator who does not want to wait for the drain.
+/// The one shutdown signal: the first SIGTERM, SIGINT or SIGHUP (a closed terminal, or a
+/// supervisor's reload) cancels the returned token; a second exits at once (status 130), for
+/// an operator who does not want to wait for the drain.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -145,9 +171,10 @@ pub fn shutdown_on_signals() -> CancellationToken {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         // Without signal handlers there is nothing to wait for; never resolve.
         std::future::pending::<()>().await;
@@ -156,6 +183,7 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        _ = hup.recv() => {}
     }
 }
 

@@ -48,7 +48,7 @@ pub fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
     let text = format!(
         "gRPC {:?}: {}",
         status.code(),
-        truncate(status.message(), 300)
+        truncate(&crate::redact::text(status.message()), 300)
     );
     // An answer without `grpc-status` is an ingress's or an auth sidecar's (401, 403, a 404
     // for a missing route), never the inventory service's verdict on the event.
@@ -165,7 +165,7 @@ fn describe(e: &crate::proto::common::v1::Error) -> String {
     let code = ErrorCode::try_from(e.code)
         .map(|c| c.as_str_name())
         .unwrap_or("ERROR_CODE_?");
-    format!("{code} {}", truncate(&e.message, 200))
+    format!("{code} {}", truncate(&crate::redact::text(&e.message), 200))
 }
 
 /// What the status line and headers of a reservation API answer decide on their own: a 2xx
@@ -206,7 +206,7 @@ pub fn http_head(status: StatusCode, headers: &HeaderMap) -> Option<Result<Appli
 fn location(value: &HeaderValue) -> String {
     let text = String::from_utf8_lossy(value.as_bytes());
     let end = text.find(['?', '#']).unwrap_or(text.len());
-    truncate(&text[..end], 200).to_string()
+    truncate(&crate::redact::text(&text[..end]), 200).to_string()
 }
 
 /// An HTTP status from the reservation API.
@@ -214,7 +214,12 @@ pub fn http_status(status: StatusCode, body: &str) -> Result<Applied, CallError>
     if status.is_success() {
         return Ok(Applied::Done);
     }
-    let text = format!("HTTP {}: {}", status.as_u16(), truncate(body, 300));
+    // Masked before the cut: a peer may echo the token, and a cut token no longer matches.
+    let text = format!(
+        "HTTP {}: {}",
+        status.as_u16(),
+        truncate(&crate::redact::text(body), 300)
+    );
     match status.as_u16() {
         // 401/403 are retried: a token rotation in progress should not dead-letter events.
         401 | 403 | 408 | 425 | 429 | 500..=599 => Err(CallError::Retryable(text)),
@@ -235,7 +240,7 @@ pub fn http_transport(e: &reqwest::Error) -> CallError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    CallError::Retryable(truncate(&text, 400).to_string())
+    CallError::Retryable(truncate(&crate::redact::text(&text), 400).to_string())
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -122,7 +122,7 @@ fn settings(c: &Config) -> Vec<Setting> {
     .into_iter()
     .map(|(name, value)| Setting {
         name: name.to_string(),
-        value,
+        value: crate::redact::owned(value),
     })
     .collect()
 }
@@ -177,7 +177,7 @@ impl WorkerDebug for Debug {
                 nanos: ((last_poll % 1000) * 1_000_000) as i32,
             }),
             liveness: liveness.as_str().to_string(),
-            liveness_reason: liveness.reason(),
+            liveness_reason: crate::redact::owned(liveness.reason()),
             pool_capacity: self.pool_capacity,
         }))
     }
@@ -195,7 +195,7 @@ impl WorkerDebug for Debug {
             Err(e) => ValidateEventResponse {
                 result: Some(validate_event_response::Result::Error(ValidationError {
                     class: e.class().to_string(),
-                    message: e.to_string(),
+                    message: crate::redact::owned(e.to_string()),
                     field: match &e {
                         EventError::InvalidField { field, .. } => field.clone(),
                         _ => String::new(),
@@ -217,8 +217,9 @@ impl WorkerDebug for Debug {
             ));
         };
         let r = request.into_inner();
-        let event = parse(r.body, r.attributes, r.message_id)
-            .map_err(|e| Status::invalid_argument(format!("{}: {e}", e.class())))?;
+        let event = parse(r.body, r.attributes, r.message_id).map_err(|e| {
+            Status::invalid_argument(crate::redact::owned(format!("{}: {e}", e.class())))
+        })?;
         tracing::warn!(
             envelope_id = %event.envelope_id,
             event_type = event.event_type().as_str(),
@@ -242,7 +243,7 @@ impl WorkerDebug for Debug {
         if let Err(e) = result {
             answer.outcome = "failed".into();
             answer.failed_step = e.step.name().to_string();
-            answer.error = e.error.to_string();
+            answer.error = crate::redact::owned(e.error.to_string());
             match e.error {
                 CallError::Retryable(_) => answer.error_kind = "retryable".into(),
                 CallError::Terminal { class, .. } => {

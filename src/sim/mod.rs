@@ -31,7 +31,7 @@ pub use inventory::{
 pub use reservation::{
     HttpCall, HttpFault, HttpRoute, Reservation, ReservationSim, router, serve_reservation,
 };
-pub use sqs::{SqsSim, SqsStats, serve_sqs};
+pub use sqs::{SqsFault, SqsOperation, SqsSim, SqsStats, serve_sqs};
 
 /// Options of `reservation-worker sim`: where the two simulators listen and how badly they
 /// behave.

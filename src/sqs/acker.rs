@@ -1,25 +1,41 @@
-//! The acker: the one task that writes dispositions back to SQS. Deletes and visibility
-//! changes are batched (10 per call, or whatever is waiting after a short interval); dead
-//! letters are sent to the DLQ and only then deleted from the source queue, once per message
-//! even when SQS delivers it twice.
+//! The acker: every write of a disposition back to SQS. Deletes and visibility changes are
+//! batched (10 per call, or whatever is waiting after a short interval); dead letters are sent
+//! to the DLQ and only then deleted from the source queue, once per message even when SQS
+//! delivers it twice.
+//!
+//! The acker's own loop never waits on SQS: each write is a task of its own, with a bounded
+//! number of attempts of bounded length, so a hanging DLQ or a slow delete holds up nothing
+//! else, and shutdown can cut whatever is still in flight (the message then simply reappears).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{Delivery, EntryFailure, Queue, QueueError};
 use crate::config::MAX_VISIBILITY;
 use crate::telemetry::metrics::metrics;
-use crate::worker::{Disposition, RecentlyCompleted};
+use crate::worker::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
 
 /// SQS's batch limit.
 const BATCH: usize = 10;
 /// How long a lone write waits for company before it is sent.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
-/// Attempts per batch call before giving up (the message then simply reappears later).
+/// Attempts per write before giving up (the message then simply reappears later).
 const WRITE_ATTEMPTS: u32 = 3;
+/// Longest one attempt of a write may take, the SDK's own retries included. With
+/// [`WRITE_ATTEMPTS`] and the pauses between them, no write lasts more than ~16 s.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Batch writes (deletes, visibility changes) in flight at once; more wait in the buffer.
+const BATCH_WRITES: usize = 64;
+/// The DLQ's message size limit when it cannot be read: SQS's default.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 262_144;
+/// How much of an error's text a dead letter carries at most.
+const ERROR_TEXT_BYTES: usize = 1024;
 
 /// Logged for a delivery of a message this acker already sent to the DLQ (SQS gave it twice at
 /// once, or again after a delete failed): it is deleted, not sent again.
@@ -32,21 +48,42 @@ pub struct Settle {
     pub disposition: Disposition,
     /// The message's span: the acker's lines and its DLQ send belong to the message.
     pub span: tracing::Span,
+    /// The message's pool slot, held until a dead letter is sent: the pool's bound on work in
+    /// flight then covers DLQ sends too, so a slow DLQ slows intake instead of piling up bodies.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The dead-letter queue and the largest message it takes.
+#[derive(Debug, Clone)]
+pub struct DeadLetterQueue {
+    pub queue: Queue,
+    /// `MaximumMessageSize` of the DLQ, body and attributes together.
+    pub max_message_size: usize,
 }
 
 /// Owns every SQS write for the worker's lifetime. Runs until all senders are dropped, then
-/// flushes and returns: that is how shutdown makes sure no decided disposition is lost.
+/// flushes and returns when its writes are done: that is how shutdown makes sure no decided
+/// disposition is lost. Shutdown bounds that wait by aborting the task.
 pub struct Acker {
+    writer: Arc<Writer>,
+}
+
+/// What the write tasks share.
+struct Writer {
     queue: Queue,
-    dlq: Option<Queue>,
+    dlq: Option<DeadLetterQueue>,
     /// Visibility for a terminal message whose DLQ send failed: try again later.
     dlq_retry_after: Duration,
     /// SQS message ids whose DLQ copy was sent. SQS delivers at least once: two receives can
     /// hand out the same message at once, and a copy whose delete failed comes back. Either
     /// way a second DLQ copy would be a second record of one failure.
     dead_lettered: RecentlyCompleted,
+    /// Message ids whose DLQ send is under way, with its outcome once known.
+    dead_lettering: Mutex<HashMap<String, watch::Receiver<Option<bool>>>>,
     /// Written on each DLQ copy (`DeadLetteredBy`): whose logs tell the story.
     pod_name: String,
+    /// Where failing writes are reported, for `/health`.
+    status: Arc<WorkerStatus>,
 }
 
 impl Acker {
@@ -59,226 +96,480 @@ impl Acker {
         dead_lettered: RecentlyCompleted,
     ) -> Self {
         Acker {
-            queue,
-            dlq,
-            dlq_retry_after,
-            dead_lettered,
-            pod_name: format!("pid-{}", std::process::id()),
+            writer: Arc::new(Writer {
+                queue: queue.with_timeout(WRITE_TIMEOUT),
+                dlq: dlq.map(|q| DeadLetterQueue {
+                    queue: q.with_timeout(WRITE_TIMEOUT),
+                    max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                }),
+                dlq_retry_after,
+                dead_lettered,
+                dead_lettering: Mutex::default(),
+                pod_name: format!("pid-{}", std::process::id()),
+                status: Arc::new(WorkerStatus::default()),
+            }),
         }
+    }
+
+    fn writer_mut(&mut self) -> &mut Writer {
+        Arc::get_mut(&mut self.writer).expect("configured before it runs")
     }
 
     /// Names this pod on its DLQ copies (`POD_NAME`); without it, the process id.
     pub fn with_pod_name(mut self, pod_name: Option<&str>) -> Self {
         if let Some(name) = pod_name {
-            self.pod_name = name.to_string();
+            self.writer_mut().pod_name = name.to_string();
         }
         self
     }
 
-    /// Writes dispositions until every sender is gone, then flushes what is left.
+    /// The DLQ's `MaximumMessageSize`, which every dead-letter copy is fitted into.
+    pub fn with_dlq_limit(mut self, max_message_size: usize) -> Self {
+        if let Some(dlq) = &mut self.writer_mut().dlq {
+            dlq.max_message_size = max_message_size;
+        }
+        self
+    }
+
+    /// Reports failing writes to `status`, where `/health` sees them.
+    pub fn with_status(mut self, status: Arc<WorkerStatus>) -> Self {
+        self.writer_mut().status = status;
+        self
+    }
+
+    /// Writes dispositions until every sender is gone, then flushes what is left and waits
+    /// for the writes under way.
     pub async fn run(self, mut rx: mpsc::Receiver<Settle>) {
+        let writer = self.writer;
+        let mut writes: JoinSet<()> = JoinSet::new();
+        let slots = Arc::new(Semaphore::new(BATCH_WRITES));
         let mut deletes: Vec<String> = Vec::new();
         let mut visibility: Vec<(String, Duration)> = Vec::new();
         let mut deadline: Option<Instant> = None;
-        loop {
-            let next = match deadline {
-                Some(at) => tokio::select! {
-                    m = rx.recv() => m,
-                    _ = tokio::time::sleep_until(at) => {
-                        self.flush(&mut deletes, &mut visibility).await;
-                        deadline = None;
-                        continue;
+        let mut open = true;
+        while open {
+            let flush_due = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(settle) => {
+                        let span = settle.span.clone();
+                        let _entered = span.enter();
+                        route(&writer, settle, &mut writes, &mut deletes, &mut visibility);
                     }
+                    None => open = false,
                 },
-                None => rx.recv().await,
-            };
-            let Some(settle) = next else {
-                self.flush(&mut deletes, &mut visibility).await;
-                return;
-            };
-            let span = settle.span.clone();
-            self.route(settle, &mut deletes, &mut visibility)
-                .instrument(span)
-                .await;
-            if deletes.len() >= BATCH {
-                self.flush_deletes(std::mem::take(&mut deletes)).await;
+                _ = flush_due => deadline = None,
+                Some(_) = writes.join_next(), if !writes.is_empty() => {}
             }
-            if visibility.len() >= BATCH {
-                self.flush_visibility(std::mem::take(&mut visibility)).await;
-            }
+            let due = !open || deadline.is_none();
+            spawn_batches(
+                &writer,
+                &slots,
+                &mut writes,
+                &mut deletes,
+                due,
+                |w, batch| Box::pin(delete(w, batch)),
+            );
+            spawn_batches(
+                &writer,
+                &slots,
+                &mut writes,
+                &mut visibility,
+                due,
+                |w, batch| Box::pin(change_visibility(w, batch)),
+            );
             if deletes.is_empty() && visibility.is_empty() {
                 deadline = None;
             } else if deadline.is_none() {
                 deadline = Some(Instant::now() + FLUSH_INTERVAL);
             }
         }
-    }
-
-    async fn route(
-        &self,
-        s: Settle,
-        deletes: &mut Vec<String>,
-        visibility: &mut Vec<(String, Duration)>,
-    ) {
-        let receipt = s.delivery.receipt_handle.clone();
-        let cap = visibility_cap(s.delivery.received_at.elapsed());
-        match s.disposition {
-            Disposition::Delete(_) => deletes.push(receipt),
-            Disposition::RetryLater { after, .. } => visibility.push((receipt, after.min(cap))),
-            Disposition::Release => visibility.push((receipt, Duration::ZERO)),
-            Disposition::DeadLetter { .. }
-                if self.dead_lettered.contains(&s.delivery.message_id) =>
-            {
-                tracing::warn!(message_id = %s.delivery.message_id, "{ALREADY_DEAD_LETTERED}");
-                deletes.push(receipt);
-            }
-            Disposition::DeadLetter { class, error } => match &self.dlq {
-                Some(dlq) => {
-                    // What is already decided goes out first: a slow DLQ must not hold it back.
-                    self.flush(deletes, visibility).await;
-                    let sent = self.dead_letter(dlq, &s.delivery, class, &error).await;
-                    match sent {
-                        Ok(()) => {
-                            self.dead_lettered.insert(&s.delivery.message_id);
-                            metrics().dead_lettered(class);
-                            deletes.push(receipt);
-                        }
-                        Err(e) => {
-                            tracing::error!(message_id = %s.delivery.message_id, error = %e, "dead-letter send failed; message kept for a later attempt");
-                            visibility.push((receipt, self.dlq_retry_after.min(cap)));
-                        }
-                    }
-                }
-                None => {
-                    tracing::error!(message_id = %s.delivery.message_id, reason = class, error = %error, "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted");
-                    visibility.push((receipt, cap));
-                }
-            },
-        }
-    }
-
-    /// Sends the original body to the DLQ with the reason as message attributes.
-    async fn dead_letter(
-        &self,
-        dlq: &Queue,
-        d: &Delivery,
-        class: &str,
-        error: &str,
-    ) -> Result<(), QueueError> {
-        let mut attrs: Vec<(&str, String)> = vec![
-            ("ReasonClass", class.to_string()),
-            ("ErrorMessage", truncate(error, 1024)),
-            ("OriginalMessageId", d.message_id.clone()),
-            ("ReceiveCount", d.receive_count.to_string()),
-            ("SourceQueue", self.queue.url.clone()),
-            ("DeadLetteredBy", self.pod_name.clone()),
-        ];
-        for keep in ["TraceId", "traceparent"] {
-            if let Some(v) = d.attributes.get(keep) {
-                attrs.push((keep, v.clone()));
-            }
-        }
-        let group = d.group_id.as_deref().or(Some("dead-letter"));
-        let mut last = None;
-        for attempt in 0..WRITE_ATTEMPTS {
-            match dlq.send(&d.body, &attrs, group, Some(&d.message_id)).await {
-                Ok(id) => {
-                    tracing::warn!(message_id = %d.message_id, dlq_message_id = %id, reason = class, error = %error, "dead-lettered");
-                    return Ok(());
-                }
-                Err(e) => {
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
-            }
-        }
-        Err(last.unwrap_or(QueueError {
-            operation: "SendMessage",
-            message: "no attempt made".into(),
-        }))
-    }
-
-    async fn flush(&self, deletes: &mut Vec<String>, visibility: &mut Vec<(String, Duration)>) {
-        for chunk in std::mem::take(deletes).chunks(BATCH) {
-            self.flush_deletes(chunk.to_vec()).await;
-        }
-        for chunk in std::mem::take(visibility).chunks(BATCH) {
-            self.flush_visibility(chunk.to_vec()).await;
-        }
-    }
-
-    async fn flush_deletes(&self, pending: Vec<String>) {
-        let left = write_with_retries(pending, "DeleteMessageBatch", |batch| async move {
-            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-            let result = self.queue.delete_batch(&refs).await;
-            if let Ok(failed) = &result {
-                metrics().deleted(refs.len().saturating_sub(failed.len()));
-            }
-            result
-        })
-        .await;
-        if left > 0 {
-            // Not lost: each reappears after its visibility and is dropped as a duplicate.
-            tracing::error!(
-                count = left,
-                "deletes abandoned after retries; the messages will be redelivered and recognised as duplicates"
+        // Everything decided goes out; the batch slots only pace it.
+        while !deletes.is_empty() || !visibility.is_empty() || !writes.is_empty() {
+            spawn_batches(
+                &writer,
+                &slots,
+                &mut writes,
+                &mut deletes,
+                true,
+                |w, batch| Box::pin(delete(w, batch)),
             );
+            spawn_batches(
+                &writer,
+                &slots,
+                &mut writes,
+                &mut visibility,
+                true,
+                |w, batch| Box::pin(change_visibility(w, batch)),
+            );
+            if writes.join_next().await.is_none() {
+                break;
+            }
         }
     }
+}
 
-    async fn flush_visibility(&self, pending: Vec<(String, Duration)>) {
-        let left = write_with_retries(
-            pending,
-            "ChangeMessageVisibilityBatch",
-            |batch| async move {
-                let refs: Vec<(&str, Duration)> =
-                    batch.iter().map(|(r, d)| (r.as_str(), *d)).collect();
-                let result = self.queue.change_visibility_batch(&refs).await;
-                if let Ok(failed) = &result {
-                    let released = (0..refs.len())
-                        .filter(|i| refs[*i].1.is_zero() && !failed.iter().any(|f| f.index == *i))
-                        .count();
-                    metrics().released(released);
+type Write = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starts a write task for each full batch in `pending` (and for what is left when `due`),
+/// as long as batch slots are free.
+fn spawn_batches<T: Send + 'static>(
+    writer: &Arc<Writer>,
+    slots: &Arc<Semaphore>,
+    writes: &mut JoinSet<()>,
+    pending: &mut Vec<T>,
+    due: bool,
+    write: impl Fn(Arc<Writer>, Vec<T>) -> Write,
+) {
+    while pending.len() >= BATCH || (due && !pending.is_empty()) {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            return;
+        };
+        let take = pending.len().min(BATCH);
+        let batch: Vec<T> = pending.drain(..take).collect();
+        let work = write(writer.clone(), batch);
+        writes.spawn(async move {
+            work.await;
+            drop(slot);
+        });
+    }
+}
+
+/// Puts a disposition where it goes: a batch buffer, or a dead-letter task of its own.
+fn route(
+    writer: &Arc<Writer>,
+    s: Settle,
+    writes: &mut JoinSet<()>,
+    deletes: &mut Vec<String>,
+    visibility: &mut Vec<(String, Duration)>,
+) {
+    let receipt = s.delivery.receipt_handle.clone();
+    let cap = visibility_cap(s.delivery.received_at.elapsed());
+    match s.disposition {
+        Disposition::Delete(_) => deletes.push(receipt),
+        Disposition::RetryLater { after, .. } => visibility.push((receipt, after.min(cap))),
+        Disposition::Release => visibility.push((receipt, Duration::ZERO)),
+        Disposition::DeadLetter { .. } if writer.dead_lettered.contains(&s.delivery.message_id) => {
+            tracing::warn!(message_id = %s.delivery.message_id, "{ALREADY_DEAD_LETTERED}");
+            deletes.push(receipt);
+        }
+        Disposition::DeadLetter { class, error } => {
+            let Some(dlq) = writer.dlq.clone() else {
+                tracing::error!(message_id = %s.delivery.message_id, reason = class, error = %error, "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted");
+                visibility.push((receipt, cap));
+                return;
+            };
+            let earlier = writer
+                .dead_lettering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&s.delivery.message_id)
+                .cloned();
+            if let Some(outcome) = earlier {
+                // Another copy of this message is being sent: this one follows its outcome.
+                let w = writer.clone();
+                writes.spawn(
+                    after_the_other_copy(w, s.delivery, outcome, cap).instrument(s.span.clone()),
+                );
+                return;
+            }
+            let (tx, rx) = watch::channel(None);
+            writer
+                .dead_lettering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(s.delivery.message_id.clone(), rx);
+            let w = writer.clone();
+            let slot = s.slot;
+            writes.spawn(
+                async move {
+                    let sent = dead_letter(&w, &dlq, &s.delivery, class, &error, cap).await;
+                    w.dead_lettering
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&s.delivery.message_id);
+                    let _ = tx.send(Some(sent));
+                    drop(slot);
                 }
-                result
-            },
-        )
-        .await;
-        if left > 0 {
-            tracing::error!(
-                count = left,
-                "visibility changes abandoned after retries; the messages reappear when their current visibility ends"
+                .instrument(s.span),
             );
         }
     }
 }
 
+/// A second copy of a message whose DLQ send is under way: once that ends, this copy is
+/// deleted if the message reached the DLQ, else kept for a later attempt.
+async fn after_the_other_copy(
+    w: Arc<Writer>,
+    d: Delivery,
+    mut outcome: watch::Receiver<Option<bool>>,
+    cap: Duration,
+) {
+    let sent = match outcome.wait_for(Option::is_some).await {
+        Ok(v) => v.unwrap_or(false),
+        Err(_) => false,
+    };
+    if sent {
+        tracing::warn!(message_id = %d.message_id, "{ALREADY_DEAD_LETTERED}");
+        delete(w, vec![d.receipt_handle]).await;
+    } else {
+        let after = w.dlq_retry_after.min(cap);
+        change_visibility(w, vec![(d.receipt_handle, after)]).await;
+    }
+}
+
+/// Sends the body to the DLQ with the reason as message attributes, then deletes it from the
+/// source queue; if the send fails, keeps it invisible for the retry delay. Returns whether
+/// the DLQ has it.
+async fn dead_letter(
+    w: &Arc<Writer>,
+    dlq: &DeadLetterQueue,
+    d: &Delivery,
+    class: &'static str,
+    error: &str,
+    cap: Duration,
+) -> bool {
+    let attrs = dead_letter_attributes(w, d, class, error);
+    let sent = match fit(&d.body, attrs, dlq.max_message_size) {
+        Ok(attrs) => send_dead_letter(dlq, d, &attrs).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(id) => {
+            w.status.settled(SettleWrite::DeadLetter);
+            w.dead_lettered.insert(&d.message_id);
+            metrics().dead_lettered(class);
+            tracing::warn!(message_id = %d.message_id, dlq_message_id = %id, reason = class, error = %error, "dead-lettered");
+            delete(w.clone(), vec![d.receipt_handle.clone()]).await;
+            true
+        }
+        Err(e) => {
+            w.status
+                .settle_failed(SettleWrite::DeadLetter, &e.to_string());
+            metrics().settle_failed(SettleWrite::DeadLetter.as_str());
+            tracing::error!(message_id = %d.message_id, error = %e, retry_in_secs = w.dlq_retry_after.as_secs(), "dead-letter send failed; message kept for a later attempt");
+            change_visibility(
+                w.clone(),
+                vec![(d.receipt_handle.clone(), w.dlq_retry_after.min(cap))],
+            )
+            .await;
+            false
+        }
+    }
+}
+
+/// One dead-letter copy's attributes, most important first; every value masked.
+fn dead_letter_attributes(
+    w: &Writer,
+    d: &Delivery,
+    class: &'static str,
+    error: &str,
+) -> Vec<(&'static str, String)> {
+    let mut attrs: Vec<(&'static str, String)> = vec![
+        ("ReasonClass", class.to_string()),
+        // Masked before the cut, or a cut secret would no longer match.
+        (
+            "ErrorMessage",
+            truncate(&crate::redact::text(error), ERROR_TEXT_BYTES),
+        ),
+        ("OriginalMessageId", d.message_id.clone()),
+        ("ReceiveCount", d.receive_count.to_string()),
+        ("SourceQueue", w.queue.url.clone()),
+        ("DeadLetteredBy", w.pod_name.clone()),
+    ];
+    for keep in ["TraceId", "traceparent"] {
+        if let Some(v) = d.attributes.get(keep) {
+            attrs.push((keep, v.clone()));
+        }
+    }
+    attrs
+        .into_iter()
+        .map(|(k, v)| (k, crate::redact::owned(v)))
+        .collect()
+}
+
+/// Attributes dropped, in this order, when a copy would not fit: the least needed first.
+/// `ReasonClass` is never dropped.
+const DROP_ORDER: [&str; 6] = [
+    "traceparent",
+    "TraceId",
+    "DeadLetteredBy",
+    "SourceQueue",
+    "ReceiveCount",
+    "OriginalMessageId",
+];
+
+/// What SQS counts of a message: the body and each attribute's name, type and value.
+fn message_size(body: &str, attrs: &[(&str, String)]) -> usize {
+    body.len()
+        + attrs
+            .iter()
+            .map(|(k, v)| k.len() + "String".len() + v.len())
+            .sum::<usize>()
+}
+
+/// Makes a dead-letter copy fit the DLQ's size limit: the error text is shortened to the room
+/// left (keeping at least [`MIN_ERROR_TEXT`] of it), else attributes are dropped in
+/// [`DROP_ORDER`], then the error text itself. A body that alone is larger than the limit
+/// cannot be copied: the message is left to the queue's RedrivePolicy.
+fn fit(
+    body: &str,
+    mut attrs: Vec<(&'static str, String)>,
+    limit: usize,
+) -> Result<Vec<(&'static str, String)>, QueueError> {
+    let mut drops = DROP_ORDER.iter().copied().chain(["ErrorMessage"]);
+    loop {
+        let size = message_size(body, &attrs);
+        if size <= limit {
+            return Ok(attrs);
+        }
+        if let Some(i) = attrs.iter().position(|(k, _)| *k == "ErrorMessage") {
+            let room = limit.saturating_sub(size - attrs[i].1.len());
+            if room >= MIN_ERROR_TEXT + "…".len() {
+                attrs[i].1 = truncate(&attrs[i].1, room - "…".len());
+                return Ok(attrs);
+            }
+        }
+        match drops.next() {
+            Some(name) => attrs.retain(|(k, _)| *k != name),
+            None => {
+                return Err(QueueError {
+                    operation: "SendMessage",
+                    message: format!(
+                        "the body is {} bytes and the dead-letter queue takes at most {limit}: no copy can be sent; the queue's RedrivePolicy moves it once its receives run out",
+                        body.len()
+                    ),
+                    sender_fault: true,
+                });
+            }
+        }
+    }
+}
+
+/// The least of the error text worth keeping before attributes are dropped to make room.
+const MIN_ERROR_TEXT: usize = 64;
+
+/// Sends the copy; retries only what SQS did not refuse as the request's own fault.
+async fn send_dead_letter(
+    dlq: &DeadLetterQueue,
+    d: &Delivery,
+    attrs: &[(&'static str, String)],
+) -> Result<String, QueueError> {
+    let group = d.group_id.as_deref().or(Some("dead-letter"));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match dlq
+            .queue
+            .send(&d.body, attrs, group, Some(&d.message_id))
+            .await
+        {
+            Ok(id) => return Ok(id),
+            Err(e) if e.sender_fault || attempt == WRITE_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::warn!(message_id = %d.message_id, error = %e, attempt, "dead-letter send failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
+            }
+        }
+    }
+}
+
+async fn delete(w: Arc<Writer>, pending: Vec<String>) {
+    let left = write_with_retries(&w, pending, SettleWrite::Delete, |batch| {
+        let w = w.clone();
+        async move {
+            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            let result = w.queue.delete_batch(&refs).await;
+            if let Ok(failed) = &result {
+                metrics().deleted(refs.len().saturating_sub(failed.len()));
+            }
+            result
+        }
+    })
+    .await;
+    if left > 0 {
+        // Not lost: each reappears after its visibility and is dropped as a duplicate.
+        tracing::error!(
+            count = left,
+            "deletes abandoned after retries; the messages will be redelivered and recognised as duplicates"
+        );
+    }
+}
+
+async fn change_visibility(w: Arc<Writer>, pending: Vec<(String, Duration)>) {
+    let left = write_with_retries(&w, pending, SettleWrite::ChangeVisibility, |batch| {
+        let w = w.clone();
+        async move {
+            let refs: Vec<(&str, Duration)> = batch.iter().map(|(r, d)| (r.as_str(), *d)).collect();
+            let result = w.queue.change_visibility_batch(&refs).await;
+            if let Ok(failed) = &result {
+                let released = (0..refs.len())
+                    .filter(|i| refs[*i].1.is_zero() && !failed.iter().any(|f| f.index == *i))
+                    .count();
+                metrics().released(released);
+            }
+            result
+        }
+    })
+    .await;
+    if left > 0 {
+        tracing::error!(
+            count = left,
+            "visibility changes abandoned after retries; the messages reappear when their current visibility ends"
+        );
+    }
+}
+
 /// Sends a batch, then resends whatever failed for reasons other than the request itself, up
-/// to [`WRITE_ATTEMPTS`] times. Returns how many entries were never written.
-async fn write_with_retries<T, F, Fut>(mut pending: Vec<T>, op: &'static str, send: F) -> usize
+/// to [`WRITE_ATTEMPTS`] times. Reports each call's success or failure for `/health` and
+/// returns how many entries were never written.
+async fn write_with_retries<T, F, Fut>(
+    w: &Writer,
+    mut pending: Vec<T>,
+    what: SettleWrite,
+    send: F,
+) -> usize
 where
     T: Clone,
     F: Fn(Vec<T>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<EntryFailure>, QueueError>>,
+    Fut: Future<Output = Result<Vec<EntryFailure>, QueueError>>,
 {
+    let op = what.operation();
     for attempt in 0..WRITE_ATTEMPTS {
         match send(pending.clone()).await {
             Ok(failed) => {
+                // Refused entries are about those messages (an expired receipt), not about
+                // whether this pod can write: the call itself worked.
+                w.status.settled(what);
                 pending = retry_entries(&pending, &failed, op);
                 if pending.is_empty() {
                     return 0;
                 }
             }
-            Err(e) => tracing::warn!(operation = op, error = %e, attempt, "batch call failed"),
+            Err(e) => {
+                w.status.settle_failed(what, &e.to_string());
+                metrics().settle_failed(what.as_str());
+                tracing::warn!(operation = op, error = %e, attempt, "batch call failed");
+                if e.sender_fault {
+                    return pending.len();
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        if attempt + 1 < WRITE_ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
     }
     pending.len()
 }
 
 /// The longest visibility SQS accepts for a message received `age` ago: 12 h from its receive,
 /// less a minute for clock and transit. SQS refuses (does not shorten) anything longer.
-fn visibility_cap(age: Duration) -> Duration {
+fn visibility_cap(age: std::time::Duration) -> Duration {
     MAX_VISIBILITY.saturating_sub(age + Duration::from_secs(60))
 }
 
@@ -296,6 +587,7 @@ fn retry_entries<T: Clone>(sent: &[T], failed: &[EntryFailure], op: &str) -> Vec
     again
 }
 
+/// `s` cut to at most `max` bytes on a character boundary, a cut marked with `…`.
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -323,5 +615,75 @@ mod tests {
             MAX_VISIBILITY - Duration::from_secs(60)
         );
         assert_eq!(visibility_cap(MAX_VISIBILITY), Duration::ZERO);
+    }
+
+    fn attrs(error: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("ReasonClass", "malformed_json".into()),
+            ("ErrorMessage", error.into()),
+            (
+                "OriginalMessageId",
+                "0f1e2d3c-0000-4000-8000-000000000001".into(),
+            ),
+            ("ReceiveCount", "1".into()),
+            (
+                "SourceQueue",
+                "http://127.0.0.1:1/000000000000/events".into(),
+            ),
+            ("DeadLetteredBy", "pod-a".into()),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            ),
+        ]
+    }
+
+    fn names(a: &[(&'static str, String)]) -> Vec<&'static str> {
+        a.iter().map(|(k, _)| *k).collect()
+    }
+
+    #[test]
+    fn a_copy_that_fits_is_left_alone() {
+        let a = attrs("malformed JSON: expected value at line 1 column 1");
+        assert_eq!(fit("{}", a.clone(), DEFAULT_MAX_MESSAGE_SIZE).ok(), Some(a));
+    }
+
+    #[test]
+    fn the_error_text_is_shortened_before_anything_is_dropped() {
+        let error = "e".repeat(1024);
+        let a = attrs(&error);
+        let full = message_size("", &a);
+        let body = "b".repeat(DEFAULT_MAX_MESSAGE_SIZE - full + 500);
+        let fitted = fit(&body, a.clone(), DEFAULT_MAX_MESSAGE_SIZE).expect("fits");
+        assert_eq!(names(&fitted), names(&a), "nothing dropped");
+        let text = &fitted[1].1;
+        assert!(text.len() < error.len() && text.ends_with('…'), "{text}");
+        assert!(message_size(&body, &fitted) <= DEFAULT_MAX_MESSAGE_SIZE);
+    }
+
+    /// The case: a legal 262,104-byte malformed body leaves 40 bytes for attributes.
+    #[test]
+    fn a_body_near_the_limit_keeps_its_reason_class() {
+        let body = "x".repeat(262_104);
+        let fitted = fit(&body, attrs(&"e".repeat(300)), DEFAULT_MAX_MESSAGE_SIZE).expect("fits");
+        assert!(message_size(&body, &fitted) <= DEFAULT_MAX_MESSAGE_SIZE);
+        assert_eq!(names(&fitted), ["ReasonClass"]);
+        let body = "x".repeat(262_000);
+        let fitted = fit(&body, attrs(&"e".repeat(300)), DEFAULT_MAX_MESSAGE_SIZE).expect("fits");
+        assert!(message_size(&body, &fitted) <= DEFAULT_MAX_MESSAGE_SIZE);
+        assert_eq!(
+            names(&fitted)[..2],
+            ["ReasonClass", "ErrorMessage"],
+            "{fitted:?}"
+        );
+        assert!(!names(&fitted).contains(&"traceparent"));
+    }
+
+    #[test]
+    fn a_body_larger_than_the_dlq_takes_cannot_be_copied() {
+        let body = "x".repeat(2000);
+        let e = fit(&body, attrs("e"), 1024).expect_err("too large");
+        assert!(e.sender_fault);
+        assert!(e.message.contains("2000 bytes"), "{e}");
     }
 }

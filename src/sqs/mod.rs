@@ -8,7 +8,8 @@ pub mod poller;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
@@ -40,13 +41,48 @@ pub fn receive_timeout(wait: Duration) -> Duration {
 pub struct QueueError {
     pub operation: &'static str,
     pub message: String,
+    /// SQS refused the request itself (a 4xx other than throttling: too large, invalid):
+    /// sending it again cannot help.
+    pub sender_fault: bool,
 }
 
+/// Error codes SQS uses for "slow down": a 4xx worth retrying.
+const THROTTLING_CODES: [&str; 4] = [
+    "ThrottlingException",
+    "RequestThrottled",
+    "Throttling",
+    "KmsThrottled",
+];
+
 impl QueueError {
+    /// An error that is not SQS's answer to a well-formed request (building it failed).
     fn new(operation: &'static str, e: impl std::error::Error) -> Self {
         QueueError {
             operation,
             message: DisplayErrorContext(e).to_string(),
+            sender_fault: false,
+        }
+    }
+
+    /// An SDK call's error, with whether SQS blamed the request.
+    fn from_sdk<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let sender_fault = match &e {
+            SdkError::ServiceError(se) => {
+                (400..500).contains(&se.raw().status().as_u16())
+                    && !se
+                        .err()
+                        .code()
+                        .is_some_and(|c| THROTTLING_CODES.contains(&c))
+            }
+            _ => false,
+        };
+        QueueError {
+            operation,
+            message: DisplayErrorContext(&e).to_string(),
+            sender_fault,
         }
     }
 }
@@ -127,6 +163,21 @@ impl Queue {
         Queue::new(&sdk, config.queue_url.clone())
     }
 
+    /// The same queue through a client whose calls each give up after `limit` (retries
+    /// included): for writes that must not hold anything up for long.
+    pub fn with_timeout(&self, limit: Duration) -> Queue {
+        let conf = self
+            .client
+            .config()
+            .to_builder()
+            .timeout_config(TimeoutConfig::builder().operation_timeout(limit).build())
+            .build();
+        Queue {
+            client: aws_sdk_sqs::Client::from_conf(conf),
+            url: self.url.clone(),
+        }
+    }
+
     /// The same client pointed at another queue (the DLQ).
     pub fn sibling(&self, url: impl Into<String>) -> Queue {
         Queue {
@@ -171,7 +222,7 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::new("ReceiveMessage", e)))?;
+            .map_err(|e| call.fail(QueueError::from_sdk("ReceiveMessage", e)))?;
         call.message_count(out.messages().len());
         Ok(out.messages().iter().map(Delivery::from_sdk).collect())
     }
@@ -200,7 +251,7 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::new("DeleteMessageBatch", e)))?;
+            .map_err(|e| call.fail(QueueError::from_sdk("DeleteMessageBatch", e)))?;
         Ok(entry_failures(out.failed()))
     }
 
@@ -234,7 +285,7 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::new("ChangeMessageVisibilityBatch", e)))?;
+            .map_err(|e| call.fail(QueueError::from_sdk("ChangeMessageVisibilityBatch", e)))?;
         Ok(entry_failures(out.failed()))
     }
 
@@ -250,7 +301,7 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::new("ChangeMessageVisibility", e)))?;
+            .map_err(|e| call.fail(QueueError::from_sdk("ChangeMessageVisibility", e)))?;
         Ok(())
     }
 
@@ -291,7 +342,7 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::new("SendMessage", e)))?;
+            .map_err(|e| call.fail(QueueError::from_sdk("SendMessage", e)))?;
         Ok(out.message_id().unwrap_or_default().to_string())
     }
 
@@ -305,7 +356,7 @@ impl Queue {
             .attribute_names(QueueAttributeName::All)
             .send()
             .await
-            .map_err(|e| QueueError::new("GetQueueAttributes", e))?;
+            .map_err(|e| QueueError::from_sdk("GetQueueAttributes", e))?;
         Ok(out
             .attributes()
             .map(|m| {
@@ -370,7 +421,7 @@ impl Queue {
             .queue_owner_aws_account_id(*account)
             .send()
             .await
-            .map_err(|e| QueueError::new("GetQueueUrl", e))?;
+            .map_err(|e| QueueError::from_sdk("GetQueueUrl", e))?;
         Ok(out.queue_url().map(str::to_string))
     }
 }

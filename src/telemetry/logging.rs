@@ -5,13 +5,13 @@
 //! a dot in their name (`otel.kind`, `messaging.system`, …) are trace attributes and stay out
 //! of log lines. `LOG_FORMAT=pretty` gives tracing-subscriber's human-readable lines instead.
 //!
-//! Every line passes through a [`Redactor`] holding the secrets the process knows, as a last
-//! line of defence should any library print one.
+//! Every value is passed through [`crate::redact`] before it is encoded (a secret holding `"` or
+//! `\` would otherwise be escaped in the line and missed), and the finished line once more, as
+//! a last line of defence should any library print one.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 use tracing::field::{Field, Visit};
@@ -32,73 +32,6 @@ use crate::config::LogFormat;
 /// `field_<name>` instead, so the fixed keys always mean the same thing.
 const RESERVED: [&str; 5] = ["ts", "level", "msg", "target", "pod_name"];
 
-/// Secrets to blank out of every line. Cheap to clone; all clones share one list.
-#[derive(Clone, Default)]
-pub struct Redactor {
-    secrets: Arc<RwLock<Vec<String>>>,
-}
-
-impl fmt::Debug for Redactor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Redactor(***)")
-    }
-}
-
-impl Redactor {
-    /// Values shorter than this are not redacted: blanking every "abc" would wreck lines and
-    /// such a value is no real secret anyway.
-    pub const MIN_LEN: usize = 8;
-
-    /// Adds a secret (a token, a key) to blank out from now on.
-    pub fn add(&self, secret: &str) {
-        let secret = secret.trim();
-        if secret.len() < Self::MIN_LEN {
-            return;
-        }
-        if let Ok(mut list) = self.secrets.write()
-            && !list.iter().any(|s| s == secret)
-        {
-            list.push(secret.to_string());
-        }
-    }
-
-    /// The secrets found in the environment the AWS SDK and the OTLP exporter read.
-    pub fn add_from_env(&self) {
-        for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
-            if let Ok(v) = std::env::var(var) {
-                self.add(&v);
-            }
-        }
-        // `key=value,…`: the values are credentials for the collector.
-        for var in [
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        ] {
-            if let Ok(v) = std::env::var(var) {
-                for pair in v.split(',') {
-                    if let Some((_, value)) = pair.split_once('=') {
-                        self.add(value);
-                    }
-                }
-            }
-        }
-    }
-
-    /// `line` with every known secret replaced by `***`.
-    pub fn redact(&self, line: String) -> String {
-        let Ok(list) = self.secrets.read() else {
-            return line;
-        };
-        let mut line = line;
-        for secret in list.iter() {
-            if line.contains(secret.as_str()) {
-                line = line.replace(secret.as_str(), "***");
-            }
-        }
-        line
-    }
-}
-
 /// What the log layer needs to know.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -108,8 +41,6 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// Written on every JSON line (`POD_NAME`); `null` when unknown.
     pub pod_name: Option<String>,
-    /// The secrets blanked out of every line.
-    pub redactor: Redactor,
 }
 
 /// The log layer for the chosen format, filtered by `LOG_LEVEL`/`RUST_LOG`, writing stdout.
@@ -119,13 +50,13 @@ where
 {
     let filter = LogFilter::new(env_filter(&settings.level));
     match settings.format {
-        LogFormat::Json => Box::new(
-            JsonLines::new(settings.pod_name, settings.redactor, io::stdout).with_filter(filter),
-        ),
+        LogFormat::Json => {
+            Box::new(JsonLines::new(settings.pod_name, io::stdout).with_filter(filter))
+        }
         // Colour only for a terminal: log files stay free of escape codes.
         LogFormat::Pretty => Box::new(
             tracing_subscriber::fmt::layer()
-                .with_writer(RedactingStdout(settings.redactor))
+                .with_writer(RedactingStdout)
                 .with_ansi(io::IsTerminal::is_terminal(&io::stdout()))
                 .fmt_fields(PrettyFields)
                 .with_filter(filter),
@@ -206,12 +137,11 @@ where
 }
 
 /// Stdout for the pretty format, each line redacted before it is written.
-#[derive(Clone)]
-pub struct RedactingStdout(Redactor);
+#[derive(Clone, Copy)]
+pub struct RedactingStdout;
 
 /// One line on its way to stdout, redacted as a whole when dropped.
 pub struct RedactingLine {
-    redactor: Redactor,
     buf: Vec<u8>,
 }
 
@@ -231,8 +161,7 @@ impl Drop for RedactingLine {
         if self.buf.is_empty() {
             return;
         }
-        let text = String::from_utf8_lossy(&self.buf).into_owned();
-        let text = self.redactor.redact(text);
+        let text = crate::redact::owned(String::from_utf8_lossy(&self.buf).into_owned());
         let mut out = io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
@@ -244,7 +173,6 @@ impl<'a> MakeWriter<'a> for RedactingStdout {
 
     fn make_writer(&'a self) -> Self::Writer {
         RedactingLine {
-            redactor: self.0.clone(),
             buf: Vec::with_capacity(256),
         }
     }
@@ -301,16 +229,14 @@ struct SpanFields(Vec<(&'static str, Value)>);
 /// The JSON log layer.
 pub struct JsonLines<W> {
     pod_name: Value,
-    redactor: Redactor,
     writer: W,
 }
 
 impl<W> JsonLines<W> {
     /// Lines carrying `pod_name` (null when unknown), redacted, written to `writer`.
-    pub fn new(pod_name: Option<String>, redactor: Redactor, writer: W) -> Self {
+    pub fn new(pod_name: Option<String>, writer: W) -> Self {
         JsonLines {
             pod_name: pod_name.map(Value::String).unwrap_or(Value::Null),
-            redactor,
             writer,
         }
     }
@@ -366,7 +292,7 @@ where
             }
         }
         event.record(&mut Visitor(&mut line));
-        let text = self.redactor.redact(line.to_json());
+        let text = crate::redact::owned(line.to_json());
         let mut out = self.writer.make_writer();
         let _ = out.write_all(text.as_bytes());
     }
@@ -459,12 +385,12 @@ impl<S: FieldSink> Visitor<'_, S> {
         }
     }
 
-    /// Text, which is the line's `msg` when the field is `message`.
+    /// Text, secrets masked, which is the line's `msg` when the field is `message`.
     fn text(&mut self, field: &Field, text: impl FnOnce() -> String) {
         if !self.0.wants(field) {
             return;
         }
-        let text = text();
+        let text = crate::redact::owned(text());
         if field.name() == "message" {
             self.0.message(text, field);
         } else {
@@ -496,7 +422,7 @@ impl<S: FieldSink> Visit for Visitor<'_, S> {
         self.text(field, || value.to_string());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.keep(field, || Value::String(value.to_string()));
+        self.text(field, || value.to_string());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.text(field, || {
@@ -533,7 +459,7 @@ impl FieldSink for Line {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
 
     #[derive(Clone, Default)]
@@ -595,20 +521,17 @@ mod tests {
         }
     }
 
-    fn capture(pod: Option<&str>, redactor: Redactor, f: impl FnOnce()) -> Vec<String> {
+    fn capture(pod: Option<&str>, f: impl FnOnce()) -> Vec<String> {
         let buf = Buffer::default();
-        let subscriber = tracing_subscriber::registry().with(JsonLines::new(
-            pod.map(str::to_string),
-            redactor,
-            buf.clone(),
-        ));
+        let subscriber = tracing_subscriber::registry()
+            .with(JsonLines::new(pod.map(str::to_string), buf.clone()));
         tracing::subscriber::with_default(subscriber, f);
         buf.lines()
     }
 
     #[test]
     fn span_fields_are_flattened_without_duplicates() {
-        let lines = capture(Some("pod-1"), Redactor::default(), || {
+        let lines = capture(Some("pod-1"), || {
             let outer = tracing::info_span!(
                 "message",
                 message_id = "m-1",
@@ -662,7 +585,7 @@ mod tests {
 
     #[test]
     fn fixed_keys_cannot_be_overwritten_and_pod_name_is_always_there() {
-        let lines = capture(None, Redactor::default(), || {
+        let lines = capture(None, || {
             let s = tracing::info_span!("s", level = "custom");
             let _g = s.enter();
             tracing::warn!(target = "x", "hello {}", 1);
@@ -691,10 +614,9 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let r = Redactor::default();
-        r.add("tok-0123456789");
-        r.add("short");
-        let lines = capture(None, r, || {
+        crate::redact::register("tok-0123456789");
+        crate::redact::register("short");
+        let lines = capture(None, || {
             tracing::info!(header = "Bearer tok-0123456789", "short and tok-0123456789");
         });
         assert!(!lines[0].contains("tok-0123456789"), "{}", lines[0]);
@@ -703,5 +625,25 @@ mod tests {
             lines[0].contains("short and ***"),
             "short values are not redacted"
         );
+    }
+
+    /// Found by attacking the promise: a token holding `"` or `\` is escaped in the encoded
+    /// line, and a scan of the finished line missed it.
+    #[test]
+    fn a_secret_that_json_escapes_is_redacted_in_every_field() {
+        let token = r#"tok"quote\slash-5c2e"#;
+        crate::redact::register(token);
+        let lines = capture(None, || {
+            let span = tracing::info_span!("s", auth = format!("Bearer {token}").as_str());
+            let _g = span.enter();
+            let err = std::io::Error::other(format!("peer said {token}"));
+            tracing::warn!(error = &err as &(dyn std::error::Error + 'static), debug = ?token, "{token}");
+        });
+        let line = &lines[0];
+        assert!(!line.contains("quote"), "{line}");
+        let v: Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["msg"], "***");
+        assert_eq!(v["auth"], "Bearer ***");
+        assert_eq!(v["error"], "peer said ***");
     }
 }

@@ -91,6 +91,9 @@ pub const DOWNSTREAM_RESULTS: [&str; 4] = ["ok", "already_applied", "retryable",
 /// `result` of a visibility renewal.
 pub const RENEWAL_RESULTS: [&str; 2] = ["ok", "error"];
 
+/// `write` of a failed settling call (the worker's `SettleWrite` kinds).
+pub const SETTLE_WRITES: [&str; 3] = ["delete", "change_visibility", "dead_letter"];
+
 /// 5 ms to 60 s: a delivery takes milliseconds when all is well, up to a minute with retries.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
@@ -117,6 +120,7 @@ pub struct Metrics {
     released: IntCounter,
     dead_letters: IntCounterVec,
     retries: IntCounterVec,
+    settle_failures: IntCounterVec,
     renewals: IntCounterVec,
     message_age: Histogram,
     downstream: HistogramVec,
@@ -223,6 +227,12 @@ impl Metrics {
                 "Retries within a delivery (backoffs started after a retryable failure), by the step that failed.",
                 &["step"],
             ),
+            settle_failures: counter_vec(
+                &r,
+                "worker_settle_failures_total",
+                "SQS calls that settle messages and failed (after the SDK's own retries), by write: delete, change_visibility, dead_letter. While they fail, decided messages come back to be worked on again; /health fails when one kind fails for longer than the liveness limit.",
+                &["write"],
+            ),
             renewals: counter_vec(
                 &r,
                 "sqs_visibility_extensions_total",
@@ -296,6 +306,9 @@ impl Metrics {
         for r in RENEWAL_RESULTS {
             self.renewals.with_label_values(&[r]);
         }
+        for w in SETTLE_WRITES {
+            self.settle_failures.with_label_values(&[w]);
+        }
         for (target, method) in DOWNSTREAM_CALLS {
             for result in DOWNSTREAM_RESULTS {
                 self.downstream.with_label_values(&[target, method, result]);
@@ -311,12 +324,14 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
-        TextEncoder::new()
+        let text = TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "metrics encoding failed");
                 String::new()
-            })
+            });
+        // Labels are bounded enums, never message text; masked all the same, as every output.
+        crate::redact::owned(text)
     }
 
     /// One delivery finished. `event_type` is `None` when the body did not parse; a value not
@@ -362,6 +377,11 @@ impl Metrics {
                 self.message_age.observe(age.as_secs_f64());
             }
         }
+    }
+
+    /// A settling write (`delete`, `change_visibility`, `dead_letter`) failed.
+    pub fn settle_failed(&self, write: &'static str) {
+        self.settle_failures.with_label_values(&[write]).inc();
     }
 
     /// `n` messages were deleted from the source queue.
@@ -589,6 +609,10 @@ mod tests {
             Step::FetchReservation,
         ];
         assert_eq!(steps.map(Step::name), STEPS);
+        assert_eq!(
+            crate::worker::SettleWrite::ALL.map(crate::worker::SettleWrite::as_str),
+            SETTLE_WRITES
+        );
         assert_eq!(
             OUTCOMES.map(Outcome::as_str),
             [

@@ -14,7 +14,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, LogFormat};
-use logging::{LogSettings, Redactor};
+use logging::LogSettings;
 
 /// How long shutdown waits for the last spans to reach the collector.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,17 +47,13 @@ impl Telemetry {
 /// redacted; and, when `config.otel_endpoint` is set, the OpenTelemetry layer. Must run on
 /// the tokio runtime (the exporter is bound to it).
 pub fn init(config: &Config) -> Result<Telemetry, tracing::TracingError> {
-    let redactor = Redactor::default();
-    if let Some(token) = &config.reservation_api_token {
-        redactor.add(token.expose());
-    }
-    redactor.add_from_env();
+    // The token registered itself when the config was read; these the SDKs read themselves.
+    crate::redact::register_from_env();
     let provider = tracing::provider(config.otel_endpoint.as_deref(), config.pod_name.as_deref())?;
     let logs = logging::layer(LogSettings {
         level: config.log_level.clone(),
         format: config.log_format,
         pod_name: config.pod_name.clone(),
-        redactor,
     });
     let otel = provider.as_ref().map(tracing::layer);
     // A second init (a test, or a command that already set one up) keeps the first.
@@ -70,13 +66,11 @@ pub fn init(config: &Config) -> Result<Telemetry, tracing::TracingError> {
 
 /// Logs only, for the commands that are not the worker (`sim`): no traces.
 pub fn init_logging(level: &str, format: LogFormat) {
-    let redactor = Redactor::default();
-    redactor.add_from_env();
+    crate::redact::register_from_env();
     let logs = logging::layer(LogSettings {
         level: level.to_string(),
         format,
         pod_name: std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()),
-        redactor,
     });
     let _ = tracing_subscriber::registry().with(logs).try_init();
 }

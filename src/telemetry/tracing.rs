@@ -8,6 +8,7 @@
 //! Spans are made with `tracing` and turned into OpenTelemetry spans by the
 //! `tracing-opentelemetry` layer; with tracing off the spans still feed the log fields.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -202,7 +203,8 @@ struct OnRuntime {
 }
 
 impl SpanExporter for OnRuntime {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+        batch.iter_mut().for_each(scrub);
         let inner = self.inner.clone();
         let result = match self
             .runtime
@@ -239,6 +241,46 @@ impl SpanExporter for OnRuntime {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.set_resource(resource);
         }
+    }
+}
+
+/// Masks secrets in every text of a span before it leaves the process: its name, attributes,
+/// events (a log line inside a span becomes one), links and status.
+fn scrub(span: &mut SpanData) {
+    fn cow(text: &mut Cow<'static, str>) {
+        if let Cow::Owned(masked) = crate::redact::text(text) {
+            *text = Cow::Owned(masked);
+        }
+    }
+    fn value(v: &mut opentelemetry::Value) {
+        match v {
+            opentelemetry::Value::String(s) => {
+                if let Cow::Owned(masked) = crate::redact::text(s.as_str()) {
+                    *s = masked.into();
+                }
+            }
+            opentelemetry::Value::Array(opentelemetry::Array::String(list)) => {
+                for s in list {
+                    if let Cow::Owned(masked) = crate::redact::text(s.as_str()) {
+                        *s = masked.into();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let attributes = |list: &mut Vec<KeyValue>| list.iter_mut().for_each(|kv| value(&mut kv.value));
+    cow(&mut span.name);
+    attributes(&mut span.attributes);
+    for event in span.events.events.iter_mut() {
+        cow(&mut event.name);
+        attributes(&mut event.attributes);
+    }
+    for link in span.links.links.iter_mut() {
+        attributes(&mut link.attributes);
+    }
+    if let Status::Error { description } = &mut span.status {
+        cow(description);
     }
 }
 

@@ -9,7 +9,7 @@ pub mod retry;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -40,10 +40,59 @@ pub struct WorkerStatus {
     /// The first long-lived part (poll loop, acker) that ended before shutdown.
     stopped: OnceLock<&'static str>,
     ready: tokio::sync::watch::Sender<bool>,
+    /// Per kind of settling write: since when (ms since `started`, plus one) every call of that
+    /// kind has failed; 0 while the last one worked.
+    settle_failing_since: [AtomicU64; SettleWrite::ALL.len()],
+    /// Per kind: when a call last failed (same clock), so a failure long past does not count.
+    settle_failed_at: [AtomicU64; SettleWrite::ALL.len()],
+    /// The last failure of each kind, for the health body.
+    settle_errors: Mutex<[Option<String>; SettleWrite::ALL.len()]>,
+}
+
+/// A kind of write that settles a message on SQS, for health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleWrite {
+    /// Deleting finished messages.
+    Delete,
+    /// Hiding messages for a later retry, or releasing them.
+    ChangeVisibility,
+    /// Sending terminal messages to the dead-letter queue.
+    DeadLetter,
+}
+
+impl SettleWrite {
+    /// Every kind, in a fixed order (their index in [`WorkerStatus`]).
+    pub const ALL: [SettleWrite; 3] = [
+        SettleWrite::Delete,
+        SettleWrite::ChangeVisibility,
+        SettleWrite::DeadLetter,
+    ];
+
+    /// The label of metrics and the health body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettleWrite::Delete => "delete",
+            SettleWrite::ChangeVisibility => "change_visibility",
+            SettleWrite::DeadLetter => "dead_letter",
+        }
+    }
+
+    /// The SQS operation that makes the write.
+    pub fn operation(self) -> &'static str {
+        match self {
+            SettleWrite::Delete => "DeleteMessageBatch",
+            SettleWrite::ChangeVisibility => "ChangeMessageVisibilityBatch",
+            SettleWrite::DeadLetter => "SendMessage",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// What `GET /health` answers: whether restarting the process could help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Liveness {
     /// The poll loop has not started: the queue is still being reached (readiness says so).
     Starting,
@@ -60,12 +109,23 @@ pub enum Liveness {
     },
     /// A long-lived part ended (returned or panicked) while the worker was not shutting down.
     Stopped { part: &'static str },
+    /// Every write of one kind has failed for longer than the limit: messages are decided but
+    /// cannot be settled, and come back to be worked on again.
+    Unsettled {
+        write: SettleWrite,
+        failing_for: Duration,
+        limit: Duration,
+        error: String,
+    },
 }
 
 impl Liveness {
     /// Whether the process is worth keeping (200) rather than restarting (503).
     pub fn is_alive(&self) -> bool {
-        !matches!(self, Liveness::Wedged { .. } | Liveness::Stopped { .. })
+        !matches!(
+            self,
+            Liveness::Wedged { .. } | Liveness::Stopped { .. } | Liveness::Unsettled { .. }
+        )
     }
 
     /// A short word for the state, for the health body and the debug service.
@@ -76,6 +136,7 @@ impl Liveness {
             Liveness::Draining => "draining",
             Liveness::Wedged { .. } => "wedged",
             Liveness::Stopped { .. } => "stopped",
+            Liveness::Unsettled { .. } => "unsettled",
         }
     }
 
@@ -97,6 +158,18 @@ impl Liveness {
                 limit.as_secs()
             ),
             Liveness::Stopped { part } => format!("the {part} stopped unexpectedly"),
+            Liveness::Unsettled {
+                write,
+                failing_for,
+                limit,
+                error,
+            } => format!(
+                "every {} call ({}) has failed for {} s (limit {} s); last error: {error}",
+                write.operation(),
+                write.as_str(),
+                failing_for.as_secs(),
+                limit.as_secs()
+            ),
         }
     }
 }
@@ -113,6 +186,9 @@ impl Default for WorkerStatus {
             beat_limit_ms: AtomicU64::new(30_000),
             stopped: OnceLock::new(),
             ready: tokio::sync::watch::Sender::new(false),
+            settle_failing_since: Default::default(),
+            settle_failed_at: Default::default(),
+            settle_errors: Mutex::default(),
         }
     }
 }
@@ -219,6 +295,10 @@ impl WorkerStatus {
         if self.is_draining() {
             return Liveness::Draining;
         }
+        let limit = Duration::from_millis(self.beat_limit_ms.load(Ordering::Relaxed));
+        if let Some(unsettled) = self.unsettled_at(now, limit) {
+            return unsettled;
+        }
         let oldest = {
             let beats = self.beats.read().unwrap_or_else(PoisonError::into_inner);
             beats
@@ -231,7 +311,6 @@ impl WorkerStatus {
             return Liveness::Starting;
         };
         let silent_for = Duration::from_millis(now.saturating_sub(beat - 1));
-        let limit = Duration::from_millis(self.beat_limit_ms.load(Ordering::Relaxed));
         if silent_for > limit {
             Liveness::Wedged {
                 receive_loop,
@@ -258,6 +337,66 @@ impl WorkerStatus {
             shutdown,
         };
         work.await
+    }
+
+    /// A settling call of kind `write` worked.
+    pub fn settled(&self, write: SettleWrite) {
+        self.settle_failing_since[write.index()].store(0, Ordering::Relaxed);
+    }
+
+    /// A settling call of kind `write` failed with `error`.
+    pub fn settle_failed(&self, write: SettleWrite, error: &str) {
+        self.settle_failed_at_ms(write, error, self.mono_ms());
+    }
+
+    /// [`WorkerStatus::settle_failed`] at `now` ms after start.
+    fn settle_failed_at_ms(&self, write: SettleWrite, error: &str, now: u64) {
+        let now = now + 1;
+        let _ = self.settle_failing_since[write.index()].compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.settle_failed_at[write.index()].store(now, Ordering::Relaxed);
+        if let Ok(mut errors) = self.settle_errors.lock() {
+            errors[write.index()] = Some(error.to_string());
+        }
+    }
+
+    /// The kind of write that has failed longest without a success in between, if one has
+    /// failed for more than `limit` at `now` and is still failing (its last failure within the
+    /// limit: a kind of write no longer tried, say no dead letter came along since, proves
+    /// nothing either way).
+    fn unsettled_at(&self, now: u64, limit: Duration) -> Option<Liveness> {
+        let limit_ms = limit.as_millis() as u64;
+        let still_failing = |w: &SettleWrite| {
+            let last = self.settle_failed_at[w.index()].load(Ordering::Relaxed);
+            last > 0 && now.saturating_sub(last - 1) <= limit_ms
+        };
+        let (write, since) = SettleWrite::ALL
+            .iter()
+            .filter(|w| still_failing(w))
+            .map(|w| {
+                (
+                    *w,
+                    self.settle_failing_since[w.index()].load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, since)| *since > 0)
+            .min_by_key(|(_, since)| *since)?;
+        let failing_for = Duration::from_millis(now.saturating_sub(since - 1));
+        (failing_for > limit).then(|| Liveness::Unsettled {
+            write,
+            failing_for,
+            limit,
+            error: self
+                .settle_errors
+                .lock()
+                .ok()
+                .and_then(|e| e[write.index()].clone())
+                .unwrap_or_default(),
+        })
     }
 
     /// The last time a receive call returned, in ms since the epoch (0 if never).
@@ -379,6 +518,49 @@ mod tests {
         assert!(s.stopped.set("poll loop").is_ok());
         assert_eq!(s.liveness(), Liveness::Stopped { part: "poll loop" });
         assert!(!s.liveness().is_alive());
+    }
+
+    #[test]
+    fn writes_that_keep_failing_past_the_limit_fail_liveness() {
+        let s = WorkerStatus::default();
+        s.poll_loop_started(Duration::from_secs(30));
+        let start = s.mono_ms();
+        s.settle_failed(SettleWrite::DeadLetter, "SendMessage: timed out");
+        s.beat(0);
+        assert!(s.liveness_at(start + 30_000).is_alive(), "within the limit");
+        s.settle_failed_at_ms(
+            SettleWrite::DeadLetter,
+            "SendMessage: timed out again",
+            start + 29_000,
+        );
+        s.beat(0);
+        let at = s.liveness_at(start + 31_000);
+        assert!(!at.is_alive(), "{at:?}");
+        assert!(
+            at.reason()
+                .contains("every SendMessage call (dead_letter) has failed")
+                && at.reason().contains("timed out again"),
+            "{}",
+            at.reason()
+        );
+        let limit = Duration::from_secs(30);
+        assert_eq!(
+            s.unsettled_at(start + 62_000, limit),
+            None,
+            "no failure within the limit: nothing is being tried"
+        );
+        s.settled(SettleWrite::DeadLetter);
+        assert_eq!(
+            s.unsettled_at(start + 31_000, limit),
+            None,
+            "one success clears it"
+        );
+        s.settle_failed(SettleWrite::Delete, "DeleteMessageBatch: 500");
+        assert_eq!(
+            s.unsettled_at(start + 1_000, limit),
+            None,
+            "the delete failure is recent"
+        );
     }
 
     #[tokio::test]

@@ -157,17 +157,23 @@ impl Pool {
         }
     }
 
-    /// Stops accepting tasks and waits for the running ones.
-    pub async fn drain(&self, timeout: Duration) -> bool {
+    /// Stops accepting tasks and waits for the running ones until `finish_by`; then cuts them
+    /// short (each hands its message back) and waits for that until `give_up_by`. Whether all
+    /// finished in time.
+    pub async fn drain(
+        &self,
+        finish_by: tokio::time::Instant,
+        give_up_by: tokio::time::Instant,
+    ) -> bool {
         self.tracker.close();
-        if tokio::time::timeout(timeout, self.tracker.wait())
+        if tokio::time::timeout_at(finish_by, self.tracker.wait())
             .await
             .is_ok()
         {
             return true;
         }
         self.shared.hard_stop.cancel();
-        self.tracker.wait().await;
+        let _ = tokio::time::timeout_at(give_up_by, self.tracker.wait()).await;
         false
     }
 }
@@ -222,6 +228,8 @@ async fn settle(
         }
         _ => tracing::info!(outcome = outcome.as_str(), latency_ms, event_type, "message finished"),
     });
+    // A dead letter keeps its slot until the DLQ has it; every other disposition frees it now.
+    let slot = matches!(disposition, Disposition::DeadLetter { .. }).then_some(permit);
     // The acker outlives every task (it stops only when all senders are gone).
     if shared
         .acks
@@ -229,6 +237,7 @@ async fn settle(
             delivery,
             disposition,
             span: span.clone(),
+            slot,
         })
         .await
         .is_err()
@@ -236,7 +245,6 @@ async fn settle(
         tracing::error!("acker is gone; the message will reappear after its visibility timeout");
     }
     shared.status.end();
-    drop(permit);
 }
 
 /// Keeps the message invisible while `work` runs: renews its visibility at half the timeout.

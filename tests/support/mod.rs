@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod fast_sqs;
 pub mod moto;
 pub mod otlp;
 pub mod peers;
@@ -69,30 +70,12 @@ impl Harness {
 
     /// The environment that points a worker at these servers, fast settings for tests.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = self.moto.aws_env();
-        for (k, v) in [
-            ("SQS_QUEUE_URL", self.queue.url.as_str()),
-            ("SQS_WAIT_TIME", "1"),
-            ("INVENTORY_GRPC_ADDR", self.peers.inventory_addr.as_str()),
-            ("RESERVATION_API_BASE", self.peers.reservation_base.as_str()),
-            ("BACKOFF_BASE_MS", "20"),
-            ("BACKOFF_MAX_MS", "200"),
-            ("SERVER_PORT", "0"),
-            ("GRPC_DEBUG_PORT", "0"),
-            ("LOG_LEVEL", "info,reservation_worker=debug"),
-        ] {
-            env.push((k.to_string(), v.to_string()));
-        }
-        env
+        worker_env(self.moto.aws_env(), &self.queue, &self.peers)
     }
 
     /// Starts the worker with `env()` plus `extra` (later entries win) and waits for `/ready`.
     pub async fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
-        let mut env = self.env();
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let w = WorkerProcess::spawn(&env);
-        w.wait_ready().await;
-        w
+        start_worker(self.env(), extra).await
     }
 
     /// Queues `n` expiry events (`env-i` for reservation `ri`, each held) whose inventory call
@@ -115,6 +98,37 @@ impl Harness {
     pub async fn wait_queue_empty(&self) {
         self.queue.wait_empty().await;
     }
+}
+
+/// The environment of a worker on `queue` with `peers`, behind the SQS endpoint of `aws`, with
+/// fast settings for tests.
+pub fn worker_env(
+    mut aws: Vec<(String, String)>,
+    queue: &TestQueue,
+    peers: &TestPeers,
+) -> Vec<(String, String)> {
+    for (k, v) in [
+        ("SQS_QUEUE_URL", queue.url.as_str()),
+        ("SQS_WAIT_TIME", "1"),
+        ("INVENTORY_GRPC_ADDR", peers.inventory_addr.as_str()),
+        ("RESERVATION_API_BASE", peers.reservation_base.as_str()),
+        ("BACKOFF_BASE_MS", "20"),
+        ("BACKOFF_MAX_MS", "200"),
+        ("SERVER_PORT", "0"),
+        ("GRPC_DEBUG_PORT", "0"),
+        ("LOG_LEVEL", "info,reservation_worker=debug"),
+    ] {
+        aws.push((k.to_string(), v.to_string()));
+    }
+    aws
+}
+
+/// Starts the worker with `env` plus `extra` (later entries win) and waits for `/ready`.
+pub async fn start_worker(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> WorkerProcess {
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let w = WorkerProcess::spawn(&env);
+    w.wait_ready().await;
+    w
 }
 
 /// Message bodies in the documented envelope form.

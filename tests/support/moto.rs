@@ -121,41 +121,52 @@ impl Moto {
 
     /// Creates a queue; `redrive` = (DLQ, maxReceiveCount) sets a RedrivePolicy.
     pub async fn create_queue(&self, name: &str, redrive: Option<(&TestQueue, u32)>) -> TestQueue {
-        let mut req = self.client.create_queue().queue_name(name);
-        if name.ends_with(".fifo") {
-            req = req
-                .attributes(QueueAttributeName::FifoQueue, "true")
-                .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
-        }
-        if let Some((dlq, max)) = redrive {
-            let policy = serde_json::json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": max.to_string()});
-            req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
-        }
-        let url = req
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url()
-            .expect("queue url")
-            .to_string();
-        let attrs = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes");
-        let arn = attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .cloned()
-            .expect("QueueArn");
-        TestQueue {
-            client: self.client.clone(),
-            url,
-            arn,
-        }
+        create_queue(&self.client, name, redrive).await
+    }
+}
+
+/// Creates a queue on whatever endpoint `client` points at (moto or the fast endpoint). A
+/// `.fifo` name makes a FIFO queue with content-based deduplication; `redrive` = (DLQ,
+/// maxReceiveCount) sets a RedrivePolicy.
+pub async fn create_queue(
+    client: &Client,
+    name: &str,
+    redrive: Option<(&TestQueue, u32)>,
+) -> TestQueue {
+    let mut req = client.create_queue().queue_name(name);
+    if name.ends_with(".fifo") {
+        req = req
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
+    }
+    if let Some((dlq, max)) = redrive {
+        let policy =
+            serde_json::json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": max.to_string()});
+        req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+    }
+    let url = req
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    let attrs = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes");
+    let arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .expect("QueueArn");
+    TestQueue {
+        client: client.clone(),
+        url,
+        arn,
     }
 }
 

@@ -76,6 +76,8 @@ pub struct SqsStats {
     pub messages_deleted: u64,
     /// Messages moved to a dead-letter queue by a redrive policy.
     pub messages_dead_lettered: u64,
+    /// Calls that met an injected fault ([`SqsSim::inject`]).
+    pub faulted: u64,
 }
 
 macro_rules! counters {
@@ -112,6 +114,7 @@ counters!(
     messages_received,
     messages_deleted,
     messages_dead_lettered,
+    faulted,
 );
 
 fn bump(c: &AtomicU64, n: usize) {
@@ -121,6 +124,9 @@ fn bump(c: &AtomicU64, n: usize) {
 struct Inner {
     queues: RwLock<HashMap<String, Arc<SimQueue>>>,
     counters: Counters,
+    faults: Mutex<Vec<FaultRule>>,
+    /// FIFO queues (present and future) hand out groups with a message in flight.
+    lax_fifo: AtomicBool,
     /// Random high half of message ids; the low half counts, so ids cost no syscall.
     id_high: u64,
     next_id: AtomicU64,
@@ -138,6 +144,8 @@ impl Default for Inner {
         Inner {
             queues: RwLock::default(),
             counters: Counters::default(),
+            faults: Mutex::default(),
+            lax_fifo: AtomicBool::new(false),
             id_high: uuid::Uuid::new_v4().as_u64_pair().0,
             next_id: AtomicU64::new(1),
             incarnations: AtomicU64::new(1),
@@ -151,6 +159,60 @@ impl std::fmt::Debug for Inner {
         let names: Vec<String> = read(&self.queues).keys().cloned().collect();
         f.debug_struct("SqsSim").field("queues", &names).finish()
     }
+}
+
+/// The operations a fault can be injected into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SqsOperation {
+    ReceiveMessage,
+    SendMessage,
+    SendMessageBatch,
+    DeleteMessage,
+    DeleteMessageBatch,
+    ChangeMessageVisibility,
+    ChangeMessageVisibilityBatch,
+    GetQueueAttributes,
+    GetQueueUrl,
+}
+
+impl SqsOperation {
+    /// The operation named by an `X-Amz-Target` (`AmazonSQS.<name>`).
+    fn from_name(name: &str) -> Option<SqsOperation> {
+        Some(match name {
+            "ReceiveMessage" => Self::ReceiveMessage,
+            "SendMessage" => Self::SendMessage,
+            "SendMessageBatch" => Self::SendMessageBatch,
+            "DeleteMessage" => Self::DeleteMessage,
+            "DeleteMessageBatch" => Self::DeleteMessageBatch,
+            "ChangeMessageVisibility" => Self::ChangeMessageVisibility,
+            "ChangeMessageVisibilityBatch" => Self::ChangeMessageVisibilityBatch,
+            "GetQueueAttributes" => Self::GetQueueAttributes,
+            "GetQueueUrl" => Self::GetQueueUrl,
+            _ => return None,
+        })
+    }
+}
+
+/// How the endpoint misbehaves on a call. Exists so tests can show what the worker does when
+/// SQS is throttling, failing or hanging, one operation and one queue at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqsFault {
+    /// Answer `ThrottlingException` (HTTP 400; the SDK retries it a few times itself).
+    Throttle,
+    /// Answer `InternalError` (HTTP 500).
+    InternalError,
+    /// Hold the call this long, then handle it (an endpoint that accepts and hangs).
+    Delay(Duration),
+}
+
+#[derive(Debug)]
+struct FaultRule {
+    operation: SqsOperation,
+    /// Only calls naming this queue; `None` for every queue.
+    queue: Option<String>,
+    fault: SqsFault,
+    /// Calls left to fault; `None` until the rule is cleared.
+    left: Option<u32>,
 }
 
 /// One queue: its state behind its own mutex, and a [`Notify`] that wakes long polls.
@@ -236,6 +298,70 @@ impl SqsSim {
     /// An endpoint with no queues.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes calls of `operation` (on the queue named `queue`, or on every queue) misbehave as
+    /// `fault`: the next `times` calls, or every call until [`SqsSim::clear_faults`]. The
+    /// faulted calls are counted in [`SqsStats::faulted`].
+    pub fn inject(
+        &self,
+        operation: SqsOperation,
+        queue: Option<&str>,
+        fault: SqsFault,
+        times: Option<u32>,
+    ) {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(FaultRule {
+                operation,
+                queue: queue.map(str::to_owned),
+                fault,
+                left: times,
+            });
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Makes every FIFO queue, present and future, hand out the rest of a group while one of
+    /// its messages is in flight, as some emulators do.
+    pub fn set_lax_fifo(&self, lax: bool) {
+        self.inner.lax_fifo.store(lax, Ordering::Relaxed);
+        for q in read(&self.inner.queues).values() {
+            q.lock().set_lax_fifo(lax);
+        }
+    }
+
+    /// The fault for a call, if one applies (and counts it against its rule).
+    fn fault_for(&self, op: &str, body: &[u8]) -> Option<SqsFault> {
+        let operation = SqsOperation::from_name(op)?;
+        let mut rules = self.inner.faults.lock().unwrap_or_else(|p| p.into_inner());
+        if rules.is_empty() {
+            return None;
+        }
+        let queue = serde_json::from_slice::<wire::QueueUrlRequest>(body)
+            .ok()
+            .and_then(|r| r.queue_url)
+            .and_then(|u| queue_name(Some(&u)).ok().map(str::to_owned));
+        let index = rules.iter().position(|r| {
+            r.operation == operation
+                && r.left != Some(0)
+                && r.queue.as_ref().is_none_or(|q| Some(q) == queue.as_ref())
+        })?;
+        let rule = &mut rules[index];
+        if let Some(left) = &mut rule.left {
+            *left -= 1;
+        }
+        bump(&self.inner.counters.faulted, 1);
+        Some(rule.fault)
     }
 
     /// Counts of calls per operation and of messages sent, received, deleted and
@@ -369,7 +495,11 @@ impl SqsSim {
             arn: format!("arn:aws:sqs:{}:{ACCOUNT_ID}:{name}", cx.region),
             name: name.clone(),
             created_ms: now.ms,
-            state: Mutex::new(QueueState::new(incarnation, config, attrs, now)),
+            state: Mutex::new({
+                let mut state = QueueState::new(incarnation, config, attrs, now);
+                state.set_lax_fifo(self.inner.lax_fifo.load(Ordering::Relaxed));
+                state
+            }),
             arrivals: Notify::new(),
             deleted: AtomicBool::new(false),
         };
@@ -1006,14 +1136,31 @@ async fn handle(State(s): State<ServerState>, headers: HeaderMap, body: Bytes) -
         region: sigv4_region(&headers).unwrap_or(DEFAULT_REGION),
         shutdown: &s.shutdown,
     };
-    match s.sim.dispatch(op, &body, cx).await {
+    let answer = match s.sim.fault_for(op, &body) {
+        Some(SqsFault::Throttle) => Err(SqsError::Throttled),
+        Some(SqsFault::InternalError) => Err(SqsError::InternalError),
+        Some(SqsFault::Delay(d)) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = s.shutdown.cancelled() => {}
+            }
+            s.sim.dispatch(op, &body, cx).await
+        }
+        None => s.sim.dispatch(op, &body, cx).await,
+    };
+    match answer {
         Ok(out) => ([(CONTENT_TYPE, HeaderValue::from_static(JSON))], out).into_response(),
         Err(e) => {
             bump(&s.sim.inner.counters.errors, 1);
             let query = HeaderValue::from_str(&e.query_header())
                 .unwrap_or_else(|_| HeaderValue::from_static("InternalError;Receiver"));
+            let status = if e.sender_fault() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
             (
-                StatusCode::BAD_REQUEST,
+                status,
                 [
                     (CONTENT_TYPE, HeaderValue::from_static(JSON)),
                     (

@@ -266,6 +266,9 @@ struct FifoReady {
     /// Groups that may deliver now, by the sequence of their first visible message.
     heads: BTreeMap<u64, String>,
     visible: usize,
+    /// Behave like emulators that keep handing out a group while one of its messages is in
+    /// flight (order is then the consumer's job).
+    lax: bool,
 }
 
 #[derive(Debug, Default)]
@@ -281,7 +284,7 @@ impl FifoReady {
         let Some(g) = self.groups.get_mut(name) else {
             return;
         };
-        let want = if g.in_flight == 0 {
+        let want = if g.in_flight == 0 || self.lax {
             g.visible.first().copied()
         } else {
             None
@@ -401,7 +404,12 @@ impl Ready {
     fn clear(&mut self) {
         match self {
             Ready::Standard(set) => set.clear(),
-            Ready::Fifo(f) => *f = FifoReady::default(),
+            Ready::Fifo(f) => {
+                *f = FifoReady {
+                    lax: f.lax,
+                    ..FifoReady::default()
+                }
+            }
         }
     }
 }
@@ -469,6 +477,18 @@ impl QueueState {
             next_seq: 1,
             dedup: HashMap::new(),
             dedup_expiry: VecDeque::new(),
+        }
+    }
+
+    /// A lax FIFO queue hands out a group's next messages while one is in flight, as some
+    /// emulators do. Exists so tests can show the worker keeps order without the server's help.
+    pub fn set_lax_fifo(&mut self, lax: bool) {
+        if let Ready::Fifo(f) = &mut self.ready {
+            f.lax = lax;
+            let names: Vec<String> = f.groups.keys().cloned().collect();
+            for name in names {
+                f.refresh(&name);
+            }
         }
     }
 

@@ -45,6 +45,12 @@ pub enum SqsError {
     UnsupportedOperation(String),
     #[error("The request body could not be read: {0}")]
     Serialization(String),
+    /// Injected by a test: the request rate was exceeded.
+    #[error("Rate exceeded")]
+    Throttled,
+    /// Injected by a test: SQS failed on its side (HTTP 500).
+    #[error("We encountered an internal error. Please try again.")]
+    InternalError,
 }
 
 impl SqsError {
@@ -66,6 +72,8 @@ impl SqsError {
             SqsError::BatchRequestTooLong(_) => "BatchRequestTooLong",
             SqsError::UnsupportedOperation(_) => "UnsupportedOperation",
             SqsError::Serialization(_) => "SerializationException",
+            SqsError::Throttled => "ThrottlingException",
+            SqsError::InternalError => "InternalError",
         }
     }
 
@@ -92,7 +100,14 @@ impl SqsError {
             SqsError::BatchRequestTooLong(_) => "AWS.SimpleQueueService.BatchRequestTooLong",
             SqsError::UnsupportedOperation(_) => "AWS.SimpleQueueService.UnsupportedOperation",
             SqsError::Serialization(_) => "SerializationException",
+            SqsError::Throttled => "RequestThrottled",
+            SqsError::InternalError => "InternalError",
         }
+    }
+
+    /// Whether the caller's request was at fault (HTTP 400) rather than SQS (HTTP 500).
+    pub fn sender_fault(&self) -> bool {
+        !matches!(self, SqsError::InternalError)
     }
 
     /// The error body: `{"__type":"com.amazonaws.sqs#…","message":"…"}`.
@@ -113,7 +128,12 @@ impl SqsError {
 
     /// The `x-amzn-query-error` header value. Every error here is the caller's fault.
     pub fn query_header(&self) -> String {
-        format!("{};Sender", self.query_code())
+        let fault = if self.sender_fault() {
+            "Sender"
+        } else {
+            "Receiver"
+        };
+        format!("{};{fault}", self.query_code())
     }
 }
 
