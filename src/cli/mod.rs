@@ -62,7 +62,8 @@ pub async fn main(cli: Cli) -> ExitCode {
             }
         }
         Command::Send(args) => match send::run(*args).await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
             Err(e) => {
                 eprintln!("send: {e:#}");
                 ExitCode::from(1)

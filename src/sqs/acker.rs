@@ -173,7 +173,12 @@ impl Acker {
             ("SourceQueue", self.queue.url.clone()),
             ("DeadLetteredBy", self.pod_name.clone()),
         ];
-        for keep in ["TraceId", "traceparent"] {
+        // The envelope id travels with the body, so a redrive keeps the idempotency key.
+        for keep in [
+            "TraceId",
+            "traceparent",
+            crate::event::ENVELOPE_ID_ATTRIBUTE,
+        ] {
             if let Some(v) = d.attributes.get(keep) {
                 attrs.push((keep, v.clone()));
             }

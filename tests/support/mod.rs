@@ -1,4 +1,4 @@
-//! Shared test servers: a real moto SQS server, the two peers (the crate's simulators, which
+//! Shared test servers: a real moto SQS server (and the crate's SQS simulator), the two peers (the crate's simulators, which
 //! record calls and take scripted faults), and the real worker binary as a child process.
 
 #![allow(dead_code)]
@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod moto;
 pub mod otlp;
 pub mod peers;
+pub mod sqs_sim;
 pub mod worker;
 
 use std::time::Duration;
