@@ -1,15 +1,22 @@
 //! The ops commands against real servers: `check` reaches the queue, its DLQ and both peers
 //! and says which one is broken; `dlq peek` shows dead letters and leaves them; `dlq redrive`
 //! moves them back (all, `--max N`, `--reason PATTERN`) without losing one, and a redriven
-//! message is then processed by the running worker.
+//! message is then processed by the running worker. A redrive ends even while a worker keeps
+//! failing what it moves, leaves nothing hidden when interrupted or killed, moves nothing on
+//! `--dry-run`, and sends only to the configured queue (or a `--to` the DLQ's
+//! RedriveAllowPolicy permits), never where a message's SourceQueue attribute points.
 
 mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
 use reservation_worker::sim::{GrpcFault, InventoryMethod};
+use support::fast_sqs::FastSqs;
 use support::worker::BIN;
 use support::{Harness, TestQueue, bodies, eventually};
 
@@ -30,6 +37,7 @@ async fn run(env: &[(String, String)], args: &[&str]) -> Ran {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
             .output(),
     )
     .await
@@ -223,16 +231,30 @@ async fn check_loads_the_secret_overlay_and_never_prints_the_token() {
 
 // ---- dlq ---------------------------------------------------------------------------------
 
+fn text(v: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .expect("attribute")
+}
+
 /// Puts a message on the DLQ the way the acker does, plus a trace attribute and a Number
 /// attribute that a redrive must carry over unchanged.
 async fn dead_letter(h: &Harness, body: &str, reason: &str, error: &str, original: &str) {
-    let s = |v: &str| {
-        MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(v)
-            .build()
-            .expect("attribute")
-    };
+    dead_letter_with(h, body, reason, error, original, &[]).await;
+}
+
+/// [`dead_letter`] with more string attributes.
+async fn dead_letter_with(
+    h: &Harness,
+    body: &str,
+    reason: &str,
+    error: &str,
+    original: &str,
+    extra: &[(&str, &str)],
+) {
+    let s = text;
     let mut req = h
         .dlq
         .client
@@ -256,6 +278,9 @@ async fn dead_letter(h: &Harness, body: &str, reason: &str, error: &str, origina
                 .build()
                 .expect("attribute"),
         );
+    for (k, v) in extra {
+        req = req.message_attributes(*k, s(v));
+    }
     if h.dlq.url.ends_with(".fifo") {
         req = req.message_group_id(format!("group-{original}"));
     }
@@ -566,18 +591,17 @@ async fn a_redriven_message_is_processed_by_the_running_worker() {
 #[tokio::test]
 async fn a_message_whose_send_fails_stays_on_the_dlq_and_the_exit_code_says_so() {
     let h = Harness::start().await;
-    let gone = format!("{}/123456789012/no-such-source", h.moto.endpoint);
-    h.dlq
-        .send_with(
-            "orphan",
-            &[
-                ("ReasonClass", "downstream_rejected"),
-                ("ErrorMessage", "x"),
-                ("SourceQueue", &gone),
-            ],
-            None,
-        )
-        .await;
+    // The source queue refuses bodies over 1 KiB; the DLQ took one.
+    h.queue
+        .client
+        .set_queue_attributes()
+        .queue_url(&h.queue.url)
+        .attributes(QueueAttributeName::MaximumMessageSize, "1024")
+        .send()
+        .await
+        .expect("SetQueueAttributes");
+    let big = "x".repeat(2000);
+    dead_letter(&h, &big, "downstream_rejected", "x", "o-big").await;
     dead_letter(&h, "fine", "downstream_rejected", "x", "o-fine").await;
     let r = run(&h.env(), &["dlq", "redrive"]).await;
     assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
@@ -592,6 +616,374 @@ async fn a_message_whose_send_fails_stays_on_the_dlq_and_the_exit_code_says_so()
     );
     // Not deleted, and visible again at once.
     assert_eq!(h.dlq.depth().await, (1, 0));
-    assert_eq!(h.dlq.receive(30).await[0].body, "orphan");
+    assert_eq!(h.dlq.receive(30).await[0].body, big);
     assert_eq!(drain(&h.queue, 1).await[0].body(), Some("fine"));
+}
+
+// ---- redrive: ends, leaves nothing hidden, never follows an attribute ---------------------
+
+/// Starts the binary with exactly `env` (plus PATH), its output piped.
+fn spawn(env: &[(String, String)], args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn")
+}
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("still running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Puts `n` dead letters on the DLQ in batches: the even ones with ReasonClass
+/// `downstream_rejected`, the odd ones `invalid_field`.
+async fn fill_dlq(h: &Harness, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+        let entries: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .map(|i| {
+                let reason = if i % 2 == 0 {
+                    "downstream_rejected"
+                } else {
+                    "invalid_field"
+                };
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(format!("body-{i}"))
+                    .message_attributes("ReasonClass", text(reason))
+                    .message_attributes("OriginalMessageId", text(&format!("o-{i}")))
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        let out = h
+            .dlq
+            .client
+            .send_message_batch()
+            .queue_url(&h.dlq.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("SendMessageBatch");
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+    }
+}
+
+#[tokio::test]
+async fn a_redrive_while_the_worker_fails_the_events_again_ends_and_leaves_their_copies() {
+    let h = Harness::start().await;
+    // The inventory service rejects every ReleaseHold (terminal): each redriven event is
+    // dead-lettered again, under a new message id.
+    for _ in 0..1000 {
+        h.peers.inventory.push_fault(
+            InventoryMethod::ReleaseHold,
+            GrpcFault::Status(tonic::Code::FailedPrecondition),
+        );
+    }
+    let w = h.worker(&[]).await;
+    // Bodies without `id`: the envelope id travels as the EnvelopeId attribute.
+    let mut body =
+        serde_json::from_str::<serde_json::Value>(&bodies::expired("x", "r-0")).expect("json");
+    body.as_object_mut().expect("object").remove("id");
+    for i in 0..3 {
+        h.peers.hold(&format!("r-{i}"));
+        body["detail"]["reservation_id"] = serde_json::json!(format!("r-{i}"));
+        dead_letter_with(
+            &h,
+            &body.to_string(),
+            "downstream_rejected",
+            "ReleaseHold: nope",
+            &format!("orig-{i}"),
+            &[("EnvelopeId", &format!("stable-{i}"))],
+        )
+        .await;
+    }
+
+    let r = run(&h.env(), &["dlq", "redrive"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 3, skipped 0 (did not match), failed 0"
+    );
+    if let Some(line) = r.stdout.lines().find(|l| l.contains("came back")) {
+        assert!(
+            ["1 ", "2 ", "3 "].iter().any(|n| line.starts_with(n)),
+            "{line}"
+        );
+    }
+    h.wait_queue_empty().await;
+    let dlq = h.dlq.clone();
+    let mut depth = (0, 0);
+    for _ in 0..100 {
+        depth = dlq.depth().await;
+        if depth == (3, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(depth, (3, 0), "the three copies, visible");
+    // Each event was tried once: no loop of redrive and dead-letter.
+    let calls = h.peers.inventory.calls();
+    let mut keys: Vec<&str> = calls.iter().map(|c| c.idempotency_key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["stable-0", "stable-1", "stable-2"], "{calls:?}");
+    let copies = h.dlq.receive(30).await;
+    assert_eq!(copies.len(), 3);
+    let mut envelope_ids: Vec<&str> = copies
+        .iter()
+        .map(|m| m.attributes["EnvelopeId"].as_str())
+        .collect();
+    envelope_ids.sort();
+    assert_eq!(envelope_ids, ["stable-0", "stable-1", "stable-2"]);
+    for m in &copies {
+        assert_eq!(m.attributes["ReasonClass"], "downstream_rejected");
+        assert!(
+            !m.attributes["OriginalMessageId"].starts_with("orig-"),
+            "{m:?}"
+        );
+    }
+    drop(w);
+}
+
+#[tokio::test]
+async fn a_redrive_stopped_by_sigint_leaves_nothing_hidden_and_says_what_it_did() {
+    let h = Harness::start().await;
+    let n = 300;
+    fill_dlq(&h, n).await;
+    // Every other message does not match: a run holds those hidden until it ends.
+    let mut child = spawn(
+        &h.env(),
+        &["dlq", "redrive", "--reason", "downstream_rejected"],
+    );
+    let q = h.queue.clone();
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    while q.depth().await.0 < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing moved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&child, "INT");
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the redrive stopped")
+        .expect("wait");
+    let (dlq_visible, dlq_hidden) = h.dlq.depth().await;
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt as _;
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut stdout).await.expect("stdout");
+    }
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut stderr).await.expect("stderr");
+    }
+    assert_eq!(out.code(), Some(130), "{stdout}\n{stderr}");
+    assert_eq!(dlq_hidden, 0, "nothing left hidden:\n{stdout}\n{stderr}");
+    let moved: u64 = summary(&stdout)
+        .strip_prefix("moved ")
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(moved < n as u64 / 2, "stopped early: {stdout}");
+    assert_eq!(h.queue.depth().await, (moved, 0));
+    assert_eq!(dlq_visible + moved, n as u64, "none lost");
+    assert!(stderr.contains("interrupted by a signal"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_killed_redrive_leaves_nothing_hidden_for_long() {
+    let h = Harness::start().await;
+    let n = 200;
+    fill_dlq(&h, n).await;
+    let mut child = spawn(
+        &h.env(),
+        &["dlq", "redrive", "--reason", "downstream_rejected"],
+    );
+    let q = h.queue.clone();
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    while q.depth().await.0 < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing moved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&child, "KILL");
+    let _ = child.wait().await;
+    let killed = tokio::time::Instant::now();
+    assert!(h.dlq.depth().await.1 > 0, "the killed run held messages");
+    // The hold is 30 s, renewed every 10 s while the run lasted.
+    let limit = Duration::from_secs(40);
+    loop {
+        let (_, hidden) = h.dlq.depth().await;
+        if hidden == 0 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < limit,
+            "{hidden} message(s) still hidden {:?} after the kill",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn dlq_redrive_dry_run_lists_what_would_move_moves_nothing_and_warns_of_a_consumer() {
+    let h = Harness::start().await;
+    for i in 0..3 {
+        dead_letter(
+            &h,
+            &format!("body-{i}"),
+            "downstream_rejected",
+            "x",
+            &format!("orig-{i}"),
+        )
+        .await;
+    }
+    // A consumer holds a message of the source queue: the run warns.
+    h.queue.send("in-flight").await;
+    assert_eq!(h.queue.receive(60).await.len(), 1);
+    let r = run(&h.env(), &["dlq", "redrive", "--dry-run"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "dlq: warning: {} has 1 message(s) in flight: a consumer is running.",
+            h.queue.url
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("(dry run)")),
+        "{}",
+        r.stdout
+    );
+    for i in 0..3 {
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("would move message ")
+                    && l.ends_with(&format!("reason downstream_rejected, original orig-{i}"))),
+            "{}",
+            r.stdout
+        );
+    }
+    assert!(
+        r.stdout
+            .contains("dry run: would move 3, skipped 0 (did not match); nothing was moved"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(h.dlq.depth().await, (3, 0), "all still there, visible");
+    assert_eq!(h.queue.depth().await, (0, 1), "nothing moved");
+}
+
+#[tokio::test]
+async fn a_source_queue_attribute_naming_another_queue_is_not_followed() {
+    let h = Harness::start().await;
+    let third = h.moto.create_queue("someone-elses-queue", None).await;
+    h.dlq
+        .send_with(
+            "aimed-elsewhere",
+            &[
+                ("ReasonClass", "downstream_rejected"),
+                ("SourceQueue", &third.url),
+            ],
+            None,
+        )
+        .await;
+    dead_letter(&h, "ours", "downstream_rejected", "x", "o-ours").await;
+    // Moved by the queue's own RedrivePolicy: no SourceQueue.
+    h.dlq.send("moved-by-policy").await;
+
+    let r = run(&h.env(), &["dlq", "redrive"]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 2, skipped 0 (did not match), failed 0"
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "skipped 1 (SourceQueue names another queue: {}); left on the DLQ",
+            third.url
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("skipped message ")
+            && l.ends_with(&format!(
+                "SourceQueue names another queue ({}), not {}",
+                third.url, h.queue.url
+            ))),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        third.depth().await,
+        (0, 0),
+        "nothing sent where the attribute points"
+    );
+    assert_eq!(h.dlq.depth().await, (1, 0));
+    assert_eq!(h.dlq.receive(30).await[0].body, "aimed-elsewhere");
+    let mut moved: Vec<String> = drain(&h.queue, 2)
+        .await
+        .iter()
+        .map(|m| m.body().unwrap_or_default().to_string())
+        .collect();
+    moved.sort();
+    assert_eq!(moved, ["moved-by-policy", "ours"]);
+}
+
+#[tokio::test]
+async fn redrive_to_another_queue_only_when_the_dlq_redrive_allow_policy_names_it() {
+    // moto does not keep RedriveAllowPolicy; the crate's SQS simulator does.
+    let sqs = FastSqs::start().await;
+    let source = sqs.create_queue_with("events", &[]).await;
+    let other = sqs.create_queue_with("events-replay", &[]).await;
+    let stranger = sqs.create_queue_with("not-named", &[]).await;
+    let policy = serde_json::json!({"redrivePermission": "byQueue", "sourceQueueArns": [source.arn, other.arn]});
+    let dlq = sqs
+        .create_queue_with(
+            "events-dlq",
+            &[(QueueAttributeName::RedriveAllowPolicy, &policy.to_string())],
+        )
+        .await;
+    dlq.send("moved-by-policy").await;
+    let mut env = sqs.aws_env();
+    env.push(("SQS_QUEUE_URL".into(), source.url.clone()));
+    env.push(("SQS_DLQ_URL".into(), dlq.url.clone()));
+
+    let r = run(&env, &["dlq", "redrive", "--to", &stranger.url]).await;
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stderr.trim_end(),
+        format!(
+            "dlq: --to {}: not SQS_QUEUE_URL ({}) and not a queue the DLQ's RedriveAllowPolicy permits (byQueue: 000000000000/events, 000000000000/events-replay); a redrive moves messages only to the source queue or a queue that policy names",
+            stranger.url, source.url
+        )
+    );
+    assert_eq!(dlq.depth().await, (1, 0));
+    assert_eq!(stranger.depth().await, (0, 0));
+
+    let r = run(&env, &["dlq", "redrive", "--to", &other.url]).await;
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&r.stdout),
+        "moved 1, skipped 0 (did not match), failed 0"
+    );
+    assert_eq!(other.receive_n(1).await[0].body, "moved-by-policy");
+    assert_eq!(dlq.depth().await, (0, 0));
 }

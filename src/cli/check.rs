@@ -80,7 +80,7 @@ pub async fn run() -> ExitCode {
 /// prints the one-line reason and returns exit code 78.
 pub(crate) async fn load_config() -> Result<Config, ExitCode> {
     Config::load().await.map_err(|e| {
-        eprintln!(
+        errln!(
             "configuration error: {}",
             crate::redact::owned(e.to_string())
         );

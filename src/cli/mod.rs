@@ -1,5 +1,22 @@
 //! The command line: `run` (the default), `sim`, `send`, and the ops commands `check` and `dlq`.
 
+/// `println!` through [`crate::redact`], as every output of the process.
+macro_rules! outln {
+    () => {
+        println!()
+    };
+    ($($arg:tt)*) => {
+        println!("{}", crate::redact::owned(format!($($arg)*)))
+    };
+}
+
+/// `eprintln!` through [`crate::redact`], as every output of the process.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        eprintln!("{}", crate::redact::owned(format!($($arg)*)))
+    };
+}
+
 pub mod check;
 pub mod dlq;
 pub mod send;
@@ -56,15 +73,16 @@ pub async fn main(cli: Cli) -> ExitCode {
             match crate::sim::run_sims(args, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("sim: {}", crate::redact::owned(format!("{e:#}")));
+                    errln!("sim: {e:#}");
                     ExitCode::from(1)
                 }
             }
         }
         Command::Send(args) => match send::run(*args).await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
             Err(e) => {
-                eprintln!("send: {}", crate::redact::owned(format!("{e:#}")));
+                errln!("send: {e:#}");
                 ExitCode::from(1)
             }
         },
@@ -77,20 +95,14 @@ async fn run_worker() -> ExitCode {
     let config = match Config::load().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "configuration error: {}",
-                crate::redact::owned(e.to_string())
-            );
+            errln!("configuration error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let telemetry = match crate::telemetry::init(&config) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!(
-                "configuration error: {}",
-                crate::redact::owned(e.to_string())
-            );
+            errln!("configuration error: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -111,10 +123,7 @@ async fn run_worker() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");
-            eprintln!(
-                "reservation-worker: {}",
-                crate::redact::owned(e.to_string())
-            );
+            errln!("reservation-worker: {e}");
             ExitCode::from(1)
         }
     };

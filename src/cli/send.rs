@@ -1,15 +1,40 @@
 //! `reservation-worker send`: puts events on the queue, for local runs, demos and load.
+//!
+//! Messages go out in SendMessageBatch calls cut by count (10) and by size (SQS's limit on the
+//! whole request). Each line of a file is checked first (size, characters SQS accepts, and the
+//! worker's own parser unless `--no-validate`); a refused line is reported with its number and
+//! the run goes on. Every line of a file carries the `EnvelopeId` attribute, a UUID v5 of the
+//! line's bytes, which the worker uses as the envelope id when the body has none: sending the
+//! same file again sends the same events, not new ones.
 
-use std::io::BufRead;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use super::check::redact;
 use crate::config::Config;
+use crate::event::{self, ENVELOPE_ID_ATTRIBUTE, EventError, MessageContext};
 use crate::sqs::Queue;
+
+/// SQS's limit on one SendMessageBatch request, and so on any one message in it: the bodies
+/// plus every message attribute's name, data type and value, in bytes.
+const SQS_REQUEST_LIMIT: usize = 262_144;
+/// SQS's limit on entries per batch call.
+const BATCH_ENTRIES: usize = 10;
+/// The data type of every attribute `send` sets.
+const STRING: &str = "String";
+/// Namespace of the envelope ids derived from file lines (UUID v5 of the line's bytes).
+const LINE_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6f1d_3c2a_9b47_4e58_a0c1_5d2e_8f93_b716);
+/// Line numbers listed in the summary before it says "…".
+const SUMMARY_LINES: usize = 20;
 
 /// Which envelope form a flag-built event is written in.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -50,9 +75,13 @@ pub struct SendArgs {
     pub id: Option<String>,
     #[arg(long, value_enum, default_value = "documented")]
     pub form: Form,
-    /// Send each line of this JSONL file as one message body.
+    /// Send each line of this JSONL file as one message body, reporting each line.
     #[arg(long, conflicts_with_all = ["count", "event_type"])]
-    pub file: Option<std::path::PathBuf>,
+    pub file: Option<PathBuf>,
+    /// Send events the worker would dead-letter too (invalid JSON, unknown types, bad fields),
+    /// e.g. to exercise the DLQ. Size and SQS's character rules are still checked.
+    #[arg(long)]
+    pub no_validate: bool,
     /// Send this many generated events, cycling through the three types.
     #[arg(long, conflicts_with = "event_type")]
     pub count: Option<usize>,
@@ -64,8 +93,102 @@ pub struct SendArgs {
     pub queue_url: Option<String>,
 }
 
-/// Publishes the events; for local runs, demos and load.
-pub async fn run(args: SendArgs) -> anyhow::Result<()> {
+/// Where a message came from, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A line of `--file`, numbered from 1.
+    Line(usize),
+    /// The event built from the flags.
+    Flags,
+    /// The `n`-th of `--count`.
+    Generated(usize),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Line(n) => write!(f, "line {n}"),
+            Origin::Flags => f.write_str("event"),
+            Origin::Generated(n) => write!(f, "generated event {n}"),
+        }
+    }
+}
+
+/// One message body to send, before it is checked.
+#[derive(Debug)]
+struct Candidate {
+    origin: Origin,
+    /// The raw bytes: a file line need not be UTF-8.
+    bytes: Vec<u8>,
+}
+
+/// A checked message, ready for a batch.
+#[derive(Debug)]
+struct Ready {
+    origin: Origin,
+    body: String,
+    /// UUID v5 of the body: the FIFO deduplication id, and on file lines the `EnvelopeId`.
+    stable_id: String,
+    /// The envelope id the worker will use, when the body parses.
+    envelope_id: Option<String>,
+    group: String,
+    /// Body plus attributes, as SQS counts them against its limits.
+    size: usize,
+}
+
+/// Why a message was not sent.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("not valid UTF-8 (byte {at}); SQS bodies are text")]
+    NotUtf8 { at: usize },
+    #[error("{size} bytes with its attributes, more than the {limit} one SQS message may hold")]
+    TooLarge { size: usize, limit: usize },
+    #[error("character U+{code:04X} at byte {at} is not allowed in an SQS message")]
+    Character { code: u32, at: usize },
+    #[error("the worker would dead-letter it ({class}): {0}", class = .0.class())]
+    Invalid(EventError),
+    #[error("SQS refused it: {code}: {message}")]
+    BySqs { code: String, message: String },
+}
+
+/// What happened to one message.
+#[derive(Debug)]
+enum Outcome {
+    Sent {
+        message_id: String,
+        envelope_id: Option<String>,
+    },
+    Refused(Refusal),
+    /// The call carrying it failed; it may or may not have reached the queue.
+    NotSent(String),
+}
+
+/// The tally of a run, printed as its summary.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Messages handed to `send`.
+    total: usize,
+    sent: usize,
+    refused: Vec<Origin>,
+    not_sent: Vec<Origin>,
+    /// A batch call failed: the run stopped there.
+    stopped: bool,
+    /// Where the messages never tried begin, when the run stopped early.
+    first_not_attempted: Option<Origin>,
+}
+
+impl Tally {
+    fn not_attempted(&self) -> usize {
+        self.total - self.sent - self.refused.len() - self.not_sent.len()
+    }
+
+    fn all_sent(&self) -> bool {
+        self.sent == self.total
+    }
+}
+
+/// Publishes the events; for local runs, demos and load. Returns whether every one was sent.
+pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     // --queue-url stands in for SQS_QUEUE_URL; the rest (region, profile) comes from the env.
     let vars = std::env::vars()
         .filter(|(k, _)| args.queue_url.is_none() || k != "SQS_QUEUE_URL")
@@ -83,33 +206,71 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     }
     let queue = Queue::from_config(&config).await;
 
-    let bodies: Vec<(String, String)> = if let Some(path) = &args.file {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut out = Vec::new();
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("{}: line {}", path.display(), n + 1))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let group = serde_json::from_str::<Value>(&line)
-                .ok()
-                .and_then(|v| {
-                    v.pointer("/detail/reservation_id")?
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| format!("line-{n}"));
-            out.push((line, group));
-        }
-        out
+    let candidates: Vec<Candidate> = if let Some(path) = &args.file {
+        read_lines(path)?
     } else if let Some(count) = args.count {
-        (0..count).map(generated).collect()
+        (0..count)
+            .map(|n| Candidate {
+                origin: Origin::Generated(n + 1),
+                bytes: generated(n).0.into_bytes(),
+            })
+            .collect()
     } else {
-        vec![from_flags(&args)?]
+        vec![Candidate {
+            origin: Origin::Flags,
+            bytes: from_flags(&args)?.0.into_bytes(),
+        }]
     };
+    let limit = message_limit(&queue).await;
+    let sender = Sender {
+        queue: &queue,
+        fifo: queue.url.ends_with(".fifo"),
+        group_id: args.group_id.as_deref(),
+        validate: !args.no_validate,
+        with_envelope_id: args.file.is_some(),
+        limit,
+        bar: progress_bar(candidates.len()),
+    };
+    let tally = sender.send_all(candidates).await;
+    sender.bar.finish_and_clear();
+    outln!("{}", summary(&tally, &queue.url, args.file.as_deref()));
+    Ok(tally.all_sent())
+}
 
-    let total = bodies.len();
+/// The non-blank lines of a file, numbered from 1, as bytes (a line need not be UTF-8).
+fn read_lines(path: &Path) -> anyhow::Result<Vec<Candidate>> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(data
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(n, line)| Candidate {
+            origin: Origin::Line(n),
+            bytes: line.to_vec(),
+        })
+        .collect())
+}
+
+/// The most one message (and one batch request) may hold on this queue: its
+/// `MaximumMessageSize`, never more than [`SQS_REQUEST_LIMIT`]. When the attribute cannot be
+/// read (a role allowed only to send), SQS's own limit.
+async fn message_limit(queue: &Queue) -> usize {
+    match queue.attributes().await {
+        Ok(attrs) => attrs
+            .get("MaximumMessageSize")
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(SQS_REQUEST_LIMIT, |m| m.min(SQS_REQUEST_LIMIT)),
+        Err(e) => {
+            errln!(
+                "send: cannot read the queue's MaximumMessageSize ({e}); assuming {SQS_REQUEST_LIMIT} bytes"
+            );
+            SQS_REQUEST_LIMIT
+        }
+    }
+}
+
+fn progress_bar(total: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     if total < 50 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -118,47 +279,294 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} sent ({per_sec}, eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let fifo = queue.url.ends_with(".fifo");
-    let mut sent = 0usize;
-    for chunk in bodies.chunks(10) {
-        let mut entries = Vec::with_capacity(chunk.len());
-        for (i, (body, group)) in chunk.iter().enumerate() {
-            let mut e = SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(body);
-            if fifo {
-                e = e
-                    .message_group_id(args.group_id.clone().unwrap_or_else(|| group.clone()))
-                    .message_deduplication_id(uuid::Uuid::new_v4().to_string());
+    bar
+}
+
+/// Checks, batches and sends messages, reporting each as it goes.
+struct Sender<'a> {
+    queue: &'a Queue,
+    fifo: bool,
+    group_id: Option<&'a str>,
+    validate: bool,
+    /// Set `EnvelopeId` on every message (file lines: their bodies may carry no id).
+    with_envelope_id: bool,
+    limit: usize,
+    bar: ProgressBar,
+}
+
+impl Sender<'_> {
+    async fn send_all(&self, candidates: Vec<Candidate>) -> Tally {
+        let mut tally = Tally {
+            total: candidates.len(),
+            ..Tally::default()
+        };
+        let mut batch: Vec<Ready> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for candidate in candidates {
+            let origin = candidate.origin;
+            let checked = self.check(candidate);
+            // A refused message flushes what came before it, so the report stays in line order.
+            let cut = match &checked {
+                Ok(ready) => batch.len() == BATCH_ENTRIES || batch_bytes + ready.size > self.limit,
+                Err(_) => true,
+            };
+            if cut {
+                self.flush(std::mem::take(&mut batch), &mut tally).await;
+                batch_bytes = 0;
             }
-            entries.push(e.build().context("building a batch entry")?);
+            if tally.stopped {
+                tally.first_not_attempted = Some(origin);
+                break;
+            }
+            match checked {
+                Ok(ready) => {
+                    batch_bytes += ready.size;
+                    batch.push(ready);
+                }
+                Err(refusal) => self.record(origin, Outcome::Refused(refusal), &mut tally),
+            }
         }
-        let out = queue
+        if !tally.stopped {
+            self.flush(batch, &mut tally).await;
+        }
+        tally
+    }
+
+    /// Everything SQS or the worker would refuse, found before sending.
+    fn check(&self, c: Candidate) -> Result<Ready, Refusal> {
+        let body = String::from_utf8(c.bytes).map_err(|e| Refusal::NotUtf8 {
+            at: e.utf8_error().valid_up_to(),
+        })?;
+        let stable_id = uuid::Uuid::new_v5(&LINE_ID_NAMESPACE, body.as_bytes()).to_string();
+        let size = body.len()
+            + if self.with_envelope_id {
+                attribute_size(ENVELOPE_ID_ATTRIBUTE, &stable_id)
+            } else {
+                0
+            };
+        if size > self.limit {
+            return Err(Refusal::TooLarge {
+                size,
+                limit: self.limit,
+            });
+        }
+        if let Some((at, c)) = body.char_indices().find(|(_, c)| !sqs_allows(*c)) {
+            return Err(Refusal::Character {
+                code: u32::from(c),
+                at,
+            });
+        }
+        let mut attributes = HashMap::new();
+        if self.with_envelope_id {
+            attributes.insert(ENVELOPE_ID_ATTRIBUTE.to_string(), stable_id.clone());
+        }
+        let parsed = event::parse(
+            &body,
+            &MessageContext {
+                message_id: String::new(),
+                attributes,
+            },
+        );
+        let (envelope_id, reservation_id) = match parsed {
+            Ok(e) => (
+                Some(e.envelope_id.clone()),
+                Some(e.reservation_id().to_string()),
+            ),
+            Err(e) if self.validate => return Err(Refusal::Invalid(e)),
+            Err(_) => (None, None),
+        };
+        let group = match (self.group_id, reservation_id, c.origin) {
+            (Some(g), _, _) => g.to_string(),
+            (None, Some(r), _) => r,
+            (None, None, Origin::Line(n)) => format!("line-{n}"),
+            (None, None, _) => "send".to_string(),
+        };
+        Ok(Ready {
+            origin: c.origin,
+            body,
+            stable_id,
+            envelope_id,
+            group,
+            size,
+        })
+    }
+
+    /// Sends one batch and records each entry's outcome. A failed call stops the run: the
+    /// queue is unreachable or refuses whole requests, and later calls would fare the same.
+    async fn flush(&self, batch: Vec<Ready>, tally: &mut Tally) {
+        if batch.is_empty() {
+            return;
+        }
+        let entries = match batch
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.entry(i, r))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(e) => e,
+            Err(e) => return self.fail_batch(batch, format!("building a batch entry: {e}"), tally),
+        };
+        let out = match self
+            .queue
             .client()
             .send_message_batch()
-            .queue_url(&queue.url)
+            .queue_url(&self.queue.url)
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "SendMessageBatch: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?;
-        if let Some(f) = out.failed().first() {
-            bail!(
-                "SendMessageBatch refused an entry: {} {}",
-                f.code(),
-                f.message().unwrap_or_default()
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let why = format!("SendMessageBatch: {}", DisplayErrorContext(e));
+                return self.fail_batch(batch, why, tally);
+            }
+        };
+        // Entry ids are positions in the batch.
+        let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
+        for ok in out.successful() {
+            let Some(i) = ok.id().parse::<usize>().ok().filter(|i| *i < batch.len()) else {
+                continue;
+            };
+            outcomes[i] = Some(Outcome::Sent {
+                message_id: ok.message_id().to_string(),
+                envelope_id: batch[i].envelope_id.clone(),
+            });
+        }
+        for f in out.failed() {
+            let Some(i) = f.id().parse::<usize>().ok().filter(|i| *i < batch.len()) else {
+                continue;
+            };
+            outcomes[i] = Some(Outcome::Refused(Refusal::BySqs {
+                code: f.code().to_string(),
+                message: f.message().unwrap_or_default().to_string(),
+            }));
+        }
+        for (ready, outcome) in batch.into_iter().zip(outcomes) {
+            let outcome = outcome.unwrap_or_else(|| {
+                Outcome::NotSent("SendMessageBatch answered without this entry".to_string())
+            });
+            self.record(ready.origin, outcome, tally);
+        }
+    }
+
+    fn fail_batch(&self, batch: Vec<Ready>, why: String, tally: &mut Tally) {
+        for ready in batch {
+            self.record(ready.origin, Outcome::NotSent(why.clone()), tally);
+        }
+
+        tally.stopped = true;
+    }
+
+    fn entry(
+        &self,
+        i: usize,
+        r: &Ready,
+    ) -> Result<SendMessageBatchRequestEntry, aws_sdk_sqs::error::BuildError> {
+        let mut e = SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_body(&r.body);
+        if self.with_envelope_id {
+            e = e.message_attributes(
+                ENVELOPE_ID_ATTRIBUTE,
+                MessageAttributeValue::builder()
+                    .data_type(STRING)
+                    .string_value(&r.stable_id)
+                    .build()?,
             );
         }
-        sent += out.successful().len();
-        bar.inc(chunk.len() as u64);
+        if self.fifo {
+            // The same line gives the same deduplication id: a re-run within SQS's 5-minute
+            // window is dropped by the queue itself.
+            e = e
+                .message_group_id(&r.group)
+                .message_deduplication_id(&r.stable_id);
+        }
+        e.build()
     }
-    bar.finish_and_clear();
-    println!("sent {sent} message(s) to {}", queue.url);
-    Ok(())
+
+    /// Counts an outcome and prints it: every line of a file, and whatever was not sent.
+    fn record(&self, origin: Origin, outcome: Outcome, tally: &mut Tally) {
+        match &outcome {
+            Outcome::Sent { .. } => tally.sent += 1,
+            Outcome::Refused(_) => tally.refused.push(origin),
+            Outcome::NotSent(_) => tally.not_sent.push(origin),
+        }
+        self.bar.inc(1);
+        let text = match (&outcome, origin) {
+            (
+                Outcome::Sent {
+                    message_id,
+                    envelope_id: Some(id),
+                },
+                Origin::Line(_),
+            ) => format!("{origin}: sent as message {message_id}, envelope id {id}"),
+            (Outcome::Sent { message_id, .. }, Origin::Line(_)) => {
+                format!("{origin}: sent as message {message_id}")
+            }
+            (Outcome::Sent { .. }, _) => return,
+            (Outcome::Refused(r), _) => format!("{origin}: refused: {r}"),
+            (Outcome::NotSent(why), _) => format!("{origin}: not sent: {why}"),
+        };
+        self.bar.suspend(|| outln!("{text}"));
+    }
+}
+
+/// SQS's message size accounting for one String attribute.
+fn attribute_size(name: &str, value: &str) -> usize {
+    name.len() + STRING.len() + value.len()
+}
+
+/// The characters SQS accepts in a message body (#x9, #xA, #xD, #x20–#xD7FF, #xE000–#xFFFD,
+/// #x10000–#x10FFFF).
+fn sqs_allows(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// The last line of the output.
+fn summary(t: &Tally, url: &str, file: Option<&Path>) -> String {
+    let mut out = format!(
+        "sent {} of {} message(s) to {}",
+        t.sent,
+        t.total,
+        redact(url)
+    );
+    if let Some(path) = file {
+        out.push_str(&format!(" from {}", path.display()));
+    }
+    if !t.refused.is_empty() {
+        out.push_str(&format!(
+            "; refused {}: {}",
+            t.refused.len(),
+            listing(&t.refused)
+        ));
+    }
+    if !t.not_sent.is_empty() {
+        out.push_str(&format!(
+            "; not sent {} (a call failed): {}",
+            t.not_sent.len(),
+            listing(&t.not_sent)
+        ));
+    }
+    if let Some(first) = t.first_not_attempted {
+        out.push_str(&format!(
+            "; stopped there: {} not attempted, from {first} on",
+            t.not_attempted()
+        ));
+    }
+    out
+}
+
+/// Line numbers (or messages) for the summary, the first [`SUMMARY_LINES`] of them.
+fn listing(origins: &[Origin]) -> String {
+    let mut listed: Vec<String> = origins
+        .iter()
+        .take(SUMMARY_LINES)
+        .map(Origin::to_string)
+        .collect();
+    if origins.len() > SUMMARY_LINES {
+        listed.push("…".to_string());
+    }
+    listed.join(", ")
 }
 
 /// One event from the flags.
@@ -269,4 +677,85 @@ fn chrono_now() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_numbered_from_one_and_blank_ones_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.jsonl");
+        std::fs::write(&path, b"a\r\n\n  \nb\n\xff\n").expect("write");
+        let got: Vec<(Origin, Vec<u8>)> = read_lines(&path)
+            .expect("read")
+            .into_iter()
+            .map(|c| (c.origin, c.bytes))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Origin::Line(1), b"a".to_vec()),
+                (Origin::Line(4), b"b".to_vec()),
+                (Origin::Line(5), b"\xff".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_derived_id_depends_on_the_line_bytes_only() {
+        let id = |s: &str| uuid::Uuid::new_v5(&LINE_ID_NAMESPACE, s.as_bytes()).to_string();
+        assert_eq!(id("{\"a\":1}"), id("{\"a\":1}"));
+        assert_ne!(id("{\"a\":1}"), id("{\"a\": 1}"));
+        assert_eq!(id("x").len(), 36);
+    }
+
+    #[test]
+    fn only_characters_sqs_accepts_pass() {
+        for ok in [
+            '\t',
+            '\n',
+            '\r',
+            ' ',
+            'é',
+            '\u{D7FF}',
+            '\u{E000}',
+            '\u{1F600}',
+        ] {
+            assert!(sqs_allows(ok), "{ok:?}");
+        }
+        for bad in ['\u{0}', '\u{1}', '\u{1F}', '\u{FFFE}', '\u{FFFF}'] {
+            assert!(!sqs_allows(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_summary_lists_what_was_not_sent() {
+        let t = Tally {
+            total: 5,
+            sent: 2,
+            refused: vec![Origin::Line(2), Origin::Line(4)],
+            not_sent: vec![Origin::Line(5)],
+            stopped: true,
+            first_not_attempted: None,
+        };
+        assert_eq!(
+            summary(&t, "https://u:p@q.example/1/q", Some(Path::new("e.jsonl"))),
+            "sent 2 of 5 message(s) to https://q.example/1/q from e.jsonl; refused 2: line 2, line 4; not sent 1 (a call failed): line 5"
+        );
+        let t = Tally {
+            total: 30,
+            sent: 0,
+            refused: Vec::new(),
+            not_sent: (1..=10).map(Origin::Line).collect(),
+            stopped: true,
+            first_not_attempted: Some(Origin::Line(11)),
+        };
+        assert!(
+            summary(&t, "u", None).ends_with("; stopped there: 20 not attempted, from line 11 on"),
+            "{}",
+            summary(&t, "u", None)
+        );
+    }
 }

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::validate::{self, Fields, MAX_TEXT_BYTES, describe, invalid, truncate};
 use super::{
-    Event, EventError, EventKind, EventType, HoldExpired, MAX_BODY_BYTES, MAX_ID_LEN,
-    MessageContext, Payment,
+    ENVELOPE_ID_ATTRIBUTE, Event, EventError, EventKind, EventType, HoldExpired, MAX_BODY_BYTES,
+    MAX_ID_LEN, MessageContext, Payment,
 };
 
 /// How many characters of an unknown type name are kept in [`EventError::UnknownType`].
@@ -33,8 +33,8 @@ const STATUS_FAILED: &str = "PAYMENT_STATUS_FAILED";
 /// downstream works on typed, checked data and a bad body fails here, once, with an error
 /// naming the field (every error is terminal: the message belongs in the DLQ).
 ///
-/// The envelope id is the body's `id`, else the SNS wrapper's `MessageId`, else
-/// `ctx.message_id`. The trace id is the `TraceId` message attribute, else the trace id of a
+/// The envelope id is the body's `id`, else the SNS wrapper's `MessageId`, else the
+/// [`ENVELOPE_ID_ATTRIBUTE`] message attribute, else `ctx.message_id`. The trace id is the `TraceId` message attribute, else the trace id of a
 /// well-formed `traceparent` attribute, else the envelope's `trace_id`.
 ///
 /// # Errors
@@ -178,8 +178,12 @@ fn route(envelope: &Fields<'_>) -> Result<Route, EventError> {
 }
 
 /// The envelope id, the idempotency key downstream: the envelope's `id`, else the SNS
-/// `MessageId`, else the SQS MessageId. An `id` that is present must be a valid id; falling
-/// back past a bad one would silently change the key between redeliveries of fixed bodies.
+/// `MessageId`, else the `EnvelopeId` message attribute (which `send --file` sets to an id
+/// derived from the line, so sending a file twice sends the same events), else the SQS
+/// MessageId. An id written in the body wins over one beside it, so the attribute never changes
+/// the key of a message that already had one. An id that is present must be a valid id;
+/// falling back past a bad one would silently change the key between redeliveries of fixed
+/// bodies.
 fn envelope_id(
     envelope: &Fields<'_>,
     sns: Option<&Fields<'_>>,
@@ -190,6 +194,9 @@ fn envelope_id(
     }
     if let Some(v) = sns.and_then(|s| s.get("MessageId")) {
         return validate::key_id("MessageId", v);
+    }
+    if let Some(v) = ctx.attributes.get(ENVELOPE_ID_ATTRIBUTE) {
+        return validate::key_id_str(ENVELOPE_ID_ATTRIBUTE, v);
     }
     if ctx.message_id.trim().is_empty() {
         return Err(invalid(
@@ -713,6 +720,30 @@ mod tests {
         let (field, problem) = field_error(parse(&inner.to_string(), &empty_ctx));
         assert_eq!(field, "id");
         assert!(problem.starts_with("missing:"), "{problem}");
+    }
+
+    #[test]
+    fn envelope_id_attribute_comes_after_the_body_and_sns_ids() {
+        let attr = ctx_with(&[(ENVELOPE_ID_ATTRIBUTE, "line-id")]);
+        let id_of = |v: &Value| parse(&v.to_string(), &attr).map(|e| e.envelope_id);
+        let body = documented("reservation.expired", expired_detail());
+        assert_eq!(id_of(&body), Ok("env-1".to_owned()));
+        let inner = without(body, "id");
+        assert_eq!(id_of(&sns(&inner)), Ok("sns-1".to_owned()));
+        assert_eq!(id_of(&inner), Ok("line-id".to_owned()));
+        assert_eq!(
+            id_of(&without(sns(&inner), "MessageId")),
+            Ok("line-id".to_owned())
+        );
+        // Present but unusable: an error, never a silent fall back to the SQS MessageId.
+        let blank = ctx_with(&[(ENVELOPE_ID_ATTRIBUTE, " ")]);
+        assert_eq!(
+            field_error(parse(&inner.to_string(), &blank)),
+            (
+                "EnvelopeId".to_owned(),
+                "expected a non-empty id, found string \" \"".to_owned()
+            )
+        );
     }
 
     #[test]

@@ -19,12 +19,16 @@ pub const MAX_SEATS: usize = 500;
 /// The longest id (reservation, event, payment, user, seat) accepted.
 pub const MAX_ID_LEN: usize = 256;
 
+/// The message attribute that carries the envelope id when the body has none (set by
+/// `send --file`, kept on DLQ copies and by a redrive).
+pub const ENVELOPE_ID_ATTRIBUTE: &str = "EnvelopeId";
+
 /// What the parser needs from the SQS message besides its body.
 #[derive(Debug, Clone, Default)]
 pub struct MessageContext {
     /// The SQS MessageId: the envelope id when the body carries none.
     pub message_id: String,
-    /// String-valued SQS message attributes (`TraceId`, `traceparent`, …).
+    /// String-valued SQS message attributes (`TraceId`, `traceparent`, `EnvelopeId`, …).
     pub attributes: HashMap<String, String>,
 }
 

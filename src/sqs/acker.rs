@@ -382,7 +382,12 @@ fn dead_letter_attributes(
         ("SourceQueue", w.queue.url.clone()),
         ("DeadLetteredBy", w.pod_name.clone()),
     ];
-    for keep in ["TraceId", "traceparent"] {
+    // The envelope id travels with the body, so a redrive keeps the idempotency key.
+    for keep in [
+        "TraceId",
+        "traceparent",
+        crate::event::ENVELOPE_ID_ATTRIBUTE,
+    ] {
         if let Some(v) = d.attributes.get(keep) {
             attrs.push((keep, v.clone()));
         }
@@ -395,13 +400,14 @@ fn dead_letter_attributes(
 
 /// Attributes dropped, in this order, when a copy would not fit: the least needed first.
 /// `ReasonClass` is never dropped.
-const DROP_ORDER: [&str; 6] = [
+const DROP_ORDER: [&str; 7] = [
     "traceparent",
     "TraceId",
     "DeadLetteredBy",
     "SourceQueue",
     "ReceiveCount",
     "OriginalMessageId",
+    "EnvelopeId",
 ];
 
 /// What SQS counts of a message: the body and each attribute's name, type and value.

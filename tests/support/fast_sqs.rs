@@ -3,10 +3,11 @@
 //! FIFO emulator. `tests/sqs_sim.rs` checks it against what moto and SQS do.
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::QueueAttributeName;
 use reservation_worker::sim::{SqsSim, serve_sqs};
 use tokio_util::sync::CancellationToken;
 
-use super::moto::{REGION, TestQueue, client, create_queue};
+use super::moto::{REGION, TestQueue, client, create_queue, create_queue_with};
 use super::{TestPeers, WorkerProcess};
 
 /// The endpoint on a free loopback port, with an SDK client pointed at it; stopped on drop.
@@ -57,6 +58,16 @@ impl FastSqs {
     /// Creates a queue, as [`super::Moto::create_queue`] does.
     pub async fn create_queue(&self, name: &str, redrive: Option<(&TestQueue, u32)>) -> TestQueue {
         create_queue(&self.client, name, redrive).await
+    }
+
+    /// Creates a queue with the given attributes (what moto does not model: SQS's 256 KiB
+    /// request limit, `RedriveAllowPolicy`).
+    pub async fn create_queue_with(
+        &self,
+        name: &str,
+        attrs: &[(QueueAttributeName, &str)],
+    ) -> TestQueue {
+        create_queue_with(&self.client, name, None, attrs).await
     }
 }
 

@@ -1,5 +1,6 @@
-//! Shared test servers: a real moto SQS server, the two peers (the crate's simulators, which
-//! record calls and take scripted faults), and the real worker binary as a child process.
+//! Shared test servers: a real moto SQS server and the crate's fast SQS endpoint, the two peers
+//! (the crate's simulators, which record calls and take scripted faults), and the real worker
+//! binary as a child process.
 
 #![allow(dead_code)]
 

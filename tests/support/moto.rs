@@ -133,7 +133,20 @@ pub async fn create_queue(
     name: &str,
     redrive: Option<(&TestQueue, u32)>,
 ) -> TestQueue {
+    create_queue_with(client, name, redrive, &[]).await
+}
+
+/// [`create_queue`] with more attributes (a `RedriveAllowPolicy`, a `MaximumMessageSize`).
+pub async fn create_queue_with(
+    client: &Client,
+    name: &str,
+    redrive: Option<(&TestQueue, u32)>,
+    attrs: &[(QueueAttributeName, &str)],
+) -> TestQueue {
     let mut req = client.create_queue().queue_name(name);
+    for (k, v) in attrs {
+        req = req.attributes(k.clone(), *v);
+    }
     if name.ends_with(".fifo") {
         req = req
             .attributes(QueueAttributeName::FifoQueue, "true")
