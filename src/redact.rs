@@ -89,20 +89,35 @@ pub fn owned(text: String) -> String {
     }
 }
 
-/// The forms a secret takes in text.
+/// The forms a secret takes in text: as written, percent-encoded, and escaped once or twice
+/// by JSON or `Debug` (a peer's JSON error body quoting the header, then that body inside a
+/// JSON log line or an error's `Debug`).
 fn encodings(secret: &str) -> Vec<String> {
-    let json = serde_json::to_string(secret).unwrap_or_default();
-    let debug = format!("{secret:?}");
-    let mut forms = vec![secret.to_string()];
-    for quoted in [json, debug] {
-        if let Some(inner) = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
-            forms.push(inner.to_string());
-        }
+    let mut forms = vec![secret.to_string(), percent_encoded(secret)];
+    let mut once = Vec::new();
+    for escaped in escapes(secret) {
+        once.extend(escapes(&escaped));
+        once.push(escaped);
     }
-    forms.push(percent_encoded(secret));
+    forms.extend(once);
     forms.sort();
     forms.dedup();
     forms
+}
+
+/// `s` as a JSON string and as a `Debug` string would hold it, without the quotes.
+fn escapes(s: &str) -> [String; 2] {
+    let inner = |quoted: String| {
+        quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    [
+        inner(serde_json::to_string(s).unwrap_or_default()),
+        inner(format!("{s:?}")),
+    ]
 }
 
 /// Every byte but RFC 3986's unreserved characters as `%XX` (upper-case hex, as URL libraries
@@ -134,9 +149,11 @@ mod tests {
             !json.contains(secret),
             "the JSON form differs from the raw one"
         );
+        let twice = serde_json::to_string(&json).expect("json");
         for t in [
             format!("raw Bearer {secret}"),
             json,
+            twice,
             format!("{:?}", format!("debug {secret}")),
             format!("url ?token={}", percent_encoded(secret)),
         ] {

@@ -17,38 +17,8 @@ use aws_sdk_sqs::types::{
 };
 use reservation_worker::sim::{GrpcFault, InventoryMethod};
 use support::fast_sqs::FastSqs;
-use support::worker::BIN;
+use support::worker::{BIN, run};
 use support::{Harness, TestQueue, bodies, eventually};
-
-/// What a command printed and how it ended.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary with exactly `env` (plus PATH) and `args`.
-async fn run(env: &[(String, String)], args: &[&str]) -> Ran {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("command finished in time")
-    .expect("command ran");
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn env_plus(h: &Harness, add: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = h.env();

@@ -164,6 +164,12 @@ impl OtlpReceiver {
         out
     }
 
+    /// Everything received, every string included (escaped as `Debug` writes it), for tests
+    /// that grep all of it.
+    pub fn all_text(&self) -> String {
+        format!("{:?}", self.received.lock().expect("store"))
+    }
+
     /// The spans named `name`.
     pub fn named(&self, name: &str) -> Vec<ReceivedSpan> {
         self.spans()

@@ -218,3 +218,33 @@ pub fn top_level_keys(line: &str) -> Option<Vec<String>> {
     let mut de = serde_json::Deserializer::from_str(line);
     serde::Deserializer::deserialize_map(&mut de, Keys).ok()
 }
+
+/// What a command printed and how it ended.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary with exactly `env` (plus PATH) and `args`.
+pub async fn run(env: &[(String, String)], args: &[&str]) -> Ran {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("command finished in time")
+    .expect("command ran");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
