@@ -227,6 +227,20 @@ async fn terminal_downstream_errors_are_dead_lettered() {
     let dl = dead_letters(&h, 1).await;
     assert!(dl[&id_409].attributes["ErrorMessage"].contains("HTTP 409"));
     assert!(h.peers.inventory.calls_for("r-409").is_empty());
+    assert_eq!(
+        dl[&id_409].attributes.get("EnvelopeId").map(String::as_str),
+        Some("env-409"),
+        "the copy carries the key it was worked with, for a redrive to keep"
+    );
+
+    // A body without an id was worked with its SQS MessageId as the key: the copy keeps it.
+    h.peers
+        .reservations
+        .push_fault(HttpRoute::Patch, HttpFault::Status(409));
+    let no_id = json!({"type": "payment.failed", "detail": {"reservation_id": "r-409b", "payment_intent_id": "pi", "amount": 1, "event_id": "evt-1", "qty": 1}}).to_string();
+    let id_no_id = h.queue.send(&no_id).await;
+    let dl = dead_letters(&h, 1).await;
+    assert_eq!(dl[&id_no_id].attributes.get("EnvelopeId"), Some(&id_no_id));
     h.wait_queue_empty().await;
     // Each terminal error was tried once: no retry of a terminal failure.
     assert_eq!(h.peers.reservations.calls_for("r-unknown").len(), 1);
@@ -384,6 +398,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
             body: c.body.clone(),
             receive_count: c.receive_count,
             group_id: None,
+            sequence_number: None,
             sent_at: None,
             attributes: HashMap::new(),
             received_at: Instant::now(),
@@ -397,6 +412,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
             disposition,
             span: tracing::Span::none(),
             slot: None,
+            envelope_id: None,
         })
         .await
         .expect("acker listening");

@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use reservation_worker::sim::{GrpcFault, InventoryMethod};
+use reservation_worker::sim::{GrpcFault, InventoryMethod, SqsFault, SqsOperation};
+use support::fast_sqs::FastHarness;
 use support::{Harness, bodies};
 use tonic::Code;
 
@@ -162,4 +163,139 @@ async fn two_events_for_one_reservation_never_run_at_once() {
     assert_eq!(keys[0], keys[1], "interleaved: {keys:?}");
     assert_eq!(keys[2], keys[3], "interleaved: {keys:?}");
     assert_ne!(keys[0], keys[2]);
+}
+
+/// Found by attacking the promise: on a FIFO queue whose ChangeMessageVisibility calls were
+/// throttled while a peer was slow, the visibility lapsed and SQS handed the message out again
+/// and again: one message ran three times at once in one process, and the next message of its
+/// group started before the first one's last call ended.
+#[tokio::test]
+async fn a_lapsed_visibility_runs_no_message_twice_at_once_nor_its_group_out_of_order() {
+    let h = FastHarness::start_fifo().await;
+    h.sqs.sim.inject(
+        SqsOperation::ChangeMessageVisibility,
+        None,
+        SqsFault::Throttle,
+        None,
+    );
+    h.peers.hold("r-head");
+    h.peers.hold("r-next");
+    h.peers.inventory.push_fault(
+        InventoryMethod::ReleaseHold,
+        GrpcFault::Delay(Duration::from_secs(5)),
+    );
+    let _w = h
+        .worker(&[
+            ("SQS_VISIBILITY_TIMEOUT", "2"),
+            ("INVENTORY_TIMEOUT_MS", "20000"),
+            ("WORKER_CONCURRENCY", "10"),
+        ])
+        .await;
+    h.queue
+        .send_with(&bodies::expired("env-head", "r-head"), &[], Some("g"))
+        .await;
+    h.queue
+        .send_with(&bodies::expired("env-next", "r-next"), &[], Some("g"))
+        .await;
+    support::eventually("both expired", || {
+        ["r-head", "r-next"].iter().all(|r| {
+            h.peers
+                .reservations
+                .get(r)
+                .is_some_and(|x| x.status == "EXPIRED")
+        })
+    })
+    .await;
+    h.queue.wait_empty().await;
+    assert!(
+        h.sqs.sim.stats().messages_received > 3,
+        "the visibility really lapsed: {:?}",
+        h.sqs.sim.stats()
+    );
+    let head = h.peers.inventory.calls_for("r-head");
+    assert_eq!(
+        head.len(),
+        1,
+        "the head ran once; its other deliveries waited, then were duplicates: {head:?}"
+    );
+    let head_done = h
+        .peers
+        .reservations
+        .calls_for("r-head")
+        .last()
+        .map(|c| c.at)
+        .expect("PATCH");
+    let next_start = h.peers.inventory.calls_for("r-next")[0].at;
+    assert!(
+        next_start > head_done,
+        "the next message of the group started before the head's last call"
+    );
+}
+
+/// Found by attacking the promise: some emulators hand out the rest of a FIFO group while its
+/// head is in flight. When the head is put back for a later retry, the rest of its group is put
+/// back with it (hidden until after the head returns), never released at once to overtake it.
+#[tokio::test]
+async fn a_lax_emulator_cannot_make_a_group_run_out_of_order() {
+    let h = FastHarness::start_fifo().await;
+    h.sqs.sim.set_lax_fifo(true);
+    let rids = ["r1", "r2", "r3"];
+    for r in rids {
+        h.peers.hold(r);
+    }
+    for _ in 0..2 {
+        h.peers.inventory.push_fault(
+            InventoryMethod::ReleaseHold,
+            GrpcFault::Status(Code::Unavailable),
+        );
+    }
+    let w = h
+        .worker(&[
+            ("MAX_RETRIES", "1"),
+            ("REDELIVERY_BACKOFF_BASE_SECS", "1"),
+            ("WORKER_CONCURRENCY", "10"),
+        ])
+        .await;
+    for (i, r) in rids.iter().enumerate() {
+        h.queue
+            .send_with(&bodies::expired(&format!("env-{i}"), r), &[], Some("g"))
+            .await;
+    }
+    support::eventually("all expired", || {
+        rids.iter().all(|r| {
+            h.peers
+                .reservations
+                .get(r)
+                .is_some_and(|x| x.status == "EXPIRED")
+        })
+    })
+    .await;
+    h.queue.wait_empty().await;
+    let calls: Vec<(String, bool)> = h
+        .peers
+        .inventory
+        .calls()
+        .into_iter()
+        .map(|c| (c.reservation_id, c.applied))
+        .collect();
+    let expected: Vec<(String, bool)> = [
+        ("r1", false),
+        ("r1", false),
+        ("r1", true),
+        ("r2", true),
+        ("r3", true),
+    ]
+    .iter()
+    .map(|(r, a)| (r.to_string(), *a))
+    .collect();
+    assert_eq!(
+        calls, expected,
+        "the group ran in order, its head retried first"
+    );
+    let released = w
+        .logs_with_message("message finished")
+        .iter()
+        .filter(|l| l["outcome"] == "released")
+        .count();
+    assert_eq!(released, 0, "nothing was released to overtake the head");
 }

@@ -51,6 +51,9 @@ pub struct Settle {
     /// The message's pool slot, held until a dead letter is sent: the pool's bound on work in
     /// flight then covers DLQ sends too, so a slow DLQ slows intake instead of piling up bodies.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The envelope id the workflow used, when the body parsed: a dead-letter copy carries it
+    /// (`EnvelopeId`), so a redrive keeps the idempotency key even for a body without an id.
+    pub envelope_id: Option<String>,
 }
 
 /// The dead-letter queue and the largest message it takes.
@@ -288,7 +291,16 @@ fn route(
             let slot = s.slot;
             writes.spawn(
                 async move {
-                    let sent = dead_letter(&w, &dlq, &s.delivery, class, &error, cap).await;
+                    let sent = dead_letter(
+                        &w,
+                        &dlq,
+                        &s.delivery,
+                        s.envelope_id.as_deref(),
+                        class,
+                        &error,
+                        cap,
+                    )
+                    .await;
                     w.dead_lettering
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -330,11 +342,12 @@ async fn dead_letter(
     w: &Arc<Writer>,
     dlq: &DeadLetterQueue,
     d: &Delivery,
+    envelope_id: Option<&str>,
     class: &'static str,
     error: &str,
     cap: Duration,
 ) -> bool {
-    let attrs = dead_letter_attributes(w, d, class, error);
+    let attrs = dead_letter_attributes(w, d, envelope_id, class, error);
     let sent = match fit(&d.body, attrs, dlq.max_message_size) {
         Ok(attrs) => send_dead_letter(dlq, d, &attrs).await,
         Err(e) => Err(e),
@@ -367,6 +380,7 @@ async fn dead_letter(
 fn dead_letter_attributes(
     w: &Writer,
     d: &Delivery,
+    envelope_id: Option<&str>,
     class: &'static str,
     error: &str,
 ) -> Vec<(&'static str, String)> {
@@ -391,6 +405,13 @@ fn dead_letter_attributes(
         if let Some(v) = d.attributes.get(keep) {
             attrs.push((keep, v.clone()));
         }
+    }
+    if let Some(id) = envelope_id
+        && !attrs
+            .iter()
+            .any(|(k, _)| *k == crate::event::ENVELOPE_ID_ATTRIBUTE)
+    {
+        attrs.push((crate::event::ENVELOPE_ID_ATTRIBUTE, id.to_string()));
     }
     attrs
         .into_iter()

@@ -15,6 +15,8 @@ pub struct Delivery {
     pub receive_count: u32,
     /// `MessageGroupId` on FIFO queues: the ordering key.
     pub group_id: Option<String>,
+    /// `SequenceNumber` on FIFO queues: the message's place in its group.
+    pub sequence_number: Option<u128>,
     /// `SentTimestamp`.
     pub sent_at: Option<SystemTime>,
     /// String-valued message attributes (and `AWSTraceHeader`, a system attribute).
@@ -47,6 +49,8 @@ impl Delivery {
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(1),
             group_id: sys_get(MessageSystemAttributeName::MessageGroupId),
+            sequence_number: sys_get(MessageSystemAttributeName::SequenceNumber)
+                .and_then(|n| n.parse().ok()),
             sent_at: sys_get(MessageSystemAttributeName::SentTimestamp)
                 .and_then(|t| super::epoch_millis(&t)),
             attributes,

@@ -2,6 +2,7 @@
 //! with retry, keyed serialization, duplicate memory and a visibility heartbeat.
 
 pub mod disposition;
+mod groups;
 mod keyed;
 mod pool;
 mod recent;

@@ -1,17 +1,17 @@
 //! The pool: permits bound the work in flight, and every received message gets a task that
 //! carries its permit from dispatch until its disposition is handed to the acker.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::disposition::{Disposition, Outcome};
+use super::groups::{FifoGroups, Place};
 use super::retry::{Backoff, redelivery_delay};
 use super::{KeyedLocks, RecentlyCompleted, WorkerStatus};
 use crate::client::CallError;
@@ -41,7 +41,12 @@ struct Shared {
     queue: Queue,
     peers: Peers,
     acks: mpsc::Sender<Settle>,
+    /// Reservations being worked on: one reservation's events never run at once.
     locks: KeyedLocks,
+    /// Messages being worked on: a second delivery of one (its visibility lapsed) waits for
+    /// the first to end instead of running beside it.
+    running: KeyedLocks,
+    groups: FifoGroups,
     recent: RecentlyCompleted,
     status: Arc<WorkerStatus>,
     /// Cancelled at SIGTERM: no new backoff sleeps; unfinished retries are released.
@@ -91,6 +96,8 @@ impl Pool {
                 peers,
                 acks,
                 locks: KeyedLocks::default(),
+                running: KeyedLocks::default(),
+                groups: FifoGroups::default(),
                 status,
                 draining,
                 hard_stop,
@@ -138,21 +145,27 @@ impl Pool {
         }
     }
 
-    /// Starts a task per delivery. On FIFO queues, messages of one group are chained so each
-    /// starts only after the one before it is out of the way.
+    /// Starts a task per delivery. On FIFO queues each message takes its place in its
+    /// group's line (across batches), so it starts only after the one before it has finished.
     pub fn dispatch(&self, batch: Vec<Delivery>, permits: Vec<OwnedSemaphorePermit>) {
-        let mut chains: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
+        let batch_id = self
+            .shared
+            .settings
+            .fifo
+            .then(|| self.shared.groups.batch());
         for (delivery, permit) in batch.into_iter().zip(permits) {
-            let (after, next) = match (&delivery.group_id, self.shared.settings.fifo) {
-                (Some(group), true) => {
-                    let (tx, rx) = oneshot::channel();
-                    (chains.insert(group.clone(), rx), Some(tx))
-                }
-                _ => (None, None),
+            let place = match (&delivery.group_id, batch_id) {
+                (Some(group), Some(batch_id)) => Some(self.shared.groups.join(
+                    group,
+                    &delivery.message_id,
+                    delivery.sequence_number,
+                    batch_id,
+                )),
+                _ => None,
             };
             let shared = self.shared.clone();
             self.tracker.spawn(async move {
-                settle(shared, delivery, permit, after, next).await;
+                settle(shared, delivery, permit, place).await;
             });
         }
     }
@@ -183,8 +196,7 @@ async fn settle(
     shared: Arc<Shared>,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
-    after: Option<oneshot::Receiver<bool>>,
-    next: Option<oneshot::Sender<bool>>,
+    mut place: Option<Place>,
 ) {
     shared.status.begin();
     // Parsed first: the message's span takes its log fields and trace parent from the event.
@@ -199,21 +211,30 @@ async fn settle(
         crate::telemetry::tracing::process_span(&shared.queue.url, &delivery, parsed.as_ref().ok());
     // Known even for a message released before its workflow started.
     let event_type = parsed.as_ref().ok().map(|e| e.event_type().as_str());
+    let envelope_id = parsed.as_ref().ok().map(|e| e.envelope_id.clone());
     let work = async {
-        if let Some(prev) = after {
-            // A sender dropped without a word means the previous task was cut short.
-            if !prev.await.unwrap_or(false) {
-                return Disposition::Release;
+        if let Some(place) = &mut place {
+            place.wait_turn().await;
+            if let Some(after) = shared.groups.held_for(place) {
+                return Disposition::RetryLater {
+                    after,
+                    error:
+                        "held back: an earlier message of its FIFO group is waiting to be retried"
+                            .into(),
+                };
             }
         }
+        let _running = shared.running.lock(&delivery.message_id).await;
         decide(&shared, &delivery, parsed).await
     };
     let disposition = tokio::select! {
         d = with_heartbeat(&shared, &delivery, work).instrument(span.clone()) => d,
         _ = shared.hard_stop.cancelled() => Disposition::Release,
     };
-    if let Some(tx) = next {
-        let _ = tx.send(disposition.lets_group_continue());
+    if let Some(place) = place {
+        shared
+            .groups
+            .finish(place, &delivery.message_id, &disposition);
     }
     let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
     let outcome = disposition.outcome();
@@ -238,6 +259,7 @@ async fn settle(
             disposition,
             span: span.clone(),
             slot,
+            envelope_id,
         })
         .await
         .is_err()
@@ -295,12 +317,8 @@ async fn decide(
         }
     };
 
-    // FIFO groups are already serialized by their chain; on standard queues, the reservation.
-    let _guard = if shared.settings.fifo && delivery.group_id.is_some() {
-        None
-    } else {
-        Some(shared.locks.lock(event.reservation_id()).await)
-    };
+    // Also on FIFO queues: two groups may carry events of one reservation.
+    let _guard = shared.locks.lock(event.reservation_id()).await;
     if shared.recent.contains(&event.envelope_id) {
         return Disposition::Delete(Outcome::Duplicate);
     }
@@ -359,6 +377,7 @@ mod tests {
     use super::*;
     use crate::client::inventory::GrpcInventory;
     use crate::client::reservation::RestReservations;
+    use tokio::sync::oneshot;
 
     fn pool(concurrency: usize) -> Pool {
         let sdk = aws_config::SdkConfig::builder().build();
