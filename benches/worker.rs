@@ -15,6 +15,8 @@
 //! `cargo bench --bench worker -- load` (`make test-load`) runs only the drain at full N and
 //! its exactly-once audit, and exits non-zero on any discrepancy.
 
+#[path = "worker/dedupe.rs"]
+mod dedupe;
 #[path = "worker/floor.rs"]
 mod floor;
 #[path = "../tests/support/moto.rs"]
@@ -123,6 +125,27 @@ impl Plan {
 }
 
 fn main() {
+    if std::env::args().skip(1).any(|a| a == dedupe::ARG) {
+        if let Err(e) = dedupe::child_main() {
+            eprintln!("dedupe memory child failed: {e:#}");
+            std::process::exit(2);
+        }
+        return;
+    }
+    if std::env::args().skip(1).any(|a| a == "dedupe") {
+        match dedupe::measure() {
+            Ok(costs) => {
+                for c in costs {
+                    println!("{}", c.line());
+                }
+                return;
+            }
+            Err(e) => {
+                eprintln!("bench failed: {e:#}");
+                std::process::exit(2);
+            }
+        }
+    }
     if std::env::args().skip(1).any(|a| a == floor::ARG) {
         if let Err(e) = floor::child_main() {
             eprintln!("contract floor failed: {e:#}");
@@ -230,9 +253,15 @@ async fn run() -> anyhow::Result<bool> {
     report.pickup = Some(pickup_latency(&fast, plan.pickups).await?);
     report.startup = Some(startup(&fast, plan.startups).await?);
 
+    // 6. What an id costs in the duplicate memory.
+    report.dedupe = dedupe::measure()?;
+
     report.fast_stats = fast.stats().and_then(|s| serde_json::to_value(s).ok());
     let (table, all_ok) = report.table(&machine);
     println!("{table}");
+    for cost in &report.dedupe {
+        println!("{}", cost.line());
+    }
     let path = write_json(&report.json(&machine))?;
     println!("results: {}", path.display());
     for (endpoint, _) in endpoints {
@@ -1222,6 +1251,8 @@ struct Report {
     startup: Option<Latencies>,
     /// What the fast endpoint served over the whole run.
     fast_stats: Option<Value>,
+    /// What one id costs in the duplicate memory, by id length.
+    dedupe: Vec<dedupe::Cost>,
 }
 
 fn mark(pass: bool) -> &'static str {
@@ -1494,6 +1525,12 @@ impl Report {
             "pickup": lat(&self.pickup),
             "startup": lat(&self.startup),
             "fast_endpoint_stats": self.fast_stats,
+            "dedupe_memory": self.dedupe.iter().map(|c| json!({
+                "id_bytes": c.id_bytes,
+                "entries": c.entries,
+                "rss_growth_kib": c.rss_growth_kib,
+                "bytes_per_entry": c.bytes_per_entry(),
+            })).collect::<Vec<_>>(),
         })
     }
 }

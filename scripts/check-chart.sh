@@ -200,7 +200,10 @@ BAD_VALUES=(
     "keda.scaleDown.percent=0"
     "worker.reservationApiToken.value=inline-secret"
     "serviceAccount.roleArn=my-role"
-    "terminationGraceExtraSeconds=0"
+    "terminationGraceExtraSeconds=5"
+    "worker.dedupeCapacity=10000000"
+    "worker.circuit.failureThreshold=-1"
+    "worker.circuit.probeBaseSecs=0"
 )
 for bad in "${BAD_VALUES[@]}"; do
     if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>"$WORK/bad.err"; then

@@ -113,6 +113,10 @@ struct RawEnv {
     shutdown_timeout_secs: Option<String>,
     dedupe_capacity: Option<String>,
     dedupe_ttl_secs: Option<String>,
+    circuit_failure_threshold: Option<String>,
+    circuit_failing_secs: Option<String>,
+    circuit_probe_base_secs: Option<String>,
+    circuit_probe_max_secs: Option<String>,
     inventory_grpc_addr: Option<String>,
     inventory_timeout_ms: Option<String>,
     reservation_api_base: Option<String>,
@@ -176,6 +180,16 @@ pub struct Config {
     pub dedupe_capacity: usize,
     /// How long a completed id is remembered (`DEDUPE_TTL_SECS`).
     pub dedupe_ttl: Duration,
+    /// Retryable failures in a row that open a peer's circuit (`CIRCUIT_FAILURE_THRESHOLD`,
+    /// 0 = no breaker).
+    pub circuit_failures: u32,
+    /// How long those failures must have lasted (`CIRCUIT_FAILING_SECS`).
+    pub circuit_failing_for: Duration,
+    /// The first wait between probes of an open circuit (`CIRCUIT_PROBE_BASE_SECS`); doubled
+    /// after each failed probe up to `CIRCUIT_PROBE_MAX_SECS`.
+    pub circuit_probe_base: Duration,
+    /// The longest wait between probes (`CIRCUIT_PROBE_MAX_SECS`).
+    pub circuit_probe_max: Duration,
     /// The inventory service as a URI (`INVENTORY_GRPC_ADDR`, `host:port` or a URL).
     pub inventory_uri: String,
     /// Per-call deadline for inventory calls (`INVENTORY_TIMEOUT_MS`).
@@ -213,6 +227,14 @@ pub struct Config {
     /// What the Secrets Manager overlay applied, when it was on.
     pub secret: Option<SecretSource>,
 }
+
+/// The most ids `DEDUPE_CAPACITY` may ask each of the worker's two duplicate memories to keep.
+/// It bounds their memory: `make bench` measures what an id costs (README, "Configuration").
+pub const MAX_DEDUPE_CAPACITY: usize = 100_000;
+
+/// What a `DEDUPE_CAPACITY` error says the number counts.
+const DEDUPE_CAPACITY_EXPECTED: &str =
+    "ids in each of the worker's two duplicate memories; the bound keeps their memory in check";
 
 /// SQS's ceiling for a message's visibility timeout.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
@@ -352,8 +374,8 @@ impl Config {
             raw.dedupe_capacity,
             10_000,
             0,
-            10_000_000,
-            "a number of envelope ids",
+            MAX_DEDUPE_CAPACITY as u64,
+            DEDUPE_CAPACITY_EXPECTED,
         )?;
         let dedupe_ttl = int(
             "DEDUPE_TTL_SECS",
@@ -362,6 +384,38 @@ impl Config {
             1,
             86_400,
             "whole seconds",
+        )?;
+        let circuit_failures = int(
+            "CIRCUIT_FAILURE_THRESHOLD",
+            raw.circuit_failure_threshold,
+            10,
+            0,
+            1_000_000,
+            "retryable failures in a row that open a peer's circuit; 0 turns the breakers off",
+        )?;
+        let circuit_failing_for = int(
+            "CIRCUIT_FAILING_SECS",
+            raw.circuit_failing_secs,
+            10,
+            0,
+            3600,
+            "whole seconds those failures must span",
+        )?;
+        let circuit_probe_base = int(
+            "CIRCUIT_PROBE_BASE_SECS",
+            raw.circuit_probe_base_secs,
+            5,
+            1,
+            3600,
+            "whole seconds",
+        )?;
+        let circuit_probe_max = int(
+            "CIRCUIT_PROBE_MAX_SECS",
+            raw.circuit_probe_max_secs,
+            120.max(circuit_probe_base),
+            circuit_probe_base,
+            3600,
+            "whole seconds, at least CIRCUIT_PROBE_BASE_SECS",
         )?;
         let inventory_uri = inventory_uri(
             nonempty(raw.inventory_grpc_addr).unwrap_or_else(|| "inventory-svc:8020".into()),
@@ -462,6 +516,10 @@ impl Config {
             shutdown_timeout: Duration::from_secs(shutdown),
             dedupe_capacity: dedupe_capacity as usize,
             dedupe_ttl: Duration::from_secs(dedupe_ttl),
+            circuit_failures: circuit_failures as u32,
+            circuit_failing_for: Duration::from_secs(circuit_failing_for),
+            circuit_probe_base: Duration::from_secs(circuit_probe_base),
+            circuit_probe_max: Duration::from_secs(circuit_probe_max),
             inventory_uri,
             inventory_timeout: Duration::from_millis(inventory_timeout),
             reservation_api_base,
@@ -892,12 +950,63 @@ mod tests {
             ("WORKER_CONCURRENCY", "0"),
             ("MAX_RETRIES", "-1"),
             ("SERVER_PORT", "70000"),
+            ("DEDUPE_CAPACITY", "10000000"),
+            ("CIRCUIT_PROBE_BASE_SECS", "0"),
         ] {
             let e = Config::from_vars(vars(&[QUEUE, (var, val)])).expect_err(var);
             let text = e.to_string();
             assert!(text.starts_with(&format!("{var}=\"{val}\"")), "{text}");
             assert!(text.contains("expected an integer from"), "{text}");
         }
+    }
+
+    /// Found by an attack on the promise: 10,000,000 was accepted, about 1.7 GiB at ~181
+    /// bytes an id, twice over. The bound keeps both memories within tens of MiB.
+    #[test]
+    fn the_duplicate_memory_is_bounded_by_what_it_costs() {
+        let e = Config::from_vars(vars(&[QUEUE, ("DEDUPE_CAPACITY", "100001")]))
+            .expect_err("above the bound");
+        assert!(
+            e.to_string()
+                .contains("expected an integer from 0 to 100000 (ids in each of the worker's two duplicate memories"),
+            "{e}"
+        );
+        let c =
+            Config::from_vars(vars(&[QUEUE, ("DEDUPE_CAPACITY", "100000")])).expect("the bound");
+        assert_eq!(c.dedupe_capacity, MAX_DEDUPE_CAPACITY);
+    }
+
+    #[test]
+    fn circuit_settings_have_defaults_and_the_probe_cap_is_not_below_its_base() {
+        let c = Config::from_vars(vars(&[QUEUE])).expect("defaults");
+        assert_eq!(
+            (
+                c.circuit_failures,
+                c.circuit_failing_for,
+                c.circuit_probe_base,
+                c.circuit_probe_max
+            ),
+            (
+                10,
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+                Duration::from_secs(120)
+            )
+        );
+        let c = Config::from_vars(vars(&[QUEUE, ("CIRCUIT_PROBE_BASE_SECS", "300")]))
+            .expect("a longer base raises the default cap");
+        assert_eq!(c.circuit_probe_max, Duration::from_secs(300));
+        let e = Config::from_vars(vars(&[
+            QUEUE,
+            ("CIRCUIT_PROBE_BASE_SECS", "30"),
+            ("CIRCUIT_PROBE_MAX_SECS", "10"),
+        ]))
+        .expect_err("cap below base");
+        assert!(
+            e.to_string().starts_with("CIRCUIT_PROBE_MAX_SECS=\"10\"")
+                && e.to_string().contains("at least CIRCUIT_PROBE_BASE_SECS"),
+            "{e}"
+        );
     }
 
     #[test]

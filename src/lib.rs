@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::circuit::CircuitSettings;
 use crate::client::inventory::GrpcInventory;
 use crate::client::reservation::RestReservations;
 use crate::config::Config;
@@ -69,17 +70,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let status = Arc::new(WorkerStatus::default());
     let servers_stop = CancellationToken::new();
     metrics().set_pool_capacity(config.concurrency);
-    let peers = Peers {
-        inventory: Arc::new(Measured(GrpcInventory::new(
+    let peers = Peers::new(
+        Arc::new(Measured(GrpcInventory::new(
             &config.inventory_uri,
             config.inventory_timeout,
         )?)),
-        reservations: Arc::new(Measured(RestReservations::new(
+        Arc::new(Measured(RestReservations::new(
             &config.reservation_api_base,
             config.reservation_api_token.clone(),
             config.reservation_api_timeout,
         )?)),
-    };
+        CircuitSettings {
+            failures: config.circuit_failures,
+            failing_for: config.circuit_failing_for,
+            probe_base: config.circuit_probe_base,
+            probe_max: config.circuit_probe_max,
+        },
+        {
+            let status = status.clone();
+            move |paused| status.set_paused(paused)
+        },
+        shutdown.clone(),
+    );
 
     let http_listener = bind("SERVER_PORT", config.server_port).await?;
     let grpc_listener = bind("GRPC_DEBUG_PORT", config.grpc_debug_port).await?;

@@ -277,19 +277,22 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
     let h = Harness::start().await;
     let queue = Queue::new(&h.moto.sdk_config().await, h.queue.url.clone());
     let status = Arc::new(WorkerStatus::default());
-    let peers = Peers {
-        inventory: Arc::new(
+    let peers = Peers::new(
+        Arc::new(
             GrpcInventory::new(
                 &format!("http://{}", h.peers.inventory_addr),
                 Duration::from_secs(5),
             )
             .expect("inventory client"),
         ),
-        reservations: Arc::new(
+        Arc::new(
             RestReservations::new(&h.peers.reservation_base, None, Duration::from_secs(5))
                 .expect("reservation client"),
         ),
-    };
+        reservation_worker::client::circuit::CircuitSettings::OFF,
+        |_| {},
+        CancellationToken::new(),
+    );
     let (acks, _acks_rx) = tokio::sync::mpsc::channel(10);
     let pool = Pool::new(
         PoolSettings {

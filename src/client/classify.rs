@@ -81,6 +81,19 @@ pub fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
     }
 }
 
+/// A gRPC health probe's error status: whether the inventory service answered. Its own
+/// UNIMPLEMENTED (it does not serve `grpc.health.v1`) is an answer; one made up from a
+/// proxy's HTTP status, and everything retryable, is not.
+pub fn grpc_probe(status: &tonic::Status) -> Result<(), CallError> {
+    if status.code() == Code::Unimplemented && !status.message().starts_with(HTTP_DERIVED) {
+        return Ok(());
+    }
+    match grpc_status(status) {
+        Err(e @ CallError::Retryable(_)) => Err(e),
+        Ok(_) | Err(CallError::Terminal { .. }) => Ok(()),
+    }
+}
+
 /// An OK `ReleaseHold` response, by its status field.
 pub fn release_status(
     status: i32,

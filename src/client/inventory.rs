@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 
 use super::Inventory;
@@ -17,6 +20,8 @@ use crate::telemetry::tracing::ClientSpan;
 #[derive(Clone, Debug)]
 pub struct GrpcInventory {
     client: InventoryServiceClient<Channel>,
+    /// The same connection, for the circuit breaker's `grpc.health.v1` probe.
+    health: HealthClient<Channel>,
     /// Per-call deadline, enforced here rather than by tonic's `Endpoint::timeout`: tonic
     /// reports its own timeout as CANCELLED, a terminal code, and a merely slow peer must be
     /// retried, not dead-lettered.
@@ -35,8 +40,10 @@ impl GrpcInventory {
         if uri.starts_with("https://") {
             endpoint = endpoint.tls_config(ClientTlsConfig::new().with_native_roots())?;
         }
+        let channel = endpoint.connect_lazy();
         Ok(GrpcInventory {
-            client: InventoryServiceClient::new(endpoint.connect_lazy()),
+            client: InventoryServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel),
             timeout,
         })
     }
@@ -95,6 +102,24 @@ impl Inventory for GrpcInventory {
                 classify::commit_status(r.status, r.error.as_ref())
             }
             Err(status) => classify::grpc_status(&status),
+        }
+    }
+
+    /// `grpc.health.v1.Health/Check` of the whole server, on the calls' connection.
+    async fn probe(&self) -> Result<(), CallError> {
+        let mut health = self.health.clone();
+        let check = health.check(HealthCheckRequest {
+            service: String::new(),
+        });
+        match self.within_deadline(check).await {
+            Ok(resp) => match resp.into_inner().status() {
+                ServingStatus::Serving => Ok(()),
+                other => Err(CallError::Retryable(format!(
+                    "grpc.health.v1 reports {}",
+                    other.as_str_name()
+                ))),
+            },
+            Err(status) => classify::grpc_probe(&status),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The two downstream peers. Each client maps its transport's errors to [`CallError`] at the
 //! edge, so the retry loop never looks at a gRPC code or an HTTP status.
 
+pub mod circuit;
 pub mod classify;
 pub mod inventory;
 pub mod reservation;
@@ -20,6 +21,9 @@ pub trait Inventory: Send + Sync {
     /// `CommitReservation`: sells the held seats.
     async fn commit_reservation(&self, req: CommitReservationRequest)
     -> Result<Applied, CallError>;
+    /// A call that changes nothing, for the circuit breaker to learn whether the service is
+    /// back: `Ok` when it answers at all, `Err` (retryable) while it cannot be reached.
+    async fn probe(&self) -> Result<(), CallError>;
 }
 
 /// The reservation API (REST).
@@ -34,6 +38,8 @@ pub trait Reservations: Send + Sync {
     ) -> Result<Applied, CallError>;
     /// `GET /internal/reservations/{id}`: fills in what a payment event left out.
     async fn fetch(&self, reservation_id: &str) -> Result<ReservationRecord, CallError>;
+    /// A call that changes nothing (see [`Inventory::probe`]).
+    async fn probe(&self) -> Result<(), CallError>;
 }
 
 /// The statuses the worker sets.

@@ -16,6 +16,10 @@ use crate::telemetry::tracing::ClientSpan;
 /// error page can be any size.
 const ERROR_BODY_BYTES: usize = 4096;
 
+/// The reservation the circuit breaker's probe asks for: no such reservation exists, and any
+/// answer from the API itself (a 404) proves it is back.
+pub const PROBE_RESERVATION_ID: &str = "reservation-worker-probe";
+
 /// The largest reservation record read; a real one is a few hundred bytes.
 const RECORD_BYTES: usize = 1 << 20;
 
@@ -183,5 +187,14 @@ impl Reservations for RestReservations {
                 "GET reservation {reservation_id}: body is not a reservation: {e}"
             ))
         })
+    }
+
+    /// A GET of [`PROBE_RESERVATION_ID`]: the API answered unless the answer is retryable
+    /// (no connection, a 5xx, a proxy's redirect or page, 401/403).
+    async fn probe(&self) -> Result<(), CallError> {
+        match self.fetch(PROBE_RESERVATION_ID).await {
+            Err(e @ CallError::Retryable(_)) => Err(e),
+            Ok(_) | Err(CallError::Terminal { .. }) => Ok(()),
+        }
     }
 }

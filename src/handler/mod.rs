@@ -8,6 +8,9 @@ mod failed;
 use std::fmt;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::client::circuit::{CircuitSettings, Circuits, Peer};
 use crate::client::{
     Applied, CallError, Inventory, ReservationRecord, ReservationStatus, Reservations,
 };
@@ -40,6 +43,16 @@ impl Step {
     }
 }
 
+impl Step {
+    /// The peer the step calls.
+    pub fn peer(self) -> Peer {
+        match self {
+            Step::ReleaseHold { .. } | Step::CommitReservation => Peer::Inventory,
+            Step::StatusUpdate(_) | Step::FetchReservation => Peer::ReservationApi,
+        }
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -60,11 +73,39 @@ pub fn steps(event: &Event) -> [Step; 2] {
     }
 }
 
-/// The downstream peers a workflow calls.
+/// The downstream peers a workflow calls, each behind its circuit breaker.
 #[derive(Clone)]
 pub struct Peers {
     pub inventory: Arc<dyn Inventory>,
     pub reservations: Arc<dyn Reservations>,
+    /// The breakers: the pool stops retrying, and the receive loops stop receiving, while
+    /// one is open.
+    pub circuits: Circuits,
+}
+
+impl Peers {
+    /// The two clients behind breakers with `settings`; `on_change` hears whether receiving
+    /// is paused and why (readiness), and the probes stop when `stop` is cancelled.
+    pub fn new(
+        inventory: Arc<dyn Inventory>,
+        reservations: Arc<dyn Reservations>,
+        settings: CircuitSettings,
+        on_change: impl Fn(Option<String>) + Send + Sync + 'static,
+        stop: CancellationToken,
+    ) -> Peers {
+        let circuits = Circuits::new(
+            settings,
+            inventory.clone(),
+            reservations.clone(),
+            on_change,
+            stop,
+        );
+        Peers {
+            inventory: Arc::new(circuits.guard_inventory(inventory)),
+            reservations: Arc::new(circuits.guard_reservations(reservations)),
+            circuits,
+        }
+    }
 }
 
 /// What one delivery has done so far: steps completed and the reservation looked up.

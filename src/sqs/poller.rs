@@ -50,12 +50,21 @@ impl Poller {
         let me = self.status.poll_loop_started(liveness_limit(self.wait));
         let mut failures = 0;
         loop {
-            let Some(permits) = self
-                .beating(me, self.pool.reserve(self.batch.clamp(1, 10)), &receiving)
-                .await
-            else {
+            // While a peer's circuit is open, nothing is received: a message received now
+            // could only go back, one receive count nearer the queue's maxReceiveCount.
+            let circuits = self.pool.circuits();
+            let Some(admission) = self.beating(me, circuits.admit(), &receiving).await else {
                 return;
             };
+            let limit = admission.limit(self.batch.clamp(1, 10));
+            let trial = admission.into_trial();
+            let Some(permits) = self.beating(me, self.pool.reserve(limit), &receiving).await else {
+                return;
+            };
+            if trial.is_none() && !circuits.all_closed() {
+                // A circuit opened while this loop waited for slots.
+                continue;
+            }
             self.status.polling(me);
             let received = tokio::select! {
                 r = self.queue.receive(permits.len(), self.wait, self.visibility) => r,
@@ -69,7 +78,7 @@ impl Poller {
                     metrics().received(&batch);
                     if !batch.is_empty() {
                         tracing::debug!(count = batch.len(), asked = permits.len(), "received");
-                        self.pool.dispatch(batch, permits);
+                        self.pool.dispatch(batch, permits, trial);
                     }
                 }
                 Err(e) => {

@@ -94,6 +94,15 @@ pub const RENEWAL_RESULTS: [&str; 2] = ["ok", "error"];
 /// `write` of a failed settling call (the worker's `SettleWrite` kinds).
 pub const SETTLE_WRITES: [&str; 3] = ["delete", "change_visibility", "dead_letter"];
 
+/// `peer` of the circuit breakers (the same words as the downstream `target`).
+pub const CIRCUIT_PEERS: [&str; 2] = [INVENTORY, RESERVATION_API];
+
+/// `state` of a circuit breaker.
+pub const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
+/// `result` of a circuit breaker's probe.
+pub const PROBE_RESULTS: [&str; 2] = ["answered", "failed"];
+
 /// 5 ms to 60 s: a delivery takes milliseconds when all is well, up to a minute with retries.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
@@ -127,6 +136,8 @@ pub struct Metrics {
     sqs_requests: HistogramVec,
     pool_capacity: IntGauge,
     build_info: IntGaugeVec,
+    circuit_state: IntGaugeVec,
+    circuit_probes: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -282,6 +293,24 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            circuit_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "worker_circuit_state",
+                        "State of each peer's circuit breaker: 1 for the current state (closed, open, half_open), 0 for the others. While a circuit is not closed, receiving is paused (open) or limited to one message (half_open), and /ready answers 503.",
+                    ),
+                    &["peer", "state"],
+                )
+                .expect("valid gauge");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            circuit_probes: counter_vec(
+                &r,
+                "worker_circuit_probes_total",
+                "Probes of a peer whose circuit is open (gRPC health, a GET of a probe reservation), by result (answered, failed).",
+                &["peer", "result"],
+            ),
             registry: r,
         };
         m.zero_series();
@@ -316,6 +345,12 @@ impl Metrics {
         }
         for op in SQS_OPERATIONS {
             self.sqs_requests.with_label_values(&[op]);
+        }
+        for peer in CIRCUIT_PEERS {
+            self.circuit_state(peer, "closed");
+            for result in PROBE_RESULTS {
+                self.circuit_probes.with_label_values(&[peer, result]);
+            }
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -431,6 +466,21 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// `peer`'s circuit is now in `state` (one of [`CIRCUIT_STATES`]).
+    pub fn circuit_state(&self, peer: &'static str, state: &'static str) {
+        for s in CIRCUIT_STATES {
+            self.circuit_state
+                .with_label_values(&[peer, s])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// A probe of `peer` answered, or not.
+    pub fn circuit_probe(&self, peer: &'static str, answered: bool) {
+        let result = if answered { "answered" } else { "failed" };
+        self.circuit_probes.with_label_values(&[peer, result]).inc();
+    }
+
     /// The pool's size (`WORKER_CONCURRENCY`).
     pub fn set_pool_capacity(&self, n: usize) {
         self.pool_capacity.set(n as i64);
@@ -511,6 +561,11 @@ impl<T: Inventory> Inventory for Measured<T> {
         )
         .await
     }
+
+    /// Counted in `worker_circuit_probes_total`, not as a workflow call.
+    async fn probe(&self) -> Result<(), CallError> {
+        self.0.probe().await
+    }
 }
 
 #[async_trait]
@@ -536,6 +591,11 @@ impl<T: Reservations> Reservations for Measured<T> {
             false
         })
         .await
+    }
+
+    /// Counted in `worker_circuit_probes_total`, not as a workflow call.
+    async fn probe(&self) -> Result<(), CallError> {
+        self.0.probe().await
     }
 }
 

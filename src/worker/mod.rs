@@ -41,6 +41,8 @@ pub struct WorkerStatus {
     /// The first long-lived part (poll loop, acker) that ended before shutdown.
     stopped: OnceLock<&'static str>,
     ready: tokio::sync::watch::Sender<bool>,
+    /// Why receiving is paused (a peer's circuit is open or half-open), if it is.
+    paused: Mutex<Option<String>>,
     /// Per kind of settling write: since when (ms since `started`, plus one) every call of that
     /// kind has failed; 0 while the last one worked.
     settle_failing_since: [AtomicU64; SettleWrite::ALL.len()],
@@ -187,6 +189,7 @@ impl Default for WorkerStatus {
             beat_limit_ms: AtomicU64::new(30_000),
             stopped: OnceLock::new(),
             ready: tokio::sync::watch::Sender::new(false),
+            paused: Mutex::new(None),
             settle_failing_since: Default::default(),
             settle_failed_at: Default::default(),
             settle_errors: Mutex::default(),
@@ -214,25 +217,36 @@ impl WorkerStatus {
         self.update_ready();
     }
 
+    /// Receiving is paused, or limited, because of `why` (a peer's circuit); `None` when it
+    /// no longer is. Not ready meanwhile: liveness is unaffected, since a restart cannot bring
+    /// a peer back.
+    pub fn set_paused(&self, why: Option<String>) {
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = why;
+        self.update_ready();
+    }
+
     fn update_ready(&self) {
         let ready = self.is_ready();
         self.ready
             .send_if_modified(|r| std::mem::replace(r, ready) != ready);
     }
 
-    /// Ready: the queue has been reached and shutdown has not begun.
+    /// Ready: the queue has been reached, shutdown has not begun, and receiving is not paused.
     pub fn is_ready(&self) -> bool {
-        self.queue_reached.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        self.not_ready_reason().is_none()
     }
 
     /// Why the worker is not ready, if it is not.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    pub fn not_ready_reason(&self) -> Option<String> {
         if self.draining.load(Ordering::SeqCst) {
-            Some("draining: shutting down")
+            Some("draining: shutting down".into())
         } else if !self.queue_reached.load(Ordering::SeqCst) {
-            Some("the queue has not been reached yet")
+            Some("the queue has not been reached yet".into())
         } else {
-            None
+            self.paused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
         }
     }
 

@@ -15,6 +15,7 @@ use super::groups::{FifoGroups, Place};
 use super::retry::{Backoff, redelivery_delay};
 use super::{KeyedLocks, RecentlyCompleted, WorkerStatus};
 use crate::client::CallError;
+use crate::client::circuit::{Circuits, Trial};
 use crate::event::{self, Event, MessageContext};
 use crate::handler::{self, Peers, Progress};
 use crate::sqs::acker::Settle;
@@ -145,9 +146,21 @@ impl Pool {
         }
     }
 
+    /// The peers' circuit breakers, which the receive loops ask before each receive.
+    pub fn circuits(&self) -> &Circuits {
+        &self.shared.peers.circuits
+    }
+
     /// Starts a task per delivery. On FIFO queues each message takes its place in its
     /// group's line (across batches), so it starts only after the one before it has finished.
-    pub fn dispatch(&self, batch: Vec<Delivery>, permits: Vec<OwnedSemaphorePermit>) {
+    /// A `trial` (a half-open circuit's test, for a batch of one) is held until its message
+    /// is settled.
+    pub fn dispatch(
+        &self,
+        batch: Vec<Delivery>,
+        permits: Vec<OwnedSemaphorePermit>,
+        mut trial: Option<Trial>,
+    ) {
         let batch_id = self
             .shared
             .settings
@@ -164,8 +177,10 @@ impl Pool {
                 _ => None,
             };
             let shared = self.shared.clone();
+            let trial = trial.take();
             self.tracker.spawn(async move {
                 settle(shared, delivery, permit, place).await;
+                drop(trial);
             });
         }
     }
@@ -334,7 +349,7 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
     let s = &shared.settings;
     let mut progress = Progress::default();
     let mut last_error = String::new();
-    let mut failed_step: &'static str;
+    let mut failed_step: handler::Step;
     for attempt in 1..=s.max_retries {
         // On the message's span, so every later line of this message carries it.
         tracing::Span::current().record("attempt", attempt);
@@ -349,7 +364,7 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
                 }
                 CallError::Retryable(ref reason) => {
                     last_error = format!("{}: {reason}", e.step);
-                    failed_step = e.step.name();
+                    failed_step = e.step;
                     tracing::warn!(attempt, step = e.step.name(), error = %reason, "step failed, retryable");
                 }
             },
@@ -360,9 +375,16 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
         if shared.draining.is_cancelled() {
             return Disposition::Release;
         }
-        metrics().retry(failed_step);
+        // An open circuit fails every call at once: back to the queue with the backoff
+        // instead of spending the remaining attempts.
+        let circuits = &shared.peers.circuits;
+        if circuits.is_open(failed_step.peer()) {
+            break;
+        }
+        metrics().retry(failed_step.name());
         tokio::select! {
             _ = tokio::time::sleep(s.backoff.delay(attempt)) => {}
+            _ = circuits.opened(failed_step.peer()) => break,
             _ = shared.draining.cancelled() => return Disposition::Release,
         }
     }
@@ -375,6 +397,7 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::circuit::CircuitSettings;
     use crate::client::inventory::GrpcInventory;
     use crate::client::reservation::RestReservations;
     use tokio::sync::oneshot;
@@ -398,15 +421,16 @@ mod tests {
                 dedupe_ttl: Duration::from_secs(1),
             },
             Queue::new(&sdk, "http://127.0.0.1:1/000000000000/q"),
-            Peers {
-                inventory: Arc::new(
-                    GrpcInventory::new("http://127.0.0.1:1", Duration::from_secs(1)).unwrap(),
-                ),
-                reservations: Arc::new(
+            Peers::new(
+                Arc::new(GrpcInventory::new("http://127.0.0.1:1", Duration::from_secs(1)).unwrap()),
+                Arc::new(
                     RestReservations::new("http://127.0.0.1:1", None, Duration::from_secs(1))
                         .unwrap(),
                 ),
-            },
+                CircuitSettings::OFF,
+                |_| {},
+                CancellationToken::new(),
+            ),
             acks,
             Arc::new(WorkerStatus::default()),
             CancellationToken::new(),

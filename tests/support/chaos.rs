@@ -396,3 +396,68 @@ impl Audit {
         out
     }
 }
+
+/// A loopback TCP proxy in front of a peer that can be taken down: while down, it closes the
+/// connections it holds and every new one as soon as it is accepted, as a peer that has gone
+/// away behind a load balancer looks to a client. Stopped on drop.
+pub struct Outage {
+    /// Where the worker should connect instead of the peer.
+    pub addr: SocketAddr,
+    down: tokio::sync::watch::Sender<bool>,
+    stop: CancellationToken,
+}
+
+impl Outage {
+    /// Proxies to `upstream`, up.
+    pub async fn start(upstream: SocketAddr) -> Outage {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (down, _) = tokio::sync::watch::channel(false);
+        let stop = CancellationToken::new();
+        let accepting = (down.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (down, stop) = accepting;
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stop.cancelled() => return,
+                };
+                let Ok((mut client, _)) = accepted else {
+                    continue;
+                };
+                if *down.borrow() {
+                    continue;
+                }
+                let mut gone = down.subscribe();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = gone.wait_for(|d| *d) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Outage { addr, down, stop }
+    }
+
+    /// The peer goes down: every connection through the proxy is closed from now on.
+    pub fn begin(&self) {
+        self.down.send_replace(true);
+    }
+
+    /// The peer is back.
+    pub fn end(&self) {
+        self.down.send_replace(false);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
