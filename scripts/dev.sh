@@ -8,7 +8,8 @@
 #
 # Ports (the defaults must be free, except moto, which takes the first free port from 4566):
 #   DEV_MOTO_PORT=4566 DEV_HTTP_PORT=8040 DEV_GRPC_PORT=8041 DEV_SIM_GRPC_PORT=8020 DEV_SIM_REST_PORT=8010
-# Logs: .dev/moto.log, .dev/sim.log, .dev/worker.log
+# Logs: .dev/moto.log, .dev/sim.log, .dev/worker.log (DEV_DIR=path for another directory)
+# DEV_BIN=path runs that reservation-worker binary instead of building target/debug's.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,8 +21,8 @@ GRPC_PORT="${DEV_GRPC_PORT:-8041}"
 SIM_GRPC_PORT="${DEV_SIM_GRPC_PORT:-8020}"
 SIM_REST_PORT="${DEV_SIM_REST_PORT:-8010}"
 NO_WAIT="${DEV_NO_WAIT:-0}"
-DEV=.dev
-BIN=target/debug/reservation-worker
+DEV="${DEV_DIR:-.dev}"
+BIN="${DEV_BIN:-target/debug/reservation-worker}"
 PY=.venv/bin/python
 
 if [[ -t 1 ]]; then BOLD=$'\033[1;36m' RED=$'\033[1;31m' RESET=$'\033[0m'; else BOLD="" RED="" RESET=""; fi
@@ -29,6 +30,7 @@ say() { echo "${BOLD}==> $*${RESET}"; }
 die() { echo "${RED}dev: $*${RESET}" >&2; exit 1; }
 
 for tool in cargo curl python3; do
+    [[ "$tool" == cargo && -n "${DEV_BIN:-}" ]] && continue
     command -v "$tool" >/dev/null 2>&1 || case "$tool" in
         cargo) die "cargo not found: install Rust 1.94+ (https://rustup.rs)" ;;
         curl) die "curl not found: apt-get install -y curl" ;;
@@ -119,8 +121,10 @@ done
 [[ "$MOTO_PORT" == "$first" ]] || echo "dev: port $first is taken; moto uses $MOTO_PORT"
 
 # ---- 2. build ---------------------------------------------------------------------------
-say "cargo build"
-cargo build
+if [[ -z "${DEV_BIN:-}" ]]; then
+    say "cargo build"
+    cargo build
+fi
 [[ -x "$BIN" ]] || die "$BIN was not built"
 
 mkdir -p "$DEV"
