@@ -8,8 +8,14 @@
 #
 # Ports (the defaults must be free, except moto, which takes the first free port from 4566):
 #   DEV_MOTO_PORT=4566 DEV_HTTP_PORT=8040 DEV_GRPC_PORT=8041 DEV_SIM_GRPC_PORT=8020 DEV_SIM_REST_PORT=8010
-# Logs: .dev/moto.log, .dev/sim.log, .dev/worker.log (DEV_DIR=path for another directory)
+# Logs: .dev/moto.log, .dev/sim.log, .dev/worker.log, .dev/watchdog.log (DEV_DIR=path for
+# another directory)
 # DEV_BIN=path runs that reservation-worker binary instead of building target/debug's.
+#
+# However it ends (Ctrl-C, a second Ctrl-C to skip the worker's drain, the terminal closed,
+# SIGTERM, its output piped into a reader that died, a failure, even SIGKILL via a watchdog),
+# it stops everything it started: the worker first (it drains for up to 10 s), then the
+# simulators, then moto.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +35,114 @@ if [[ -t 1 ]]; then BOLD=$'\033[1;36m' RED=$'\033[1;31m' RESET=$'\033[0m'; else 
 say() { echo "${BOLD}==> $*${RESET}"; }
 die() { echo "${RED}dev: $*${RESET}" >&2; exit 1; }
 
+# ---- background processes and their shutdown ---------------------------------------------
+# Every way this script ends stops what it started: the EXIT trap (also reached from SIGHUP,
+# SIGINT, SIGTERM and SIGPIPE) stops the children itself; if the script dies without it
+# (SIGKILL), a watchdog started beside it does. The children run in their own sessions, so
+# nothing else would: a closed terminal or a Ctrl-C reaches only this script's group.
+# No `wait` builtin (bash reaps its children by itself): with bash 5.2, a signal arriving
+# around a `wait` at times left the script blocked in it for good.
+MOTO_PID="" SIM_PID="" WORKER_PID="" TAIL_PID="" WATCHDOG_PID="" PIDS="" FORCE=0
+DRAIN_SECS=10 # the worker's SHUTDOWN_TIMEOUT_SECS: a dev queue holds a few messages at most
+
+note() { echo "dev: $*" >&2; }
+
+# Whether PID runs. An exited child of a dead parent can stay a zombie until init reaps it:
+# that counts as gone.
+alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state="$(ps -o stat= -p "$1" 2>/dev/null)" || return 0
+    [[ "${state// /}" != Z* ]]
+}
+
+# Starts a command in the background in its own session (stdin closed), so a Ctrl-C on the
+# terminal reaches only this script, which then stops the children in order.
+spawn() {
+    if command -v setsid >/dev/null 2>&1; then setsid "$@" </dev/null & else "$@" </dev/null & fi
+}
+
+# shellcheck disable=SC2317 # stop, cleanup and the watchdog run from traps or another process
+# stop NAME PID SECONDS: SIGTERM, wait up to SECONDS (a second Ctrl-C cuts it short), SIGKILL.
+stop() {
+    local name=$1 pid=$2 secs=$3 waited=0
+    [[ -n "$pid" ]] && alive "$pid" || return 0
+    note "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null
+    while alive "$pid" && ((waited < secs * 10 && FORCE == 0)); do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    if alive "$pid"; then
+        note "$name did not stop in time; killing it"
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    return 0
+}
+
+# The watchdog's list, in stopping order (worker first, so it drains): NAME PID SECONDS.
+# Replaced whole (mv), so the watchdog never reads half of it.
+save_pids() {
+    [[ -n "$PIDS" ]] || return 0
+    {
+        [[ -z "$TAIL_PID" ]] || echo "log-tail $TAIL_PID 1"
+        [[ -z "$WORKER_PID" ]] || echo "worker $WORKER_PID $((DRAIN_SECS + 5))"
+        [[ -z "$SIM_PID" ]] || echo "simulators $SIM_PID 5"
+        [[ -z "$MOTO_PID" ]] || echo "moto $MOTO_PID 5"
+    } >"$PIDS.tmp" && mv -f "$PIDS.tmp" "$PIDS"
+}
+
+# `dev.sh --watchdog PID FILE`: waits while the script PID runs and FILE exists; if the script
+# is gone and left FILE behind, it ended without cleaning up: stop what FILE lists. In its own
+# session, so signals to the terminal's or the script's process group do not reach it.
+watchdog() {
+    local parent=$1 pids=$2 name pid secs
+    trap '' HUP INT QUIT TERM PIPE
+    set +e
+    while [[ -f "$pids" ]] && alive "$parent"; do sleep 0.5; done
+    [[ -f "$pids" ]] || return 0
+    note "dev.sh (pid $parent) is gone without cleaning up; stopping what it started"
+    while read -r name pid secs; do stop "$name" "$pid" "$secs"; done <"$pids"
+    rm -f "$pids"
+}
+
+if [[ "${1:-}" == --watchdog ]]; then
+    watchdog "$2" "$3"
+    exit 0
+fi
+
+# shellcheck disable=SC2317
+cleanup() {
+    local rc=$? i
+    # Nothing may cut the cleanup short: a write to a closed terminal or a dead pipe fails
+    # (ignored, and set -e is off), SIGHUP and SIGTERM may come twice (make forwards SIGTERM),
+    # and a second Ctrl-C only skips the waiting.
+    trap '' HUP TERM PIPE
+    trap 'FORCE=1' INT
+    set +e
+    if [[ -n "$TAIL_PID" ]]; then
+        kill "$TAIL_PID" 2>/dev/null
+        TAIL_PID="" && save_pids
+    fi
+    stop worker "$WORKER_PID" $((DRAIN_SECS + 5)) && WORKER_PID="" && save_pids
+    stop simulators "$SIM_PID" 5 && SIM_PID="" && save_pids
+    stop moto "$MOTO_PID" 5 && MOTO_PID="" && save_pids
+    [[ -z "$PIDS" ]] || rm -f "$PIDS" # the watchdog sees it gone and exits
+    for ((i = 0; i < 20; i++)); do alive "$WATCHDOG_PID" || break; sleep 0.1; done
+    exit "$rc"
+}
+
+# shellcheck disable=SC2317
+on_signal() {
+    trap '' HUP TERM PIPE # a repeat before cleanup starts must not exit from inside it
+    exit "$1"
+}
+trap cleanup EXIT
+trap 'on_signal 129' HUP
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 141' PIPE
+
 for tool in cargo curl python3; do
     [[ "$tool" == cargo && -n "${DEV_BIN:-}" ]] && continue
     command -v "$tool" >/dev/null 2>&1 || case "$tool" in
@@ -37,48 +151,6 @@ for tool in cargo curl python3; do
         python3) die "python3 not found: apt-get install -y python3 python3-venv" ;;
     esac
 done
-
-# ---- background processes and their shutdown ---------------------------------------------
-MOTO_PID="" SIM_PID="" WORKER_PID="" TAIL_PID="" FORCE=0
-
-# Starts a command in the background in its own session, so a Ctrl-C on the terminal reaches
-# only this script, which then stops the children in order (worker first, so it drains).
-spawn() {
-    if command -v setsid >/dev/null 2>&1; then setsid "$@" & else "$@" & fi
-}
-
-# shellcheck disable=SC2317 # stop and cleanup run from the traps
-# stop NAME PID SECONDS: SIGTERM, wait up to SECONDS (a second Ctrl-C cuts it short), SIGKILL.
-stop() {
-    local name=$1 pid=$2 secs=$3 waited=0
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    echo "dev: stopping $name (pid $pid)" >&2
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((waited < secs * 10 && FORCE == 0)); do
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "dev: $name did not stop in time; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317
-cleanup() {
-    local rc=$?
-    trap '' TERM
-    trap 'FORCE=1' INT # a second Ctrl-C skips the waiting
-    [[ -n "$TAIL_PID" ]] && { kill "$TAIL_PID" 2>/dev/null || true; wait "$TAIL_PID" 2>/dev/null || true; }
-    stop worker "$WORKER_PID" 35 # SHUTDOWN_TIMEOUT_SECS below + margin
-    stop simulators "$SIM_PID" 5
-    stop moto "$MOTO_PID" 5
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---- 1. moto ----------------------------------------------------------------------------
 say "installing the SQS emulator (moto) into .venv"
@@ -128,13 +200,19 @@ fi
 [[ -x "$BIN" ]] || die "$BIN was not built"
 
 mkdir -p "$DEV"
-: >"$DEV/moto.log" && : >"$DEV/sim.log" && : >"$DEV/worker.log"
+: >"$DEV/moto.log" && : >"$DEV/sim.log" && : >"$DEV/worker.log" && : >"$DEV/watchdog.log"
+
+PIDS="$DEV/dev.pids"
+save_pids
+spawn bash "$ROOT/scripts/$(basename "${BASH_SOURCE[0]}")" --watchdog "$$" "$PIDS" >>"$DEV/watchdog.log" 2>&1
+WATCHDOG_PID=$!
 
 # ---- 3. emulator and queues ---------------------------------------------------------------
 ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 say "starting moto on $ENDPOINT (log $DEV/moto.log)"
 spawn "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$DEV/moto.log" 2>&1
 MOTO_PID=$!
+save_pids
 for ((i = 0; ; i++)); do
     code="$(curl -s -o /dev/null -w '%{http_code}' "$ENDPOINT/moto-api/" || true)"
     [[ "$code" != 000 ]] && break
@@ -161,6 +239,7 @@ say "starting the simulators: inventory gRPC 127.0.0.1:$SIM_GRPC_PORT, reservati
 LOG_FORMAT=pretty spawn "$BIN" sim --inventory-addr "127.0.0.1:$SIM_GRPC_PORT" \
     --reservation-addr "127.0.0.1:$SIM_REST_PORT" >"$DEV/sim.log" 2>&1
 SIM_PID=$!
+save_pids
 for ((i = 0; ; i++)); do
     [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SIM_REST_PORT/" || true)" != 000 ]] && break
     kill -0 "$SIM_PID" 2>/dev/null || { cat "$DEV/sim.log" >&2; die "the simulators exited at start-up (log above)"; }
@@ -172,18 +251,20 @@ say "starting the worker: http://127.0.0.1:$HTTP_PORT, gRPC 127.0.0.1:$GRPC_PORT
 INVENTORY_GRPC_ADDR="127.0.0.1:$SIM_GRPC_PORT" \
     RESERVATION_API_BASE="http://127.0.0.1:$SIM_REST_PORT" \
     SERVER_PORT="$HTTP_PORT" GRPC_DEBUG_PORT="$GRPC_PORT" \
-    LOG_FORMAT=pretty SQS_WAIT_TIME=2 SHUTDOWN_TIMEOUT_SECS=30 \
+    LOG_FORMAT=pretty SQS_WAIT_TIME=2 SHUTDOWN_TIMEOUT_SECS="$DRAIN_SECS" \
     spawn "$BIN" run >"$DEV/worker.log" 2>&1
 WORKER_PID=$!
-tail -n +1 -F "$DEV/worker.log" 2>/dev/null &
+save_pids
+tail -n +1 -F "$DEV/worker.log" 2>/dev/null </dev/null &
 TAIL_PID=$!
+save_pids
 
 for ((i = 0; ; i++)); do
     [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/ready" || true)" == 200 ]] && break
     if ! kill -0 "$WORKER_PID" 2>/dev/null || ((i >= 600)); then
         kill "$TAIL_PID" 2>/dev/null || true
-        wait "$TAIL_PID" 2>/dev/null || true
         TAIL_PID=""
+        save_pids
         echo "----- $DEV/worker.log -----" >&2
         cat "$DEV/worker.log" >&2
         kill -0 "$WORKER_PID" 2>/dev/null && die "the worker was not ready within 60 s (log above)"
@@ -274,7 +355,8 @@ Send more from another shell:
     $BIN send --count 30
 Ctrl-C stops everything.
 EOF
-# Returns when the worker exits or a signal arrives; either way the EXIT trap cleans up.
-wait "$WORKER_PID" || true
+# Until the worker exits or a signal arrives; either way the EXIT trap cleans up. A signal to
+# the terminal's group ends the sleep at once; one to this script alone acts within a second.
+while alive "$WORKER_PID"; do sleep 1; done
 echo "dev: the worker exited; see $DEV/worker.log" >&2
 exit 1
