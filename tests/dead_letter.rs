@@ -330,7 +330,8 @@ async fn without_any_dlq_a_terminal_message_is_kept_not_deleted() {
     let h = Harness::start().await;
     let plain = h.moto.create_queue("no-dlq", None).await;
     let w = h.worker(&[("SQS_QUEUE_URL", plain.url.as_str())]).await;
-    assert!(!w.logs_with_message("queue reached, but there is no dead-letter queue (set SQS_DLQ_URL or a RedrivePolicy): terminal messages will be kept invisible for 12 h instead of dead-lettered").is_empty(), "start-up warns about the missing DLQ");
+    // Waiting for the line is the assertion: without it the test times out.
+    w.wait_logs("queue reached, but there is no dead-letter queue (set SQS_DLQ_URL or a RedrivePolicy): terminal messages will be kept invisible for 12 h instead of dead-lettered").await;
     plain.send("not json").await;
     support::eventually("the terminal message is decided", || {
         !w.logs_with_message(

@@ -20,7 +20,7 @@ async fn receive_loops_share_the_slots_and_never_hold_more_than_the_concurrency(
         ])
         .await;
 
-    let started = w.logs_with_message("worker started");
+    let started = w.wait_logs("worker started").await;
     assert_eq!(started[0]["receive_loops"], 2, "{started:?}");
     support::eventually("both receive loops started", || {
         w.logs_with_message("receive loop started").len() == 2

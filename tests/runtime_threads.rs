@@ -6,8 +6,8 @@ mod support;
 use support::{Harness, WorkerProcess};
 
 /// The runtime's thread count, as the worker reports it at start-up.
-fn runtime_threads(w: &WorkerProcess) -> u64 {
-    let started = w.logs_with_message("worker started");
+async fn runtime_threads(w: &WorkerProcess) -> u64 {
+    let started = w.wait_logs("worker started").await;
     started
         .first()
         .and_then(|l| l["runtime_threads"].as_u64())
@@ -32,10 +32,6 @@ async fn the_runtime_has_the_threads_the_setting_says() {
         ),
     ] {
         let w = h.worker(&extra).await;
-        support::eventually("the start-up line", || {
-            !w.logs_with_message("worker started").is_empty()
-        })
-        .await;
-        assert_eq!(runtime_threads(&w), expected, "{why}");
+        assert_eq!(runtime_threads(&w).await, expected, "{why}");
     }
 }

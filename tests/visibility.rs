@@ -38,6 +38,7 @@ async fn a_slow_call_keeps_its_message_invisible() {
         "no second delivery"
     );
     assert_eq!(h.peers.reservations.calls_for("r-slow").len(), 1);
+    w.wait_logs("message finished").await;
     let extended = w.logs_with_message("visibility extended").len();
     assert!(
         extended >= 3,

@@ -89,6 +89,16 @@ impl WorkerProcess {
             .collect()
     }
 
+    /// Log lines whose `msg` equals `msg`, once there is at least one: lines are read from the
+    /// pipe by another thread, so one written just before `/ready` answered may not be here yet.
+    pub async fn wait_logs(&self, msg: &str) -> Vec<serde_json::Value> {
+        super::eventually(&format!("a log line {msg:?}"), || {
+            !self.logs_with_message(msg).is_empty()
+        })
+        .await;
+        self.logs_with_message(msg)
+    }
+
     /// Every stdout line so far, as written.
     pub fn raw_logs(&self) -> Vec<String> {
         self.logs.lock().expect("logs").clone()
@@ -168,11 +178,13 @@ impl WorkerProcess {
         assert!(ok, "kill -{sig} failed");
     }
 
-    /// Waits for the process to exit, up to `limit`; panics if it does not.
+    /// Waits for the process to exit, up to `limit`, then for every line it wrote; panics if it
+    /// does not exit.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.finish_logs();
                 return status;
             }
             if tokio::time::Instant::now() > deadline {
