@@ -109,6 +109,10 @@ struct Inner {
     probe_wait: Duration,
     /// Half-open: a message testing the peer is under way.
     trial_taken: bool,
+    /// Counts trials, so a trial from an earlier half-open spell cannot end the current one's.
+    trial: u64,
+    /// Counts openings, so only the probe of the current opening keeps probing.
+    opening: u64,
 }
 
 /// One peer's breaker.
@@ -154,6 +158,8 @@ struct Shared {
     targets: [Target; 2],
     /// Bumped on every change that may let a receive loop go on.
     changes: watch::Sender<u64>,
+    /// Held while the states are published, so the last publication reads the last states.
+    publishing: Mutex<()>,
     /// Told whether receiving is paused, and why, on every change of state.
     on_change: Box<dyn Fn(Option<String>) + Send + Sync>,
     /// Stops the probes at shutdown.
@@ -183,15 +189,16 @@ impl Admission {
 /// settled without settling the circuit, say it never called that peer) lets the next one in.
 pub struct Trial {
     circuits: Circuits,
-    peers: Vec<Peer>,
+    /// Each peer tested, with the number of its trial.
+    peers: Vec<(Peer, u64)>,
 }
 
 impl Drop for Trial {
     fn drop(&mut self) {
-        for &peer in &self.peers {
+        for &(peer, trial) in &self.peers {
             let circuit = self.circuits.circuit(peer);
             let mut inner = circuit.lock();
-            if inner.state == CircuitState::HalfOpen {
+            if inner.state == CircuitState::HalfOpen && inner.trial == trial {
                 inner.trial_taken = false;
             }
         }
@@ -218,6 +225,8 @@ impl Circuits {
                 last_error: String::new(),
                 probe_wait: settings.probe_base,
                 trial_taken: false,
+                trial: 0,
+                opening: 0,
             }),
         };
         for peer in Peer::ALL {
@@ -231,6 +240,7 @@ impl Circuits {
                     Target::ReservationApi(reservations),
                 ],
                 changes: watch::Sender::new(0),
+                publishing: Mutex::new(()),
                 on_change: Box::new(on_change),
                 stop,
             }),
@@ -288,7 +298,8 @@ impl Circuits {
         for (peer, g) in &mut guards {
             if g.state == CircuitState::HalfOpen {
                 g.trial_taken = true;
-                testing.push(*peer);
+                g.trial += 1;
+                testing.push((*peer, g.trial));
             }
         }
         drop(guards);
@@ -353,8 +364,9 @@ impl Circuits {
             inner.state = CircuitState::Closed;
             inner.trial_taken = false;
             inner.probe_wait = circuit.settings.probe_base;
+            log_change(peer, CircuitState::Closed, "the peer answered a call");
             drop(inner);
-            self.changed(peer, CircuitState::Closed, "the peer answered a call");
+            self.publish();
         }
     }
 
@@ -381,28 +393,32 @@ impl Circuits {
         }
         inner.state = CircuitState::Open;
         inner.trial_taken = false;
+        inner.opening += 1;
+        let opening = inner.opening;
         let why = format!(
             "{} retryable failures in a row over {} s; last error: {}",
             inner.failures,
             since.elapsed().as_secs(),
             inner.last_error
         );
+        log_change(peer, CircuitState::Open, &why);
         drop(inner);
-        self.changed(peer, CircuitState::Open, &why);
-        tokio::spawn(self.clone().probe(peer));
+        self.publish();
+        tokio::spawn(self.clone().probe(peer, opening));
     }
 
-    /// Probes `peer` at growing intervals while its circuit stays open; half-opens it when a
-    /// probe answers.
-    async fn probe(self, peer: Peer) {
+    /// Probes `peer` at growing intervals while its circuit stays open from this `opening`
+    /// (one probe per opening); half-opens it when a probe answers.
+    async fn probe(self, peer: Peer, opening: u64) {
         let circuit = self.circuit(peer);
+        let current = |inner: &Inner| inner.state == CircuitState::Open && inner.opening == opening;
         loop {
             let wait = circuit.lock().probe_wait;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.shared.stop.cancelled() => return,
             }
-            if circuit.state() != CircuitState::Open {
+            if !current(&circuit.lock()) {
                 return;
             }
             let answer = tokio::select! {
@@ -411,19 +427,20 @@ impl Circuits {
             };
             metrics().circuit_probe(peer.as_str(), answer.is_ok());
             let mut inner = circuit.lock();
-            if inner.state != CircuitState::Open {
+            if !current(&inner) {
                 return;
             }
             match answer {
                 Ok(()) => {
                     inner.state = CircuitState::HalfOpen;
                     inner.trial_taken = false;
-                    drop(inner);
-                    self.changed(
+                    log_change(
                         peer,
                         CircuitState::HalfOpen,
                         "a probe answered; one message at a time tests it",
                     );
+                    drop(inner);
+                    self.publish();
                     return;
                 }
                 Err(e) => {
@@ -434,29 +451,21 @@ impl Circuits {
         }
     }
 
-    /// Announces a new state: log line, metric, readiness, and the waiting receive loops.
-    fn changed(&self, peer: Peer, state: CircuitState, why: &str) {
-        metrics().circuit_state(peer.as_str(), state.as_str());
-        match state {
-            CircuitState::Open => tracing::warn!(
-                peer = peer.as_str(),
-                state = state.as_str(),
-                reason = why,
-                "circuit opened: calls to the peer stop and receiving pauses until a probe answers"
-            ),
-            CircuitState::HalfOpen | CircuitState::Closed => tracing::info!(
-                peer = peer.as_str(),
-                state = state.as_str(),
-                reason = why,
-                "circuit {}",
-                if state == CircuitState::Closed {
-                    "closed: receiving resumes"
-                } else {
-                    "half-open: one message at a time tests the peer"
-                }
-            ),
+    /// Publishes the circuits' states (metric, readiness) and wakes the waiting receive
+    /// loops. Called after every change, outside the circuits' locks; it reads the states
+    /// under its own lock, so whichever call comes last publishes the latest states.
+    fn publish(&self) {
+        {
+            let _publishing = self
+                .shared
+                .publishing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for peer in Peer::ALL {
+                metrics().circuit_state(peer.as_str(), self.state(peer).as_str());
+            }
+            (self.shared.on_change)(self.pause_reason());
         }
-        (self.shared.on_change)(self.pause_reason());
         self.shared.changes.send_modify(|n| *n += 1);
     }
 
@@ -500,6 +509,31 @@ impl Circuits {
             inner: reservations,
             circuits: self.clone(),
         }
+    }
+}
+
+/// Logs a change of state; called under the circuit's lock, so the lines come in the order
+/// of the changes.
+fn log_change(peer: Peer, state: CircuitState, why: &str) {
+    match state {
+        CircuitState::Open => tracing::warn!(
+            peer = peer.as_str(),
+            state = state.as_str(),
+            reason = why,
+            "circuit opened: calls to the peer stop and receiving pauses until a probe answers"
+        ),
+        CircuitState::HalfOpen => tracing::info!(
+            peer = peer.as_str(),
+            state = state.as_str(),
+            reason = why,
+            "circuit half-open: one message at a time tests the peer"
+        ),
+        CircuitState::Closed => tracing::info!(
+            peer = peer.as_str(),
+            state = state.as_str(),
+            reason = why,
+            "circuit closed: receiving resumes"
+        ),
     }
 }
 
@@ -775,6 +809,42 @@ mod tests {
             10,
             "receiving resumes in full"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_probe_per_opening_and_a_stale_trial_frees_nothing() {
+        let r = rig(1, Duration::ZERO);
+        assert!(r.patch().await.is_err());
+        // A call made before the opening answers after it, and the next failure opens again:
+        // the first opening's probe must stop, not probe beside the second's.
+        r.circuits.answered(Peer::ReservationApi);
+        assert!(r.patch().await.is_err());
+        tokio::time::sleep(Duration::from_millis(15_500)).await;
+        assert_eq!(
+            r.api.probes.load(Ordering::SeqCst),
+            5,
+            "probes after 1, 2, 4, 4, 4 s, from one probe only"
+        );
+
+        // A trial outlives its half-open spell: its end must not free the next spell's trial.
+        r.api.up.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let stale = r.circuits.admit().await.into_trial();
+        assert!(stale.is_some());
+        r.api.up.store(false, Ordering::SeqCst);
+        assert!(r.patch().await.is_err());
+        r.api.up.store(true, Ordering::SeqCst);
+        let current = r.circuits.admit().await.into_trial();
+        assert!(current.is_some(), "half-open again, tested again");
+        drop(stale);
+        let third = tokio::spawn({
+            let circuits = r.circuits.clone();
+            async move { circuits.admit().await.limit(10) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished(), "still one trial at a time");
+        drop(current);
+        assert_eq!(third.await.unwrap(), 1);
     }
 
     #[tokio::test(start_paused = true)]
