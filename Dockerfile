@@ -20,25 +20,29 @@
 FROM rust:1.95.0-bookworm AS sources
 WORKDIR /src
 # The manifests, the build script and its protos, and placeholder sources for every target
-# Cargo.toml names (cargo refuses to build when one is missing). The bench keeps its
-# placeholder for good: `cargo build` does not build it.
+# the manifests name (cargo refuses to build when one is missing). The bench and the
+# simulators' crate (a workspace member cargo must load, never built here: every build names
+# `-p reservation-worker`) keep their placeholders for good.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY crates/sim/Cargo.toml ./crates/sim/
 COPY proto ./proto
-RUN mkdir src benches \
+RUN mkdir src benches crates/sim/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/worker.rs
+    && echo 'fn main() {}' > benches/worker.rs \
+    && touch crates/sim/src/lib.rs \
+    && echo 'fn main() {}' > crates/sim/src/main.rs
 
 # ---- builder: glibc ----------------------------------------------------------------------
 FROM sources AS builder
 # 1) Dependencies only, against the placeholder crate. This layer is reused until
 #    Cargo.toml, Cargo.lock, build.rs or proto/ change. gcc is all aws-lc-sys needs.
-RUN cargo build --release --locked && rm -rf src
+RUN cargo build --release --locked -p reservation-worker && rm -rf src
 # 2) The real sources. `touch` makes cargo rebuild the crate itself even when COPY keeps
 #    timestamps older than the placeholder build's.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked -p reservation-worker \
     && cp target/release/reservation-worker /reservation-worker
 
 # ---- builder: static (musl) --------------------------------------------------------------
@@ -52,10 +56,10 @@ RUN apt-get update \
     && rustup target add "$(uname -m)-unknown-linux-musl"
 WORKDIR /src
 COPY --from=sources /src ./
-RUN cargo build --release --locked --target "$(uname -m)-unknown-linux-musl" && rm -rf src
+RUN cargo build --release --locked -p reservation-worker --target "$(uname -m)-unknown-linux-musl" && rm -rf src
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --target "$(uname -m)-unknown-linux-musl" \
+    && cargo build --release --locked -p reservation-worker --target "$(uname -m)-unknown-linux-musl" \
     && cp "target/$(uname -m)-unknown-linux-musl/release/reservation-worker" /reservation-worker
 
 # ---- runtime-static: distroless static (opt-in: --target runtime-static) ----------------

@@ -11,6 +11,8 @@ MOTO_SERVER := $(CURDIR)/.venv/bin/moto_server
 # $(call need,TOOL,HOW TO GET IT): stops with what is missing.
 need = command -v $(1) >/dev/null 2>&1 || { echo "make: '$(1)' not found: $(2)" >&2; exit 127; }
 NEED_CARGO := $(call need,$(CARGO),install Rust 1.94 or newer from https://rustup.rs)
+NEED_FMT := $(CARGO) fmt --version >/dev/null 2>&1 || { echo "make: rustfmt not installed: rustup component add rustfmt" >&2; exit 127; }
+NEED_CLIPPY := $(CARGO) clippy --version >/dev/null 2>&1 || { echo "make: clippy not installed: rustup component add clippy" >&2; exit 127; }
 INSTALL_MOTO := bash scripts/install-moto.sh >/dev/null
 INSTALL_PROMTOOL := bash scripts/install-promtool.sh
 
@@ -32,25 +34,29 @@ build: ## Build the worker (debug)
 
 run: ## Run the worker with the current environment (variables: .env.example)
 	@$(NEED_CARGO)
-	$(CARGO) run --quiet -- run
+	$(CARGO) run --quiet -p reservation-worker -- run
 
 run-with-env: ## Load .env.local, then run the worker
 	@test -f .env.local || { echo "make: .env.local not found: cp .env.example .env.local and edit it" >&2; exit 1; }
 	@$(NEED_CARGO)
-	set -a && . ./.env.local && set +a && $(CARGO) run --quiet -- run
+	set -a && . ./.env.local && set +a && $(CARGO) run --quiet -p reservation-worker -- run
 
-sim: ## Run the inventory (gRPC :8020) and reservation API (REST :8010) simulators
+sim: ## Run reservation-sim: the inventory (gRPC :8020) and reservation API (REST :8010) simulators
 	@$(NEED_CARGO)
-	$(CARGO) run --quiet -- sim
+	$(CARGO) run --quiet -p reservation-sim --
 
 dev: ## Local run: moto + simulators + worker + sample events (DEV_NO_WAIT=1 to stop after)
 	bash scripts/dev.sh
 
-test: ## All tests: unit + integration (installs moto and promtool first), then the chart and Dockerfile checks
+test: ## Everything CI runs: fmt --check, clippy, unit + integration tests (installs moto and promtool first), the chart and Dockerfile checks
 	@$(NEED_CARGO)
+	@$(NEED_FMT)
+	@$(NEED_CLIPPY)
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@$(INSTALL_MOTO)
 	@$(INSTALL_PROMTOOL)
-	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test
+	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test --workspace
 	@$(MAKE) --no-print-directory chart-check
 	@$(MAKE) --no-print-directory dockerfile-check
 
@@ -74,21 +80,17 @@ bench: ## Benchmark the real worker (release): drain ratio, Little's law, CPU, R
 	@$(INSTALL_MOTO)
 	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) bench --bench worker
 
-lint: ## Clippy on all targets; warnings are errors
+lint: ## Clippy on every crate and target; warnings are errors
 	@$(NEED_CARGO)
-	@$(CARGO) clippy --version >/dev/null 2>&1 || { echo "make: clippy not installed: rustup component add clippy" >&2; exit 127; }
-	$(CARGO) clippy --all-targets -- -D warnings
+	@$(NEED_CLIPPY)
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt: ## Format the code
 	@$(NEED_CARGO)
-	@$(CARGO) fmt --version >/dev/null 2>&1 || { echo "make: rustfmt not installed: rustup component add rustfmt" >&2; exit 127; }
-	$(CARGO) fmt
+	@$(NEED_FMT)
+	$(CARGO) fmt --all
 
-verify: ## What CI should pass: fmt --check, clippy, and every test and check of `make test`
-	@$(NEED_CARGO)
-	@$(CARGO) fmt --version >/dev/null 2>&1 || { echo "make: rustfmt not installed: rustup component add rustfmt" >&2; exit 127; }
-	$(CARGO) fmt --check
-	@$(MAKE) --no-print-directory lint
+verify: ## Before every commit: the same as `make test` (fmt --check, clippy, every test and check)
 	@$(MAKE) --no-print-directory test
 
 emulator-up: ## Start a background moto on 127.0.0.1:4566 with the queues (pid in .dev/moto.pid)

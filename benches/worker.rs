@@ -39,7 +39,7 @@ use aws_sdk_sqs::types::{
 };
 use floor::FloorRun;
 use futures::{StreamExt, TryStreamExt};
-use reservation_worker::sim::{
+use reservation_sim::{
     InventorySim, ReservationSim, SqsSim, SqsStats, serve_inventory, serve_reservation, serve_sqs,
 };
 use serde_json::{Value, json};

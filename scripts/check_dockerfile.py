@@ -160,6 +160,14 @@ def ignored(path: str, patterns: list[str]) -> bool:
     return result
 
 
+def tomllib_load(manifest: Path) -> dict:
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:
+        raise SystemExit(f"check_dockerfile: reading {manifest} needs Python >= 3.11 (tomllib)")
+    return tomllib.loads(manifest.read_text())
+
+
 def cargo_targets(manifest: Path) -> list[tuple[str, list[str]]]:
     """(target, accepted paths) of every file cargo must find before it builds anything: the
     manifest and lock file, explicit [lib], [[bin]], [[bench]], [[test]] and [[example]]
@@ -189,6 +197,16 @@ def cargo_targets(manifest: Path) -> list[tuple[str, list[str]]]:
         out.append(("build script", [posixpath.normpath(build)]))
     elif build is not False and (manifest.parent / "build.rs").is_file():
         out.append(("build script", ["build.rs"]))
+    # Cargo loads every workspace member before it builds any: each member's manifest and the
+    # targets it names must be there too (its auto-detected build script need not be: a build
+    # of another package never runs it).
+    for member in data.get("workspace", {}).get("members", []):
+        if posixpath.normpath(member) == ".":
+            continue
+        for name, paths in cargo_targets(manifest.parent / member / "Cargo.toml"):
+            if name in ("the lock file", "build script"):
+                continue
+            out.append((f"{member}: {name}", [posixpath.normpath(posixpath.join(member, x)) for x in paths]))
     return out
 
 
@@ -368,6 +386,16 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
     rule("release-build", bool(builds),
          "cargo build --release --locked in a builder stage" if builds
          else "no 'cargo build --release --locked' in a builder stage")
+
+    # Only the worker ships: every build names its package, so a workspace member (the
+    # simulators) is never compiled into the image's builder.
+    package = tomllib_load(context / "Cargo.toml").get("package", {}).get("name", "")
+    calls = [(i.line, m[0]) for s in st for i in s["instrs"] if i.cmd == "RUN"
+             for m in re.finditer(r"cargo\s+build\b[^&|;]*", i.args)]
+    unnamed = [f"line {line}: {cmd.strip()}" for line, cmd in calls
+               if not re.search(rf"(-p|--package)[ =]{re.escape(package)}\b", cmd)]
+    rule("worker-only-build", bool(calls) and not unnamed,
+         "; ".join(unnamed) if unnamed else f"every cargo build names -p {package}")
 
     user_ok, expose_ok, entry_ok = [], [], []
     user_bad, expose_bad, entry_bad = [], [], []

@@ -10,7 +10,8 @@
 #   DEV_MOTO_PORT=4566 DEV_HTTP_PORT=8040 DEV_GRPC_PORT=8041 DEV_SIM_GRPC_PORT=8020 DEV_SIM_REST_PORT=8010
 # Logs: .dev/moto.log, .dev/sim.log, .dev/worker.log, .dev/watchdog.log (DEV_DIR=path for
 # another directory)
-# DEV_BIN=path runs that reservation-worker binary instead of building target/debug's.
+# DEV_BIN=path and DEV_SIM_BIN=path run those reservation-worker and reservation-sim binaries
+# instead of building target/debug's (both must be set to skip `cargo build`).
 #
 # However it ends (Ctrl-C, a second Ctrl-C to skip the worker's drain, the terminal closed,
 # SIGTERM, its output piped into a reader that died, a failure, even SIGKILL via a watchdog),
@@ -29,6 +30,7 @@ SIM_REST_PORT="${DEV_SIM_REST_PORT:-8010}"
 NO_WAIT="${DEV_NO_WAIT:-0}"
 DEV="${DEV_DIR:-.dev}"
 BIN="${DEV_BIN:-target/debug/reservation-worker}"
+SIM_BIN="${DEV_SIM_BIN:-target/debug/reservation-sim}"
 PY=.venv/bin/python
 
 if [[ -t 1 ]]; then BOLD=$'\033[1;36m' RED=$'\033[1;31m' RESET=$'\033[0m'; else BOLD="" RED="" RESET=""; fi
@@ -144,7 +146,7 @@ trap 'on_signal 143' TERM
 trap 'on_signal 141' PIPE
 
 for tool in cargo curl python3; do
-    [[ "$tool" == cargo && -n "${DEV_BIN:-}" ]] && continue
+    [[ "$tool" == cargo && -n "${DEV_BIN:-}" && -n "${DEV_SIM_BIN:-}" ]] && continue
     command -v "$tool" >/dev/null 2>&1 || case "$tool" in
         cargo) die "cargo not found: install Rust 1.94+ (https://rustup.rs)" ;;
         curl) die "curl not found: apt-get install -y curl" ;;
@@ -193,11 +195,12 @@ done
 [[ "$MOTO_PORT" == "$first" ]] || echo "dev: port $first is taken; moto uses $MOTO_PORT"
 
 # ---- 2. build ---------------------------------------------------------------------------
-if [[ -z "${DEV_BIN:-}" ]]; then
-    say "cargo build"
-    cargo build
+if [[ -z "${DEV_BIN:-}" || -z "${DEV_SIM_BIN:-}" ]]; then
+    say "cargo build (the worker and reservation-sim)"
+    cargo build -p reservation-worker -p reservation-sim --bins
 fi
 [[ -x "$BIN" ]] || die "$BIN was not built"
+[[ -x "$SIM_BIN" ]] || die "$SIM_BIN was not built"
 
 mkdir -p "$DEV"
 : >"$DEV/moto.log" && : >"$DEV/sim.log" && : >"$DEV/worker.log" && : >"$DEV/watchdog.log"
@@ -236,7 +239,7 @@ echo "$queues"
 
 # ---- 4. simulators and worker -------------------------------------------------------------
 say "starting the simulators: inventory gRPC 127.0.0.1:$SIM_GRPC_PORT, reservation API http://127.0.0.1:$SIM_REST_PORT (log $DEV/sim.log)"
-LOG_FORMAT=pretty spawn "$BIN" sim --inventory-addr "127.0.0.1:$SIM_GRPC_PORT" \
+LOG_FORMAT=pretty spawn "$SIM_BIN" --inventory-addr "127.0.0.1:$SIM_GRPC_PORT" \
     --reservation-addr "127.0.0.1:$SIM_REST_PORT" >"$DEV/sim.log" 2>&1
 SIM_PID=$!
 save_pids

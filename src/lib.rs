@@ -3,8 +3,8 @@
 //!
 //! The pipeline reads top to bottom: [`config`] → [`sqs`] → [`worker`] → [`event`] →
 //! [`handler`] → [`client`]; beside them [`server`] (health and debug ports), [`telemetry`]
-//! (logs, traces, metrics), [`sim`] (local simulators of the two peers, also used by the
-//! tests) and [`cli`].
+//! (logs, traces, metrics) and [`cli`]. The simulators of the two peers and of SQS live in
+//! their own crate (`crates/sim`), which only tests, benches and `make dev` use.
 
 pub mod cli;
 pub mod client;
@@ -14,7 +14,6 @@ pub mod handler;
 pub mod proto;
 pub mod redact;
 pub mod server;
-pub mod sim;
 pub mod sqs;
 pub mod telemetry;
 pub mod worker;
@@ -183,7 +182,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                                 batch = poller.batch,
                                 "receive loop started"
                             );
-                            poller.run(receiving).await
+                            poller.run(receiving).await;
                         }),
                 )
             })
@@ -287,7 +286,7 @@ async fn reach_queue(
                 status.queue_reached();
                 match &dlq {
                     Some(url) => {
-                        tracing::info!(dlq_url = %url, "queue reached; dead-letter queue known")
+                        tracing::info!(dlq_url = %url, "queue reached; dead-letter queue known");
                     }
                     None => tracing::warn!(
                         "queue reached, but there is no dead-letter queue (set SQS_DLQ_URL or a RedrivePolicy): terminal messages will be kept invisible for 12 h instead of dead-lettered"

@@ -53,9 +53,7 @@ use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
-use reservation_worker::sim::{
-    Chaos, FaultMix, HoldState, InventoryCall, InventoryMethod, Reservation,
-};
+use reservation_sim::{Chaos, FaultMix, HoldState, InventoryCall, InventoryMethod, Reservation};
 use serde_json::{Value, json};
 use support::chaos::{
     Audit, PoisonBody, ResetProxy, Scrape, finished_by_outcome, poison_bodies, queue_depth,
@@ -661,13 +659,13 @@ async fn audit(
             .or_default()
             .push(c);
     }
-    let patch_key = |c: &reservation_worker::sim::HttpCall| {
+    let patch_key = |c: &reservation_sim::HttpCall| {
         c.headers
             .get("idempotency-key")
             .cloned()
             .unwrap_or_default()
     };
-    let mut res_applied: HashMap<String, Vec<&reservation_worker::sim::HttpCall>> = HashMap::new();
+    let mut res_applied: HashMap<String, Vec<&reservation_sim::HttpCall>> = HashMap::new();
     for c in res_calls.iter().filter(|c| c.applied) {
         res_applied.entry(patch_key(c)).or_default().push(c);
     }
@@ -787,7 +785,7 @@ async fn audit(
     for l in &letters {
         match l.attributes.get("OriginalMessageId") {
             Some(id) if poison_by_message.contains_key(id.as_str()) => {
-                copies.entry(id.clone()).or_default().push(l)
+                copies.entry(id.clone()).or_default().push(l);
             }
             _ => {
                 foreign += 1;
@@ -946,7 +944,7 @@ fn metrics_audit(
     load: &Load,
     fleet: &Fleet,
     inv_calls: &[InventoryCall],
-    res_calls: &[reservation_worker::sim::HttpCall],
+    res_calls: &[reservation_sim::HttpCall],
     poison_redeliveries: u64,
 ) {
     let v = load.valid.len() as u64;
@@ -970,7 +968,7 @@ fn metrics_audit(
                     }
                 }
                 End::Killed | End::Terminated => {
-                    *hidden.entry(outcome.clone()).or_default() += l.saturating_sub(*n)
+                    *hidden.entry(outcome.clone()).or_default() += l.saturating_sub(*n);
                 }
             }
         }

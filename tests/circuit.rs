@@ -13,7 +13,7 @@ mod support;
 
 use std::time::Duration;
 
-use reservation_worker::sim::HoldState;
+use reservation_sim::HoldState;
 use support::bodies;
 use support::chaos::Outage;
 use support::fast_sqs::FastHarness;

@@ -14,8 +14,6 @@ async fn start_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
         .collect();
     let mut w = WorkerProcess::spawn(&env);
     let status = w.wait_exit(Duration::from_secs(10)).await;
-    // Give the reader thread a moment to collect the last line.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let stderr = w.stderr.lock().expect("stderr").join("\n");
     (status.code(), stderr)
 }
@@ -81,4 +79,24 @@ async fn a_bad_token_is_named_but_never_printed() {
     assert_eq!(code, Some(78));
     assert!(stderr.contains("RESERVATION_API_TOKEN"), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
+}
+
+/// Only the worker and its operator commands ship; the simulators are `reservation-sim`.
+#[test]
+fn the_command_line_lists_only_what_ships() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reservation-worker"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .and_then(|rest| rest.split("Options:").next())
+        .expect("a Commands section")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["run", "send", "check", "dlq", "help"], "{help}");
 }

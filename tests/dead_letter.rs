@@ -6,8 +6,8 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use reservation_worker::proto::reservation::v1::CommitStatus;
-use reservation_worker::sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
+use reservation_sim::proto::reservation::v1::CommitStatus;
+use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
 use reservation_worker::sqs::acker::{Acker, Settle};
 use reservation_worker::sqs::{Delivery, Queue};
 use reservation_worker::worker::{Disposition, RecentlyCompleted};
@@ -250,7 +250,7 @@ async fn terminal_downstream_errors_are_dead_lettered() {
 #[tokio::test]
 async fn a_lookup_that_cannot_fill_the_fields_is_terminal() {
     let h = Harness::start().await;
-    let mut r = reservation_worker::sim::Reservation::demo("r-empty");
+    let mut r = reservation_sim::Reservation::demo("r-empty");
     r.event_id = String::new();
     r.seat_ids.clear();
     r.quantity = 0;

@@ -7,12 +7,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use reservation_sim::{GrpcFault, InventoryMethod};
 use reservation_worker::proto::reservation::worker::v1::worker_debug_client::WorkerDebugClient;
 use reservation_worker::proto::reservation::worker::v1::{
     DownstreamCall, GetStatusRequest, ProcessEventRequest, ValidateEventRequest,
     ValidateEventResponse, downstream_call, parsed_event, validate_event_response,
 };
-use reservation_worker::sim::{GrpcFault, InventoryMethod};
 use serde_json::json;
 use support::{Harness, WorkerProcess, bodies};
 use tonic::transport::Channel;

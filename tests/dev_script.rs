@@ -4,8 +4,9 @@
 //! and the normal end with DEV_NO_WAIT=1.
 //!
 //! Each scenario runs the real script on its own free ports, in its own process group and
-//! directory (DEV_DIR), with the already-built binary (DEV_BIN: `cargo build` inside
-//! `cargo test` would wait for the build lock). All scenarios run at once. Every process the
+//! directory (DEV_DIR), with the already-built binaries (DEV_BIN, DEV_SIM_BIN: `cargo build`
+//! inside `cargo test` would wait for the build lock). `reservation-sim` is built beside the
+//! worker by `cargo test` at the root (crates/sim's own integration test needs it). All scenarios run at once. Every process the
 //! scenario starts inherits a unique environment variable; afterwards no live process may
 //! carry it and every port must bind again.
 
@@ -20,6 +21,17 @@ use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_reservation-worker");
+
+/// `reservation-sim`, from the same build as the worker.
+fn sim_bin() -> PathBuf {
+    let sim = Path::new(BIN).with_file_name("reservation-sim");
+    assert!(
+        sim.is_file(),
+        "{} is missing: run `cargo test` at the workspace root (or `make test`), which builds it",
+        sim.display()
+    );
+    sim
+}
 /// Marks every process a scenario starts (children inherit the environment).
 const TAG_VAR: &str = "DEV_SCRIPT_TEST_RUN";
 /// The last line the script prints once moto, the simulators and the worker all run.
@@ -49,7 +61,7 @@ enum Ending {
     KillScript,
     /// DEV_NO_WAIT=1: the script ends by itself after the table.
     NoWait,
-    /// The simulators cannot start (DEV_BIN is `false`) after moto is already up.
+    /// The simulators cannot start (DEV_SIM_BIN is `false`) after moto is already up.
     StartupFailure,
 }
 
@@ -222,10 +234,10 @@ impl Scenario {
             Ending::Terminate => make_dev.split(' ').map(String::from).collect(),
             _ => vec!["bash".into(), "scripts/dev.sh".into()],
         };
-        let bin = if self.ending == Ending::StartupFailure {
-            "/bin/false"
+        let sim_bin = if self.ending == Ending::StartupFailure {
+            PathBuf::from("/bin/false")
         } else {
-            BIN
+            sim_bin()
         };
         let mut cmd = Command::new("env");
         // Signals ignored by whoever started `cargo test` (a background job ignores SIGINT)
@@ -239,7 +251,8 @@ impl Scenario {
             .stderr(err)
             .env(TAG_VAR, &self.tag)
             .env("DEV_DIR", self.dir.path().join("dev"))
-            .env("DEV_BIN", bin)
+            .env("DEV_BIN", BIN)
+            .env("DEV_SIM_BIN", &sim_bin)
             .env("DEV_MOTO_PORT", self.ports[0].to_string())
             .env("DEV_HTTP_PORT", self.ports[1].to_string())
             .env("DEV_GRPC_PORT", self.ports[2].to_string())

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use reservation_worker::sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
+use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
 use serde_json::Value;
 use support::worker::top_level_keys;
 use support::{Harness, WorkerProcess, bodies};

@@ -7,7 +7,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use reservation_worker::sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
+use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
 use serde_json::json;
 use support::{Harness, WorkerProcess, bodies};
 use tonic::Code;

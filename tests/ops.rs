@@ -15,7 +15,7 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
-use reservation_worker::sim::{GrpcFault, InventoryMethod};
+use reservation_sim::{GrpcFault, InventoryMethod};
 use support::fast_sqs::FastSqs;
 use support::worker::{BIN, run};
 use support::{Harness, TestQueue, bodies, eventually};

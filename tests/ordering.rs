@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use reservation_worker::sim::{GrpcFault, InventoryMethod, SqsFault, SqsOperation};
+use reservation_sim::{GrpcFault, InventoryMethod, SqsFault, SqsOperation};
 use support::fast_sqs::FastHarness;
 use support::{Harness, bodies};
 use tonic::Code;

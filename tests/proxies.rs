@@ -5,7 +5,7 @@
 
 mod support;
 
-use reservation_worker::sim::{HttpFault, HttpRoute, InventoryMethod, ProxyAnswer};
+use reservation_sim::{HttpFault, HttpRoute, InventoryMethod, ProxyAnswer};
 use serde_json::json;
 use support::{Harness, bodies};
 

@@ -5,9 +5,9 @@
 
 mod support;
 
+use reservation_sim::{HttpFault, HttpRoute};
 use reservation_worker::proto::reservation::worker::v1::worker_debug_client::WorkerDebugClient;
 use reservation_worker::proto::reservation::worker::v1::{GetStatusRequest, ProcessEventRequest};
-use reservation_worker::sim::{HttpFault, HttpRoute};
 use support::otlp::OtlpReceiver;
 use support::worker::run;
 use support::{Harness, bodies};

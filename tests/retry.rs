@@ -3,8 +3,8 @@
 
 mod support;
 
-use reservation_worker::proto::reservation::v1::ReleaseStatus;
-use reservation_worker::sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
+use reservation_sim::proto::reservation::v1::ReleaseStatus;
+use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
 use support::{Harness, bodies};
 use tonic::Code;
 

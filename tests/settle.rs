@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use reservation_worker::sim::{SqsFault, SqsOperation};
+use reservation_sim::{SqsFault, SqsOperation};
 use support::fast_sqs::FastHarness;
 use support::{PATIENCE, bodies};
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use reservation_worker::sim::{GrpcFault, InventoryMethod};
+use reservation_sim::{GrpcFault, InventoryMethod};
 use support::{Harness, bodies};
 
 #[tokio::test]

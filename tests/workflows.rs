@@ -3,7 +3,7 @@
 
 mod support;
 
-use reservation_worker::sim::{HoldState, InventoryMethod};
+use reservation_sim::{HoldState, InventoryMethod};
 use serde_json::json;
 use support::{Harness, bodies, eventually};
 

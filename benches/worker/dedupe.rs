@@ -11,30 +11,30 @@ use anyhow::{Context, ensure};
 use reservation_worker::worker::RecentlyCompleted;
 
 /// The argument that makes the bench binary the measuring child.
-pub const ARG: &str = "dedupe-memory";
+pub(crate) const ARG: &str = "dedupe-memory";
 
 /// Ids remembered per measurement: the largest `DEDUPE_CAPACITY` accepted.
-pub const ENTRIES: usize = reservation_worker::config::MAX_DEDUPE_CAPACITY;
+pub(crate) const ENTRIES: usize = reservation_worker::config::MAX_DEDUPE_CAPACITY;
 
 /// The id lengths measured: a UUID (SQS message ids, most envelope ids) and the longest id
 /// the parser accepts.
-pub const ID_LENGTHS: [usize; 2] = [36, reservation_worker::event::MAX_ID_LEN];
+pub(crate) const ID_LENGTHS: [usize; 2] = [36, reservation_worker::event::MAX_ID_LEN];
 
 /// One measurement.
 #[derive(Debug, Clone)]
-pub struct Cost {
+pub(crate) struct Cost {
     pub id_bytes: usize,
     pub entries: usize,
     pub rss_growth_kib: u64,
 }
 
 impl Cost {
-    pub fn bytes_per_entry(&self) -> f64 {
+    pub(crate) fn bytes_per_entry(&self) -> f64 {
         self.rss_growth_kib as f64 * 1024.0 / self.entries as f64
     }
 
     /// One line for the report.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "dedupe memory: {} ids of {} bytes: +{:.1} MiB RSS, {:.0} bytes an id",
             self.entries,
@@ -46,7 +46,7 @@ impl Cost {
 }
 
 /// Measures every id length, each in a fresh child process.
-pub fn measure() -> anyhow::Result<Vec<Cost>> {
+pub(crate) fn measure() -> anyhow::Result<Vec<Cost>> {
     ID_LENGTHS
         .iter()
         .map(|&id_bytes| {
@@ -78,7 +78,7 @@ pub fn measure() -> anyhow::Result<Vec<Cost>> {
 }
 
 /// The child's side: prints its RSS in KiB before and after filling the memory.
-pub fn child_main() -> anyhow::Result<()> {
+pub(crate) fn child_main() -> anyhow::Result<()> {
     let var = |k: &str| -> anyhow::Result<usize> {
         Ok(std::env::var(k)
             .with_context(|| format!("{k} is not set"))?

@@ -29,10 +29,10 @@ use crate::{
 };
 
 /// The argument that makes the bench binary run as the floor's process.
-pub const ARG: &str = "contract-floor";
+pub(crate) const ARG: &str = "contract-floor";
 
 /// What one floor drain measured (the same fields the worker's rows use).
-pub struct FloorRun {
+pub(crate) struct FloorRun {
     pub rate: f64,
     pub n: usize,
     pub cpu: Duration,
@@ -42,12 +42,12 @@ pub struct FloorRun {
 }
 
 impl FloorRun {
-    pub fn cpu_us_per_event(&self) -> f64 {
+    pub(crate) fn cpu_us_per_event(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.n as f64
     }
 
     /// CPU and memory beside the worker's run of the same figure.
-    pub fn costs(&self, worker: &WorkerRun) -> String {
+    pub(crate) fn costs(&self, worker: &WorkerRun) -> String {
         format!(
             "CPU {:.1} µs/event ({:.0} % in the kernel), worker/floor {:.2}; peak RSS {:.1} MiB",
             self.cpu_us_per_event(),
@@ -70,7 +70,7 @@ impl Drop for FloorProcess {
 
 /// Preloads `n` events and measures the floor draining them, like `worker_drain` does the
 /// worker: CPU from the moment its clients are built, the rate inside the window.
-pub async fn drain(
+pub(crate) async fn drain(
     endpoint: &Endpoint,
     concurrency: usize,
     n: usize,
@@ -134,7 +134,7 @@ pub async fn drain(
 
 /// The child's side: sized like the worker's runtime (the same `WORKER_THREADS` default for
 /// the concurrency), it drains until it is killed.
-pub fn child_main() -> anyhow::Result<()> {
+pub(crate) fn child_main() -> anyhow::Result<()> {
     let var = |k: &str| std::env::var(k).with_context(|| format!("{k} is not set"));
     let concurrency: usize = var("FLOOR_CONCURRENCY")?.parse()?;
     let threads = reservation_worker::config::runtime_threads(None, concurrency)?;

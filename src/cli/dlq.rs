@@ -769,7 +769,7 @@ impl Redrive<'_> {
                             "skipped message {}: SourceQueue names another queue ({q}), not {}",
                             m.message_id,
                             redact(&self.target.url)
-                        )
+                        );
                     }),
                     Verdict::Move if self.dry_run => {
                         tally.would_move += 1;
@@ -1141,9 +1141,9 @@ mod tests {
             .expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let stop = CancellationToken::new();
-        tokio::spawn(crate::sim::serve_sqs(
+        tokio::spawn(reservation_sim::serve_sqs(
             listener,
-            crate::sim::SqsSim::new(),
+            reservation_sim::SqsSim::new(),
             stop.clone(),
         ));
         let sdk = aws_config::SdkConfig::builder()

@@ -1,4 +1,5 @@
-//! The command line: `run` (the default), `sim`, `send`, and the ops commands `check` and `dlq`.
+//! The command line: `run` (the default), `send`, and the ops commands `check` and `dlq`.
+//! The peer simulators are another binary (`reservation-sim`, in `crates/sim`): they never ship.
 
 /// `println!` through [`crate::redact`], as every output of the process.
 macro_rules! outln {
@@ -26,7 +27,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 
 /// reservation-worker: applies reservation and payment events from SQS to inventory and reservations.
 #[derive(Debug, Parser)]
@@ -41,8 +42,6 @@ pub struct Cli {
 pub enum Command {
     /// Run the worker (the default). Configured from the environment; see .env.example.
     Run,
-    /// Run local simulators of the inventory (gRPC) and reservation (REST) services.
-    Sim(crate::sim::SimArgs),
     /// Publish events to SQS_QUEUE_URL: one from flags, many from a JSONL file, or N generated.
     Send(Box<send::SendArgs>),
     /// Check the configuration and reach the queue, its DLQ, the inventory service and the
@@ -67,17 +66,6 @@ pub const EXIT_CONFIG: u8 = 78;
 pub async fn main(cli: Cli) -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run_worker().await,
-        Command::Sim(args) => {
-            crate::telemetry::init_logging(&log_level(), log_format());
-            let shutdown = shutdown_on_signals();
-            match crate::sim::run_sims(args, shutdown).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    errln!("sim: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
-        }
         Command::Send(args) => match send::run(*args).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
@@ -145,19 +133,6 @@ fn stop_by_the_deadline(shutdown: CancellationToken, timeout: std::time::Duratio
         );
         std::process::exit(1);
     });
-}
-
-fn log_level() -> String {
-    std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())
-}
-
-/// `LOG_FORMAT` for the commands that are not the worker: as the worker reads it, but a bad
-/// value falls back to JSON rather than stopping a simulator.
-fn log_format() -> LogFormat {
-    match std::env::var("LOG_FORMAT").as_deref() {
-        Ok("pretty") => LogFormat::Pretty,
-        _ => LogFormat::Json,
-    }
 }
 
 /// The one shutdown signal: the first SIGTERM, SIGINT or SIGHUP (a closed terminal, or a

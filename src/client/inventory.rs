@@ -127,7 +127,7 @@ impl Inventory for GrpcInventory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{GrpcFault, HoldState, InventoryMethod, InventorySim, serve_inventory};
+    use reservation_sim::{GrpcFault, HoldState, InventoryMethod, InventorySim, serve_inventory};
     use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
 

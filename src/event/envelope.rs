@@ -945,7 +945,7 @@ mod tests {
         assert_eq!(field_error(parse_value(&body)).0, "type");
         let body = documented("x", expired_detail());
         assert_eq!(
-            field_error(parse_value(&with(body.clone(), "type", json!(42)))),
+            field_error(parse_value(&with(body, "type", json!(42)))),
             (
                 "type".to_owned(),
                 "expected a string naming the event type, found number 42".to_owned()

@@ -452,7 +452,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(WorkerDebugServer::new(debug))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stop.cancelled().await
+            stop.cancelled().await;
         })
         .await?;
     Ok(())

@@ -116,23 +116,23 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        <EnvFilter as Filter<S>>::on_new_span(&self.env, attrs, id, ctx)
+        <EnvFilter as Filter<S>>::on_new_span(&self.env, attrs, id, ctx);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        <EnvFilter as Filter<S>>::on_record(&self.env, id, values, ctx)
+        <EnvFilter as Filter<S>>::on_record(&self.env, id, values, ctx);
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        <EnvFilter as Filter<S>>::on_enter(&self.env, id, ctx)
+        <EnvFilter as Filter<S>>::on_enter(&self.env, id, ctx);
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        <EnvFilter as Filter<S>>::on_exit(&self.env, id, ctx)
+        <EnvFilter as Filter<S>>::on_exit(&self.env, id, ctx);
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        <EnvFilter as Filter<S>>::on_close(&self.env, id, ctx)
+        <EnvFilter as Filter<S>>::on_close(&self.env, id, ctx);
     }
 }
 

@@ -299,11 +299,11 @@ async fn with_heartbeat<F: Future>(shared: &Shared, delivery: &Delivery, work: F
             {
                 Ok(()) => {
                     metrics().visibility_extended(true);
-                    tracing::debug!(message_id = %delivery.message_id, "visibility extended")
+                    tracing::debug!(message_id = %delivery.message_id, "visibility extended");
                 }
                 Err(e) => {
                     metrics().visibility_extended(false);
-                    tracing::warn!(message_id = %delivery.message_id, error = %e, "visibility extension failed")
+                    tracing::warn!(message_id = %delivery.message_id, error = %e, "visibility extension failed");
                 }
             }
             at += period;

@@ -4,14 +4,14 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
-use reservation_worker::sim::{SqsSim, serve_sqs};
+use reservation_sim::{SqsSim, serve_sqs};
 use tokio_util::sync::CancellationToken;
 
 use super::moto::{REGION, TestQueue, client, create_queue, create_queue_with};
 use super::{TestPeers, WorkerProcess};
 
 /// The endpoint on a free loopback port, with an SDK client pointed at it; stopped on drop.
-pub struct FastSqs {
+pub(crate) struct FastSqs {
     pub sim: SqsSim,
     pub endpoint: String,
     pub client: Client,
@@ -25,7 +25,7 @@ impl Drop for FastSqs {
 }
 
 impl FastSqs {
-    pub async fn start() -> FastSqs {
+    pub(crate) async fn start() -> FastSqs {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -42,7 +42,7 @@ impl FastSqs {
     }
 
     /// The AWS variables that point the SDK (and the worker) at this endpoint.
-    pub fn aws_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn aws_env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -56,13 +56,17 @@ impl FastSqs {
     }
 
     /// Creates a queue, as [`super::Moto::create_queue`] does.
-    pub async fn create_queue(&self, name: &str, redrive: Option<(&TestQueue, u32)>) -> TestQueue {
+    pub(crate) async fn create_queue(
+        &self,
+        name: &str,
+        redrive: Option<(&TestQueue, u32)>,
+    ) -> TestQueue {
         create_queue(&self.client, name, redrive).await
     }
 
     /// Creates a queue with the given attributes (what moto does not model: SQS's 256 KiB
     /// request limit, `RedriveAllowPolicy`).
-    pub async fn create_queue_with(
+    pub(crate) async fn create_queue_with(
         &self,
         name: &str,
         attrs: &[(QueueAttributeName, &str)],
@@ -73,7 +77,7 @@ impl FastSqs {
 
 /// [`super::Harness`] on the fast endpoint: a source queue whose RedrivePolicy names a DLQ
 /// (maxReceiveCount 5), and both peers.
-pub struct FastHarness {
+pub(crate) struct FastHarness {
     pub sqs: FastSqs,
     pub queue: TestQueue,
     pub dlq: TestQueue,
@@ -81,12 +85,12 @@ pub struct FastHarness {
 }
 
 impl FastHarness {
-    pub async fn start() -> FastHarness {
+    pub(crate) async fn start() -> FastHarness {
         Self::with_queue("").await
     }
 
     /// FIFO queues (content-based deduplication).
-    pub async fn start_fifo() -> FastHarness {
+    pub(crate) async fn start_fifo() -> FastHarness {
         Self::with_queue(".fifo").await
     }
 
@@ -105,12 +109,12 @@ impl FastHarness {
     }
 
     /// The environment that points a worker at these servers, fast settings for tests.
-    pub fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         super::worker_env(self.sqs.aws_env(), &self.queue, &self.peers)
     }
 
     /// Starts the worker with `env()` plus `extra` (later entries win) and waits for `/ready`.
-    pub async fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+    pub(crate) async fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
         super::start_worker(self.env(), extra).await
     }
 }

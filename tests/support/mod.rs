@@ -4,24 +4,24 @@
 
 #![allow(dead_code)]
 
-pub mod chaos;
-pub mod fast_sqs;
-pub mod moto;
-pub mod otlp;
-pub mod peers;
-pub mod worker;
+pub(crate) mod chaos;
+pub(crate) mod fast_sqs;
+pub(crate) mod moto;
+pub(crate) mod otlp;
+pub(crate) mod peers;
+pub(crate) mod worker;
 
 use std::time::Duration;
 
-pub use moto::{Moto, Received, TestQueue};
-pub use peers::TestPeers;
-pub use worker::WorkerProcess;
+pub(crate) use moto::{Moto, Received, TestQueue};
+pub(crate) use peers::TestPeers;
+pub(crate) use worker::WorkerProcess;
 
 /// Long enough for anything that should happen; tests wait for conditions, never sleep-and-hope.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Polls `cond` until it holds or `PATIENCE` runs out (then panics with `what`).
-pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+pub(crate) async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !cond() {
         if tokio::time::Instant::now() > deadline {
@@ -33,7 +33,7 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
 
 /// Everything one scenario needs: moto with a source queue and a DLQ (redrive policy set), and
 /// both peers. Dropping it stops them.
-pub struct Harness {
+pub(crate) struct Harness {
     pub moto: Moto,
     pub queue: TestQueue,
     pub dlq: TestQueue,
@@ -42,12 +42,12 @@ pub struct Harness {
 
 impl Harness {
     /// A standard queue whose RedrivePolicy names the DLQ (maxReceiveCount 5).
-    pub async fn start() -> Harness {
+    pub(crate) async fn start() -> Harness {
         Self::with_queue(false).await
     }
 
     /// A FIFO queue (content-based deduplication) with a FIFO DLQ.
-    pub async fn start_fifo() -> Harness {
+    pub(crate) async fn start_fifo() -> Harness {
         Self::with_queue(true).await
     }
 
@@ -70,18 +70,18 @@ impl Harness {
     }
 
     /// The environment that points a worker at these servers, fast settings for tests.
-    pub fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         worker_env(self.moto.aws_env(), &self.queue, &self.peers)
     }
 
     /// Starts the worker with `env()` plus `extra` (later entries win) and waits for `/ready`.
-    pub async fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+    pub(crate) async fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
         start_worker(self.env(), extra).await
     }
 
     /// Queues `n` expiry events (`env-i` for reservation `ri`, each held) whose inventory call
     /// takes `latency`, so a worker's slots stay busy; returns the reservation ids.
-    pub async fn send_slow_events(&self, n: usize, latency: Duration) -> Vec<String> {
+    pub(crate) async fn send_slow_events(&self, n: usize, latency: Duration) -> Vec<String> {
         let rids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
         for r in &rids {
             self.peers.hold(r);
@@ -96,14 +96,14 @@ impl Harness {
     }
 
     /// Waits until the source queue holds nothing, visible or in flight.
-    pub async fn wait_queue_empty(&self) {
+    pub(crate) async fn wait_queue_empty(&self) {
         self.queue.wait_empty().await;
     }
 }
 
 /// The environment of a worker on `queue` with `peers`, behind the SQS endpoint of `aws`, with
 /// fast settings for tests.
-pub fn worker_env(
+pub(crate) fn worker_env(
     mut aws: Vec<(String, String)>,
     queue: &TestQueue,
     peers: &TestPeers,
@@ -125,7 +125,10 @@ pub fn worker_env(
 }
 
 /// Starts the worker with `env` plus `extra` (later entries win) and waits for `/ready`.
-pub async fn start_worker(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> WorkerProcess {
+pub(crate) async fn start_worker(
+    mut env: Vec<(String, String)>,
+    extra: &[(&str, &str)],
+) -> WorkerProcess {
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let w = WorkerProcess::spawn(&env);
     w.wait_ready().await;
@@ -133,22 +136,22 @@ pub async fn start_worker(mut env: Vec<(String, String)>, extra: &[(&str, &str)]
 }
 
 /// Message bodies in the documented envelope form.
-pub mod bodies {
+pub(crate) mod bodies {
     use serde_json::{Value, json};
 
-    pub fn documented(id: &str, event_type: &str, detail: Value) -> String {
+    pub(crate) fn documented(id: &str, event_type: &str, detail: Value) -> String {
         json!({"id": id, "type": event_type, "source": "tests", "detail": detail, "time": "2026-11-21T00:00:00Z", "trace_id": "trace-from-body"}).to_string()
     }
 
-    pub fn eventbridge(id: &str, event_type: &str, detail: Value) -> String {
+    pub(crate) fn eventbridge(id: &str, event_type: &str, detail: Value) -> String {
         json!({"version": "0", "id": id, "detail-type": event_type, "source": "tests", "account": "123456789012", "time": "2026-11-21T00:00:00Z", "region": "ap-northeast-2", "resources": [], "detail": detail}).to_string()
     }
 
-    pub fn sns(inner: &str) -> String {
+    pub(crate) fn sns(inner: &str) -> String {
         json!({"Type": "Notification", "MessageId": "sns-msg-1", "TopicArn": "arn:aws:sns:ap-northeast-2:123456789012:t", "Message": inner, "Timestamp": "2026-11-21T00:00:00Z"}).to_string()
     }
 
-    pub fn expired(id: &str, rid: &str) -> String {
+    pub(crate) fn expired(id: &str, rid: &str) -> String {
         documented(
             id,
             "reservation.expired",
@@ -156,15 +159,15 @@ pub mod bodies {
         )
     }
 
-    pub fn approved(id: &str, rid: &str) -> String {
+    pub(crate) fn approved(id: &str, rid: &str) -> String {
         documented(id, "payment.approved", approved_detail(rid))
     }
 
-    pub fn approved_detail(rid: &str) -> Value {
+    pub(crate) fn approved_detail(rid: &str) -> Value {
         json!({"reservation_id": rid, "payment_intent_id": "pi-1", "amount": 50000, "currency": "KRW", "event_id": "evt-1", "user_id": "user-1", "seat_ids": ["A-1", "A-2"], "qty": 2})
     }
 
-    pub fn failed(id: &str, rid: &str) -> String {
+    pub(crate) fn failed(id: &str, rid: &str) -> String {
         documented(
             id,
             "payment.failed",

@@ -8,10 +8,10 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 
-pub const REGION: &str = "ap-northeast-2";
+pub(crate) const REGION: &str = "ap-northeast-2";
 
 /// A running moto server.
-pub struct Moto {
+pub(crate) struct Moto {
     pub endpoint: String,
     pub client: Client,
     /// The `sh` wrapper that started moto.
@@ -40,7 +40,7 @@ fn free_port() -> u16 {
 }
 
 impl Moto {
-    pub async fn start() -> Moto {
+    pub(crate) async fn start() -> Moto {
         for _ in 0..5 {
             let port = free_port();
             // The shell wrapper prints moto's pid, then kills moto when our stdin pipe closes:
@@ -96,7 +96,7 @@ impl Moto {
     }
 
     /// AWS settings pointing at this server, for building the worker's own `Queue` in a test.
-    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+    pub(crate) async fn sdk_config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .endpoint_url(&self.endpoint)
@@ -106,7 +106,7 @@ impl Moto {
     }
 
     /// The AWS variables that point the SDK (and the worker) at this server.
-    pub fn aws_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn aws_env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -120,7 +120,11 @@ impl Moto {
     }
 
     /// Creates a queue; `redrive` = (DLQ, maxReceiveCount) sets a RedrivePolicy.
-    pub async fn create_queue(&self, name: &str, redrive: Option<(&TestQueue, u32)>) -> TestQueue {
+    pub(crate) async fn create_queue(
+        &self,
+        name: &str,
+        redrive: Option<(&TestQueue, u32)>,
+    ) -> TestQueue {
         create_queue(&self.client, name, redrive).await
     }
 }
@@ -128,7 +132,7 @@ impl Moto {
 /// Creates a queue on whatever endpoint `client` points at (moto or the fast endpoint). A
 /// `.fifo` name makes a FIFO queue with content-based deduplication; `redrive` = (DLQ,
 /// maxReceiveCount) sets a RedrivePolicy.
-pub async fn create_queue(
+pub(crate) async fn create_queue(
     client: &Client,
     name: &str,
     redrive: Option<(&TestQueue, u32)>,
@@ -137,7 +141,7 @@ pub async fn create_queue(
 }
 
 /// [`create_queue`] with more attributes (a `RedriveAllowPolicy`, a `MaximumMessageSize`).
-pub async fn create_queue_with(
+pub(crate) async fn create_queue_with(
     client: &Client,
     name: &str,
     redrive: Option<(&TestQueue, u32)>,
@@ -198,7 +202,7 @@ impl Drop for Moto {
     }
 }
 
-pub fn client(endpoint: &str) -> Client {
+pub(crate) fn client(endpoint: &str) -> Client {
     let conf = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
@@ -210,7 +214,7 @@ pub fn client(endpoint: &str) -> Client {
 
 /// A queue on the test server.
 #[derive(Clone)]
-pub struct TestQueue {
+pub(crate) struct TestQueue {
     pub client: Client,
     pub url: String,
     pub arn: String,
@@ -218,7 +222,7 @@ pub struct TestQueue {
 
 /// A message as a test sees it after receiving it.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     pub message_id: String,
     pub receipt: String,
     pub body: String,
@@ -251,12 +255,12 @@ impl From<&aws_sdk_sqs::types::Message> for Received {
 
 impl TestQueue {
     /// Sends a body; returns the SQS MessageId.
-    pub async fn send(&self, body: &str) -> String {
+    pub(crate) async fn send(&self, body: &str) -> String {
         self.send_with(body, &[], None).await
     }
 
     /// Sends a body with string attributes and, on FIFO queues, a group.
-    pub async fn send_with(
+    pub(crate) async fn send_with(
         &self,
         body: &str,
         attrs: &[(&str, &str)],
@@ -289,7 +293,7 @@ impl TestQueue {
     }
 
     /// Waits until the queue holds nothing, visible or in flight.
-    pub async fn wait_empty(&self) {
+    pub(crate) async fn wait_empty(&self) {
         let deadline = tokio::time::Instant::now() + super::PATIENCE;
         loop {
             let (visible, in_flight) = self.depth().await;
@@ -307,7 +311,7 @@ impl TestQueue {
     }
 
     /// (visible, in flight) from GetQueueAttributes.
-    pub async fn depth(&self) -> (u64, u64) {
+    pub(crate) async fn depth(&self) -> (u64, u64) {
         let out = self
             .client
             .get_queue_attributes()
@@ -331,7 +335,7 @@ impl TestQueue {
 
     /// Receives what is visible now (short poll, several rounds), leaving it in flight for
     /// `visibility` seconds.
-    pub async fn receive(&self, visibility: i32) -> Vec<Received> {
+    pub(crate) async fn receive(&self, visibility: i32) -> Vec<Received> {
         let mut all = Vec::new();
         for _ in 0..3 {
             let out = self
@@ -356,7 +360,7 @@ impl TestQueue {
     }
 
     /// Waits until `n` messages can be received (each left in flight for 60 s), returning them.
-    pub async fn receive_n(&self, n: usize) -> Vec<Received> {
+    pub(crate) async fn receive_n(&self, n: usize) -> Vec<Received> {
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + super::PATIENCE;
         while got.len() < n {

@@ -20,14 +20,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// OTLP span kinds, as numbered in the protocol.
-pub const KIND_CLIENT: i32 = 3;
-pub const KIND_PRODUCER: i32 = 4;
-pub const KIND_CONSUMER: i32 = 5;
+pub(crate) const KIND_CLIENT: i32 = 3;
+pub(crate) const KIND_PRODUCER: i32 = 4;
+pub(crate) const KIND_CONSUMER: i32 = 5;
 
 /// One received span, flattened for assertions. Ids are lowercase hex; a root span's
 /// parent is the empty string.
 #[derive(Debug, Clone)]
-pub struct ReceivedSpan {
+pub(crate) struct ReceivedSpan {
     pub name: String,
     pub kind: i32,
     pub trace_id: String,
@@ -42,13 +42,13 @@ pub struct ReceivedSpan {
 }
 
 impl ReceivedSpan {
-    pub fn attr(&self, key: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
     }
 }
 
 /// The receiver; stopped on drop.
-pub struct OtlpReceiver {
+pub(crate) struct OtlpReceiver {
     /// `http://127.0.0.1:port` of the gRPC service.
     pub grpc_endpoint: String,
     /// `http://127.0.0.1:port`, the base URL of the HTTP receiver (it serves `/v1/traces`).
@@ -75,7 +75,7 @@ impl TraceService for Store {
 }
 
 impl OtlpReceiver {
-    pub async fn start() -> OtlpReceiver {
+    pub(crate) async fn start() -> OtlpReceiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
 
@@ -136,7 +136,7 @@ impl OtlpReceiver {
     }
 
     /// Every span received so far, in arrival order.
-    pub fn spans(&self) -> Vec<ReceivedSpan> {
+    pub(crate) fn spans(&self) -> Vec<ReceivedSpan> {
         let mut out = Vec::new();
         for (via, req) in self.received.lock().expect("store").iter() {
             for rs in &req.resource_spans {
@@ -166,12 +166,12 @@ impl OtlpReceiver {
 
     /// Everything received, every string included (escaped as `Debug` writes it), for tests
     /// that grep all of it.
-    pub fn all_text(&self) -> String {
+    pub(crate) fn all_text(&self) -> String {
         format!("{:?}", self.received.lock().expect("store"))
     }
 
     /// The spans named `name`.
-    pub fn named(&self, name: &str) -> Vec<ReceivedSpan> {
+    pub(crate) fn named(&self, name: &str) -> Vec<ReceivedSpan> {
         self.spans()
             .into_iter()
             .filter(|s| s.name == name)

@@ -1,12 +1,12 @@
 //! The two downstream peers, as real servers on loopback: the crate's simulators, which record
 //! every call and take scripted faults.
 
-use reservation_worker::sim::{InventorySim, ReservationSim, serve_inventory, serve_reservation};
+use reservation_sim::{InventorySim, ReservationSim, serve_inventory, serve_reservation};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A tonic inventory server and an HTTP reservation server, stopped on drop.
-pub struct TestPeers {
+pub(crate) struct TestPeers {
     pub inventory: InventorySim,
     pub reservations: ReservationSim,
     /// `127.0.0.1:port`, the form operators write in `INVENTORY_GRPC_ADDR`.
@@ -17,7 +17,7 @@ pub struct TestPeers {
 }
 
 impl TestPeers {
-    pub async fn start() -> TestPeers {
+    pub(crate) async fn start() -> TestPeers {
         let inventory = InventorySim::new();
         let reservations = ReservationSim::new();
         // Tests name their reservations; an unknown one is a lookup failure, not a demo record.
@@ -51,8 +51,8 @@ impl TestPeers {
     }
 
     /// Seeds a HELD reservation (the reservation API refuses PATCHes of unknown ids).
-    pub fn hold(&self, reservation_id: &str) {
-        let mut r = reservation_worker::sim::Reservation::demo(reservation_id);
+    pub(crate) fn hold(&self, reservation_id: &str) {
+        let mut r = reservation_sim::Reservation::demo(reservation_id);
         r.event_id = "evt-1".into();
         r.user_id = "user-1".into();
         r.seat_ids = vec!["A-1".into(), "A-2".into()];
@@ -61,7 +61,7 @@ impl TestPeers {
     }
 
     /// Total calls both peers received.
-    pub fn total_calls(&self) -> usize {
+    pub(crate) fn total_calls(&self) -> usize {
         self.inventory.calls().len() + self.reservations.calls().len()
     }
 }

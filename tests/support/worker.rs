@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A running `reservation-worker`.
-pub struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     child: Child,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
@@ -15,12 +15,12 @@ pub struct WorkerProcess {
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_reservation-worker");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_reservation-worker");
 
 impl WorkerProcess {
     /// Starts the worker with exactly `env` (plus PATH): nothing leaks in from the test's own
     /// environment, so a developer's AWS settings can never point a test at real AWS.
-    pub fn spawn(env: &[(String, String)]) -> WorkerProcess {
+    pub(crate) fn spawn(env: &[(String, String)]) -> WorkerProcess {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -61,18 +61,18 @@ impl WorkerProcess {
 
     /// Waits until every line the process wrote has been collected. Call it after the process
     /// exited (its pipes then reach EOF), before counting log lines.
-    pub fn finish_logs(&mut self) {
+    pub(crate) fn finish_logs(&mut self) {
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// JSON log lines parsed; non-JSON lines are skipped.
-    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn json_logs(&self) -> Vec<serde_json::Value> {
         self.logs
             .lock()
             .expect("logs")
@@ -82,7 +82,7 @@ impl WorkerProcess {
     }
 
     /// Log lines whose `msg` equals `msg`.
-    pub fn logs_with_message(&self, msg: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn logs_with_message(&self, msg: &str) -> Vec<serde_json::Value> {
         self.json_logs()
             .into_iter()
             .filter(|v| v.get("msg").and_then(|m| m.as_str()) == Some(msg))
@@ -91,7 +91,7 @@ impl WorkerProcess {
 
     /// Log lines whose `msg` equals `msg`, once there is at least one: lines are read from the
     /// pipe by another thread, so one written just before `/ready` answered may not be here yet.
-    pub async fn wait_logs(&self, msg: &str) -> Vec<serde_json::Value> {
+    pub(crate) async fn wait_logs(&self, msg: &str) -> Vec<serde_json::Value> {
         super::eventually(&format!("a log line {msg:?}"), || {
             !self.logs_with_message(msg).is_empty()
         })
@@ -100,22 +100,22 @@ impl WorkerProcess {
     }
 
     /// Every stdout line so far, as written.
-    pub fn raw_logs(&self) -> Vec<String> {
+    pub(crate) fn raw_logs(&self) -> Vec<String> {
         self.logs.lock().expect("logs").clone()
     }
 
     /// Every stderr line so far.
-    pub fn raw_stderr(&self) -> Vec<String> {
+    pub(crate) fn raw_stderr(&self) -> Vec<String> {
         self.stderr.lock().expect("stderr").clone()
     }
 
     /// The port the worker's HTTP server bound (it logs it at start).
-    pub async fn http_port(&self) -> u16 {
+    pub(crate) async fn http_port(&self) -> u16 {
         self.logged_port("http server listening").await
     }
 
     /// The port of the gRPC debug server.
-    pub async fn grpc_port(&self) -> u16 {
+    pub(crate) async fn grpc_port(&self) -> u16 {
         self.logged_port("grpc debug server listening").await
     }
 
@@ -140,7 +140,7 @@ impl WorkerProcess {
     }
 
     /// GET a path on the worker's HTTP port; returns (status, body).
-    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         let port = self.http_port().await;
         let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
             .await
@@ -150,7 +150,7 @@ impl WorkerProcess {
     }
 
     /// Waits until `/ready` answers 200.
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + super::PATIENCE;
         loop {
             if let Some((200, _)) = self.get("/ready").await {
@@ -168,7 +168,7 @@ impl WorkerProcess {
     }
 
     /// Sends a signal by name (TERM, INT, KILL).
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
@@ -180,7 +180,7 @@ impl WorkerProcess {
 
     /// Waits for the process to exit, up to `limit`, then for every line it wrote; panics if it
     /// does not exit.
-    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -195,7 +195,7 @@ impl WorkerProcess {
     }
 
     /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -209,7 +209,7 @@ impl Drop for WorkerProcess {
 
 /// The top-level keys of a JSON object line in order, repeats included (a map type would
 /// silently keep one of two equal keys). `None` when the line is not a JSON object.
-pub fn top_level_keys(line: &str) -> Option<Vec<String>> {
+pub(crate) fn top_level_keys(line: &str) -> Option<Vec<String>> {
     struct Keys;
     impl<'de> serde::de::Visitor<'de> for Keys {
         type Value = Vec<String>;
@@ -232,14 +232,14 @@ pub fn top_level_keys(line: &str) -> Option<Vec<String>> {
 }
 
 /// What a command printed and how it ended.
-pub struct Ran {
+pub(crate) struct Ran {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
 /// Runs the binary with exactly `env` (plus PATH) and `args`.
-pub async fn run(env: &[(String, String)], args: &[&str]) -> Ran {
+pub(crate) async fn run(env: &[(String, String)], args: &[&str]) -> Ran {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(BIN)

@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 use super::wire::{AttributeValue, SqsError};
 
 /// SQS's longest visibility timeout, and the longest a message may stay invisible after a receive.
-pub const MAX_VISIBILITY_SECS: i64 = 43_200;
+pub(super) const MAX_VISIBILITY_SECS: i64 = 43_200;
 /// How long a FIFO deduplication id is remembered.
-pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+pub(super) const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 /// SQS's largest `MaximumMessageSize`.
 const MAX_MESSAGE_SIZE_LIMIT: usize = 1_048_576;
 
 /// A moment, both as a monotonic instant (for deadlines) and as epoch milliseconds (for the
 /// timestamp attributes).
 #[derive(Debug, Clone, Copy)]
-pub struct Now {
+pub(super) struct Now {
     pub at: Instant,
     pub ms: u64,
 }
@@ -31,7 +31,7 @@ pub struct Now {
 #[cfg(test)]
 impl Now {
     /// `d` later.
-    pub fn after(self, d: Duration) -> Now {
+    pub(super) fn after(self, d: Duration) -> Now {
         Now {
             at: self.at + d,
             ms: self.ms + d.as_millis() as u64,
@@ -41,7 +41,7 @@ impl Now {
 
 /// What SQS fixes when a message is sent; shared by every delivery of it.
 #[derive(Debug, Clone)]
-pub struct MessageData {
+pub(super) struct MessageData {
     pub message_id: String,
     pub body: String,
     pub attributes: Vec<(String, AttributeValue)>,
@@ -57,7 +57,7 @@ pub struct MessageData {
 
 /// A message to add, before the queue has accepted it.
 #[derive(Debug)]
-pub struct NewMessage {
+pub(super) struct NewMessage {
     pub message_id: String,
     pub body: String,
     pub attributes: Vec<(String, AttributeValue)>,
@@ -69,7 +69,7 @@ pub struct NewMessage {
 
 /// What SendMessage answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sent {
+pub(super) struct Sent {
     pub message_id: String,
     pub sequence_number: Option<String>,
     /// False when a FIFO deduplication id (or identical body) was seen within 5 minutes.
@@ -78,7 +78,7 @@ pub struct Sent {
 
 /// One message handed out by ReceiveMessage.
 #[derive(Debug, Clone)]
-pub struct Delivered {
+pub(super) struct Delivered {
     pub data: Arc<MessageData>,
     pub receipt: String,
     pub receive_count: u32,
@@ -87,7 +87,7 @@ pub struct Delivered {
 
 /// The parsed `RedrivePolicy`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redrive {
+pub(super) struct Redrive {
     /// The DLQ's name (the ARN's last part: this simulator has one account and region).
     pub dead_letter_queue: String,
     pub max_receive_count: u32,
@@ -95,7 +95,7 @@ pub struct Redrive {
 
 /// The attributes that steer behaviour, parsed from the attribute strings.
 #[derive(Debug, Clone)]
-pub struct QueueConfig {
+pub(super) struct QueueConfig {
     pub fifo: bool,
     pub visibility_timeout: Duration,
     pub delay: Duration,
@@ -185,7 +185,10 @@ fn parse_redrive(text: &str) -> Result<Redrive, SqsError> {
 
 impl QueueConfig {
     /// Validates the attributes of a queue named `name` and parses what steers behaviour.
-    pub fn parse(name: &str, attrs: &BTreeMap<String, String>) -> Result<QueueConfig, SqsError> {
+    pub(super) fn parse(
+        name: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<QueueConfig, SqsError> {
         if let Some(unknown) = attrs.keys().find(|k| !SETTABLE.contains(&k.as_str())) {
             return Err(SqsError::InvalidAttributeName(unknown.clone()));
         }
@@ -417,14 +420,14 @@ impl Ready {
 /// What a receive produced: the deliveries, and the messages whose receive count ran past the
 /// redrive policy's limit (to be added to the dead-letter queue by the caller).
 #[derive(Debug, Default)]
-pub struct Received {
+pub(super) struct Received {
     pub delivered: Vec<Delivered>,
     pub dead_lettered: Vec<Arc<MessageData>>,
 }
 
 /// Message counts as GetQueueAttributes reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Depth {
+pub(super) struct Depth {
     pub visible: usize,
     pub in_flight: usize,
     pub delayed: usize,
@@ -432,7 +435,7 @@ pub struct Depth {
 
 /// One queue's state, behind the queue's mutex.
 #[derive(Debug)]
-pub struct QueueState {
+pub(super) struct QueueState {
     /// Part of every receipt handle, so handles of another (or a re-created) queue are refused.
     incarnation: u64,
     pub config: QueueConfig,
@@ -452,7 +455,7 @@ pub struct QueueState {
 
 impl QueueState {
     /// An empty queue; `attributes` must have passed [`QueueConfig::parse`].
-    pub fn new(
+    pub(super) fn new(
         incarnation: u64,
         config: QueueConfig,
         attributes: BTreeMap<String, String>,
@@ -482,7 +485,7 @@ impl QueueState {
 
     /// A lax FIFO queue hands out a group's next messages while one is in flight, as some
     /// emulators do. Exists so tests can show the worker keeps order without the server's help.
-    pub fn set_lax_fifo(&mut self, lax: bool) {
+    pub(super) fn set_lax_fifo(&mut self, lax: bool) {
         if let Ready::Fifo(f) = &mut self.ready {
             f.lax = lax;
             let names: Vec<String> = f.groups.keys().cloned().collect();
@@ -493,7 +496,7 @@ impl QueueState {
     }
 
     /// Adds a message (or, for a FIFO duplicate within 5 minutes, answers as for the first).
-    pub fn send(&mut self, now: Now, m: NewMessage) -> Result<Sent, SqsError> {
+    pub(super) fn send(&mut self, now: Now, m: NewMessage) -> Result<Sent, SqsError> {
         let fifo = self.config.fifo;
         if m.body.is_empty() {
             return Err(SqsError::MissingParameter("MessageBody"));
@@ -583,7 +586,7 @@ impl QueueState {
     }
 
     /// Adds a message moved here by a redrive, keeping its id, body and sent time.
-    pub fn add_dead_letter(&mut self, now: Now, data: Arc<MessageData>) {
+    pub(super) fn add_dead_letter(&mut self, now: Now, data: Arc<MessageData>) {
         self.enqueue(now, data, 0, Duration::ZERO);
     }
 
@@ -623,7 +626,7 @@ impl QueueState {
 
     /// Makes visible what is due: in-flight messages whose visibility ran out, delayed ones
     /// whose delay is over. Heap entries that no longer match their message are dropped.
-    pub fn promote(&mut self, now: Now) {
+    pub(super) fn promote(&mut self, now: Now) {
         while let Some(&Reverse((until, seq))) = self.deadlines.peek() {
             if until > now.at {
                 break;
@@ -664,7 +667,7 @@ impl QueueState {
     }
 
     /// When something invisible may next become visible (a wake-up time for long polls).
-    pub fn next_change(&self) -> Option<Instant> {
+    pub(super) fn next_change(&self) -> Option<Instant> {
         let a = self.deadlines.peek().map(|Reverse((t, _))| *t);
         let b = self.delays.peek().map(|Reverse((t, _))| *t);
         match (a, b) {
@@ -676,7 +679,7 @@ impl QueueState {
     /// Hands out up to `max` visible messages, each invisible for `visibility` with a fresh
     /// receipt handle. With `redrive` (the policy's maxReceiveCount, when its DLQ exists), a
     /// message already received that many times goes to the returned dead letters instead.
-    pub fn receive(
+    pub(super) fn receive(
         &mut self,
         now: Now,
         max: usize,
@@ -746,7 +749,7 @@ impl QueueState {
     /// Deletes by receipt handle. Like SQS, a handle of an already deleted message is
     /// accepted, and only the latest handle of a message deletes it (an older one is accepted
     /// and ignored). Returns whether a message was deleted.
-    pub fn delete(&mut self, receipt: &str) -> Result<bool, SqsError> {
+    pub(super) fn delete(&mut self, receipt: &str) -> Result<bool, SqsError> {
         let (seq, count) = self.parse_receipt(receipt)?;
         let Some(m) = self.messages.get(&seq) else {
             return Ok(false);
@@ -774,7 +777,7 @@ impl QueueState {
 
     /// Changes the visibility of an in-flight message from now on. 0 makes it visible at once
     /// (returns true then, so waiting receivers can be woken).
-    pub fn change_visibility(
+    pub(super) fn change_visibility(
         &mut self,
         now: Now,
         receipt: &str,
@@ -817,7 +820,7 @@ impl QueueState {
     }
 
     /// Drops every message (PurgeQueue).
-    pub fn purge(&mut self) {
+    pub(super) fn purge(&mut self) {
         self.messages.clear();
         self.ready.clear();
         self.deadlines.clear();
@@ -827,7 +830,7 @@ impl QueueState {
     }
 
     /// Counts after making visible what is due.
-    pub fn depth(&mut self, now: Now) -> Depth {
+    pub(super) fn depth(&mut self, now: Now) -> Depth {
         self.promote(now);
         Depth {
             visible: self.ready.len(),

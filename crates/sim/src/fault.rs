@@ -6,7 +6,7 @@
 //!   integration test can say "the next ReleaseHold answers UNAVAILABLE, the one after is
 //!   slow" and then assert exactly what the worker did about it.
 //! * [`Chaos`]: a random failure rate and a fixed added latency, so a person running
-//!   `reservation-worker sim` locally can watch the worker cope with a flaky peer. Which
+//!   `reservation-sim` locally can watch the worker cope with a flaky peer. Which
 //!   failure a call gets is drawn from a weighted [`FaultMix`] (by default only the peer's
 //!   "unavailable" answer), with [`Dice`] that can be seeded so a soak test can be re-run
 //!   with the same sequence of draws.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 /// A refusal, as SQS words it. Each variant knows its JSON `__type` and its query code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SqsError {
+pub(super) enum SqsError {
     #[error("The specified queue does not exist.")]
     QueueDoesNotExist,
     #[error("The input receipt handle \"{0}\" is not a valid receipt handle.")]
@@ -55,7 +55,7 @@ pub enum SqsError {
 
 impl SqsError {
     /// The JSON protocol's error name (after `com.amazonaws.sqs#`).
-    pub fn json_type(&self) -> &'static str {
+    pub(super) fn json_type(&self) -> &'static str {
         match self {
             SqsError::QueueDoesNotExist => "QueueDoesNotExist",
             SqsError::ReceiptHandleIsInvalid(_) => "ReceiptHandleIsInvalid",
@@ -79,7 +79,7 @@ impl SqsError {
 
     /// The query-protocol code: what the SDK's error enums match on, and the `Code` of a
     /// refused batch entry.
-    pub fn query_code(&self) -> &'static str {
+    pub(super) fn query_code(&self) -> &'static str {
         match self {
             SqsError::QueueDoesNotExist => "AWS.SimpleQueueService.NonExistentQueue",
             SqsError::ReceiptHandleIsInvalid(_) => "ReceiptHandleIsInvalid",
@@ -106,12 +106,12 @@ impl SqsError {
     }
 
     /// Whether the caller's request was at fault (HTTP 400) rather than SQS (HTTP 500).
-    pub fn sender_fault(&self) -> bool {
+    pub(super) fn sender_fault(&self) -> bool {
         !matches!(self, SqsError::InternalError)
     }
 
     /// The error body: `{"__type":"com.amazonaws.sqs#…","message":"…"}`.
-    pub fn body(&self) -> Vec<u8> {
+    pub(super) fn body(&self) -> Vec<u8> {
         #[derive(Serialize)]
         struct Body<'a> {
             #[serde(rename = "__type")]
@@ -127,7 +127,7 @@ impl SqsError {
     }
 
     /// The `x-amzn-query-error` header value. Every error here is the caller's fault.
-    pub fn query_header(&self) -> String {
+    pub(super) fn query_header(&self) -> String {
         let fault = if self.sender_fault() {
             "Sender"
         } else {
@@ -141,7 +141,7 @@ impl SqsError {
 /// echoed back, never decoded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct AttributeValue {
+pub(super) struct AttributeValue {
     pub data_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub string_value: Option<String>,
@@ -155,7 +155,7 @@ pub struct AttributeValue {
 
 impl AttributeValue {
     /// Bytes SQS counts toward the message size: name, type and value.
-    pub fn size(&self, name: &str) -> usize {
+    pub(super) fn size(&self, name: &str) -> usize {
         name.len()
             + self.data_type.len()
             + self.string_value.as_ref().map_or(0, String::len)
@@ -166,14 +166,14 @@ impl AttributeValue {
 /// `QueueUrl` alone (DeleteQueue, PurgeQueue).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct QueueUrlRequest {
+pub(super) struct QueueUrlRequest {
     pub queue_url: Option<String>,
 }
 
 /// CreateQueue: a name and optional attributes (tags are ignored).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct CreateQueueRequest {
+pub(super) struct CreateQueueRequest {
     pub queue_name: Option<String>,
     #[serde(default)]
     pub attributes: HashMap<String, String>,
@@ -182,14 +182,14 @@ pub struct CreateQueueRequest {
 /// GetQueueUrl: by name (the owner account is ignored: there is one).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct GetQueueUrlRequest {
+pub(super) struct GetQueueUrlRequest {
     pub queue_name: Option<String>,
 }
 
 /// ListQueues: optional prefix and paging.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ListQueuesRequest {
+pub(super) struct ListQueuesRequest {
     pub queue_name_prefix: Option<String>,
     pub next_token: Option<String>,
     pub max_results: Option<i64>,
@@ -198,7 +198,7 @@ pub struct ListQueuesRequest {
 /// GetQueueAttributes: `All` or named attributes.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct GetQueueAttributesRequest {
+pub(super) struct GetQueueAttributesRequest {
     pub queue_url: Option<String>,
     #[serde(default)]
     pub attribute_names: Vec<String>,
@@ -207,7 +207,7 @@ pub struct GetQueueAttributesRequest {
 /// SetQueueAttributes: attributes to change.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SetQueueAttributesRequest {
+pub(super) struct SetQueueAttributesRequest {
     pub queue_url: Option<String>,
     #[serde(default)]
     pub attributes: HashMap<String, String>,
@@ -217,7 +217,7 @@ pub struct SetQueueAttributesRequest {
 /// (with `Id`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SendEntry {
+pub(super) struct SendEntry {
     pub queue_url: Option<String>,
     pub id: Option<String>,
     pub message_body: Option<String>,
@@ -233,7 +233,7 @@ pub struct SendEntry {
 /// SendMessageBatch: up to 10 entries.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SendMessageBatchRequest {
+pub(super) struct SendMessageBatchRequest {
     pub queue_url: Option<String>,
     #[serde(default)]
     pub entries: Vec<SendEntry>,
@@ -242,7 +242,7 @@ pub struct SendMessageBatchRequest {
 /// ReceiveMessage: how many, how long to wait, for how long to hide, which attributes.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ReceiveMessageRequest {
+pub(super) struct ReceiveMessageRequest {
     pub queue_url: Option<String>,
     /// The deprecated spelling of `MessageSystemAttributeNames`; both are honoured.
     #[serde(default)]
@@ -259,7 +259,7 @@ pub struct ReceiveMessageRequest {
 /// DeleteMessage: one receipt handle.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct DeleteMessageRequest {
+pub(super) struct DeleteMessageRequest {
     pub queue_url: Option<String>,
     pub receipt_handle: Option<String>,
 }
@@ -267,7 +267,7 @@ pub struct DeleteMessageRequest {
 /// ChangeMessageVisibility: one receipt handle and its new timeout.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ChangeVisibilityRequest {
+pub(super) struct ChangeVisibilityRequest {
     pub queue_url: Option<String>,
     pub receipt_handle: Option<String>,
     pub visibility_timeout: Option<i64>,
@@ -276,7 +276,7 @@ pub struct ChangeVisibilityRequest {
 /// One DeleteMessageBatch or ChangeMessageVisibilityBatch entry.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ReceiptEntry {
+pub(super) struct ReceiptEntry {
     pub id: Option<String>,
     pub receipt_handle: Option<String>,
     pub visibility_timeout: Option<i64>,
@@ -285,14 +285,14 @@ pub struct ReceiptEntry {
 /// DeleteMessageBatch or ChangeMessageVisibilityBatch: up to 10 entries.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ReceiptBatchRequest {
+pub(super) struct ReceiptBatchRequest {
     pub queue_url: Option<String>,
     #[serde(default)]
     pub entries: Vec<ReceiptEntry>,
 }
 
 /// Serializes a list of pairs as a JSON object without building a map.
-pub struct Pairs<'a, K, V>(pub &'a [(K, V)]);
+pub(super) struct Pairs<'a, K, V>(pub &'a [(K, V)]);
 
 impl<K: Serialize, V: Serialize> Serialize for Pairs<'_, K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -304,7 +304,7 @@ impl<K: Serialize, V: Serialize> Serialize for Pairs<'_, K, V> {
 /// (1.119 has no such interceptor), so none are sent.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct WireMessage<'a> {
+pub(super) struct WireMessage<'a> {
     pub message_id: &'a str,
     pub receipt_handle: &'a str,
     pub body: &'a str,
@@ -317,14 +317,14 @@ pub struct WireMessage<'a> {
 /// ReceiveMessage's answer.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ReceiveMessageResponse<'a> {
+pub(super) struct ReceiveMessageResponse<'a> {
     pub messages: Vec<WireMessage<'a>>,
 }
 
 /// One accepted message of SendMessage (no `Id`) or SendMessageBatch.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SendResult {
+pub(super) struct SendResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub message_id: String,
@@ -335,7 +335,7 @@ pub struct SendResult {
 /// A refused batch entry.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct BatchFailure {
+pub(super) struct BatchFailure {
     pub id: String,
     pub sender_fault: bool,
     pub code: &'static str,
@@ -344,7 +344,7 @@ pub struct BatchFailure {
 
 impl BatchFailure {
     /// Entry `id` refused for `e` (always the sender's fault here).
-    pub fn new(id: &str, e: &SqsError) -> Self {
+    pub(super) fn new(id: &str, e: &SqsError) -> Self {
         BatchFailure {
             id: id.to_owned(),
             sender_fault: true,
@@ -357,20 +357,20 @@ impl BatchFailure {
 /// An accepted DeleteMessageBatch / ChangeMessageVisibilityBatch entry.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct BatchSuccess {
+pub(super) struct BatchSuccess {
     pub id: String,
 }
 
 /// A batch call's answer: accepted and refused entries.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct BatchResponse<T> {
+pub(super) struct BatchResponse<T> {
     pub successful: Vec<T>,
     pub failed: Vec<BatchFailure>,
 }
 
 /// Checks batch entry ids the way SQS does: 1–10 entries, distinct, `[A-Za-z0-9_-]{1,80}`.
-pub fn check_batch_ids<'a>(
+pub(super) fn check_batch_ids<'a>(
     ids: impl ExactSizeIterator<Item = Option<&'a str>>,
 ) -> Result<(), SqsError> {
     let n = ids.len();

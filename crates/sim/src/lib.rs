@@ -1,19 +1,24 @@
-//! Local simulators of the worker's two peers: the inventory service (gRPC) and the
-//! reservation API (REST).
+//! Simulators of reservation-worker's two peers, the inventory service (gRPC) and the
+//! reservation API (REST), and a fast in-process SQS endpoint. Test and development tooling:
+//! this crate is never built into the worker's image.
 //!
 //! They serve two purposes with one implementation:
 //!
-//! * `reservation-worker sim` runs both for local development ([`run_sims`]), with
+//! * `reservation-sim` runs the peers for local development ([`run_sims`]; `make dev`), with
 //!   auto-created demo reservations, optional random failures and latency, and an info
 //!   log line per call so a person can watch the worker at work.
-//! * The integration tests start them on port 0 as the real servers the worker talks to,
-//!   script faults per route ([`InventorySim::push_fault`], [`ReservationSim::push_fault`])
-//!   and assert on the recorded calls ([`InventorySim::calls`], [`ReservationSim::calls`]).
+//! * The tests start them on port 0 as the real servers the worker talks to, script faults
+//!   per route ([`InventorySim::push_fault`], [`ReservationSim::push_fault`]) and assert on the
+//!   recorded calls ([`InventorySim::calls`], [`ReservationSim::calls`]).
 //!
-//! [`SqsSim`] is a fast in-process SQS endpoint for benchmarks, where moto is too slow.
+//! [`SqsSim`] is a fast SQS endpoint (AWS JSON 1.0) for tests and benchmarks, where moto is
+//! too slow; its fault injection stands in for a misbehaving queue.
+
+#![forbid(unsafe_code)]
 
 pub mod fault;
 pub mod inventory;
+pub mod proto;
 pub mod reservation;
 pub mod sqs;
 
@@ -33,7 +38,7 @@ pub use reservation::{
 };
 pub use sqs::{SqsFault, SqsOperation, SqsSim, SqsStats, serve_sqs};
 
-/// Options of `reservation-worker sim`: where the two simulators listen and how badly they
+/// Options of `reservation-sim`: where the two simulators listen and how badly they
 /// behave.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
