@@ -63,13 +63,13 @@ test: ## Everything CI runs: fmt --check, clippy, unit + integration tests (inst
 chaos: ## Chaos soak: 10,000 events through killed, restarted and doubled workers, faulty peers; prints the audit (CHAOS_EVENTS, CHAOS_SEED)
 	@$(NEED_CARGO)
 	@$(INSTALL_MOTO)
-	MOTO_SERVER="$(MOTO_SERVER)" CHAOS_EVENTS="$${CHAOS_EVENTS:-10000}" $(CARGO) test --test chaos -- --nocapture
+	MOTO_SERVER="$(MOTO_SERVER)" CHAOS_EVENTS="$${CHAOS_EVENTS:-10000}" $(CARGO) test --test it chaos:: -- --nocapture
 
-test-integration: ## Integration tests only (tests/*.rs) against moto
+test-integration: ## Integration tests only (tests/it, one binary) against moto
 	@$(NEED_CARGO)
 	@$(INSTALL_MOTO)
 	@$(INSTALL_PROMTOOL)
-	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test --test '*'
+	MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) test --test it
 
 test-load: ## Drain 20,000 events through the real worker (release, fast SQS endpoint) and audit exactly-once (BENCH_N)
 	@$(NEED_CARGO)

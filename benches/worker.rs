@@ -19,7 +19,7 @@
 mod dedupe;
 #[path = "worker/floor.rs"]
 mod floor;
-#[path = "../tests/support/moto.rs"]
+#[path = "../tests/it/support/moto.rs"]
 #[allow(dead_code)]
 mod moto;
 

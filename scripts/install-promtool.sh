@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs promtool (Debian's `prometheus` package), used by tests/metrics.rs to check the
+# Installs promtool (Debian's `prometheus` package), used by tests/it/metrics.rs to check the
 # /metrics exposition. Idempotent; without root or apt-get it says what is missing and the
 # test reports the check as skipped.
 set -euo pipefail

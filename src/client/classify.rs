@@ -39,7 +39,7 @@ impl CallError {
 }
 
 /// The start of the message tonic gives a status it made up from the HTTP status of an answer
-/// that had no `grpc-status` (tonic's `infer_grpc_status`; `tests/proxies.rs` fails if a tonic
+/// that had no `grpc-status` (tonic's `infer_grpc_status`; `tests/it/proxies.rs` fails if a tonic
 /// upgrade changes it).
 const HTTP_DERIVED: &str = "grpc-status header missing, mapped from HTTP status code";
 

@@ -66,7 +66,7 @@ where
 
 /// `RUST_LOG` if set and valid, else `level`, else `info`. No target needs muting for
 /// secrets: at `trace` the AWS SDK redacts credentials itself, and hyper, h2 and reqwest do
-/// not print header values (checked by `tests/logs.rs`).
+/// not print header values (checked by `tests/it/logs.rs`).
 pub fn env_filter(level: &str) -> EnvFilter {
     std::env::var("RUST_LOG")
         .ok()

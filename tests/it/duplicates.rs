@@ -1,6 +1,6 @@
 //! A redelivered envelope (same id) is deleted without calling downstream again.
 
-mod support;
+use crate::support;
 
 use support::{Harness, bodies};
 

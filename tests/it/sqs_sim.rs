@@ -2,7 +2,7 @@
 //! protocol (requests, answers, error codes as the SDK maps them) and the queue rules. The
 //! last tests run the real worker binary against it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

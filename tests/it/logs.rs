@@ -2,7 +2,7 @@
 //! line of that message, no key twice, `pod_name` everywhere, no secret anywhere (even at
 //! `trace`), and human-readable lines with `LOG_FORMAT=pretty`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

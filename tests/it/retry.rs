@@ -1,7 +1,7 @@
 //! Retryable failures are retried within a delivery without repeating a step that already
 //! succeeded; when retries are spent the message is kept and comes back later.
 
-mod support;
+use crate::support;
 
 use reservation_sim::proto::reservation::v1::ReleaseStatus;
 use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};

@@ -3,7 +3,7 @@
 //! reported (sent, or refused and why), a refused line does not stop the others, and sending
 //! the same file twice sends the same events (the same envelope ids), not new ones.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;

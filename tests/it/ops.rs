@@ -6,7 +6,7 @@
 //! `--dry-run`, and sends only to the configured queue (or a `--to` the DLQ's
 //! RedriveAllowPolicy permits), never where a message's SourceQueue attribute points.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! shutdown ends on time even when SQS never answers. SQS here is the project's fast endpoint,
 //! which hangs, throttles or fails one operation on one queue on cue.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

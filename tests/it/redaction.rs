@@ -3,7 +3,7 @@
 //! `"` and `\`, which JSON and `Debug` escape: every text the worker and its commands write is
 //! then grepped for the token's unique tail, which any encoding of it keeps.
 
-mod support;
+use crate::support;
 
 use reservation_sim::{HttpFault, HttpRoute};
 use reservation_worker::proto::reservation::worker::v1::worker_debug_client::WorkerDebugClient;

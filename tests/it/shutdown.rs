@@ -1,7 +1,7 @@
 //! SIGTERM: stop receiving at once, let in-flight work finish within the timeout, release what
 //! is unfinished so another consumer gets it immediately, exit 0. A second signal exits at once.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Each event type and envelope form reaches the peers as the contract says: the two calls in
 //! order, with every field and the envelope id as idempotency key; then the message is deleted.
 
-mod support;
+use crate::support;
 
 use reservation_sim::{HoldState, InventoryMethod};
 use serde_json::json;

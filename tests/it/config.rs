@@ -1,7 +1,7 @@
 //! A missing or malformed setting stops start-up with a non-zero exit and one line naming the
 //! variable, the value and what was expected.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

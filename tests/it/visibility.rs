@@ -1,7 +1,7 @@
 //! A call slower than the visibility timeout does not let SQS hand the message to anyone else:
 //! the heartbeat keeps extending it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

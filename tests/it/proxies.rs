@@ -3,7 +3,7 @@
 //! a success, a proxy's plain HTTP status is not the inventory service's verdict, and a
 //! reservation id must reach the API as exactly one path segment.
 
-mod support;
+use crate::support;
 
 use reservation_sim::{HttpFault, HttpRoute, InventoryMethod, ProxyAnswer};
 use serde_json::json;

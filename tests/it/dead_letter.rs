@@ -1,7 +1,7 @@
 //! Terminal messages go to the dead-letter queue with their reason and leave the source queue;
 //! nothing is called for a message that does not parse; with no DLQ, nothing is deleted.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@
 //! `binary_attr=<hex>` (sent with a Binary message attribute `Payload` holding those bytes, e.g.
 //! invalid UTF-8: the worker ignores binary attributes, so the body decides the reason).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! that never answers is timed out and counted while `/health` stays up; a poll loop that
 //! dies fails `/health` at once.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

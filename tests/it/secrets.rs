@@ -4,7 +4,7 @@
 //! token, a named profile from shared files, and web identity (STS AssumeRoleWithWebIdentity),
 //! each observed on the wire by a recording proxy in front of moto.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! FIFO: one group runs one message at a time, in order, and a failure holds the rest back.
 //! Standard queues: two events for one reservation never run at once.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

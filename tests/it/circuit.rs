@@ -9,7 +9,7 @@
 //! 5: the fifth receive comes about 15 s after the first), and the outage lasts three times
 //! that.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

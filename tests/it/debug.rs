@@ -2,7 +2,7 @@
 //! secrets masked, validation without side effects, ProcessEvent only when switched on, and
 //! gRPC health following the drain.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! A full pool receives nothing: in-flight messages never exceed WORKER_CONCURRENCY, the rest
 //! stay visible on the queue for other consumers. Nothing is dropped.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! known mix of deliveries, no label taken from a message, and an exposition Prometheus's own
 //! `promtool check metrics` accepts.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! receives and asks for no more, so together they never hold more than WORKER_CONCURRENCY
 //! messages, and every message is still processed once.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The worker's async runtime is sized by `WORKER_THREADS`, by default from the concurrency:
 //! threads beyond the work only cost CPU.
 
-mod support;
+use crate::support;
 
 use support::{Harness, WorkerProcess};
 

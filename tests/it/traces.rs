@@ -4,7 +4,7 @@
 //! peers receive, SQS spans, both OTLP protocols, the OTEL_* settings, flushing at SIGTERM,
 //! and nothing at all when no endpoint is set.
 
-mod support;
+use crate::support;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
 use support::otlp::{KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, OtlpReceiver, ReceivedSpan};

@@ -40,7 +40,7 @@
 //!   once (its first completion), and a later success needs a redelivery after completion,
 //!   which makes at least one call the peers answer from their idempotency store (a replay).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
