@@ -594,7 +594,7 @@ async fn read_secret(
         secret: name.to_string(),
         problem: p,
     };
-    let sdk = crate::sqs::aws_sdk_config(region, profile).await;
+    let sdk = crate::aws::sdk_config(region, profile).await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let call = client.get_secret_value().secret_id(name).send();
     let out = match tokio::time::timeout(SECRET_TIMEOUT, call).await {

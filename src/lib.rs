@@ -6,6 +6,7 @@
 //! (logs, traces, metrics) and [`cli`]. The simulators of the two peers and of SQS live in
 //! their own crate (`crates/sim`), which only tests, benches and `make dev` use.
 
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -25,15 +26,16 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::Measured;
 use crate::client::circuit::CircuitSettings;
 use crate::client::inventory::GrpcInventory;
 use crate::client::reservation::RestReservations;
 use crate::config::Config;
 use crate::handler::Peers;
 use crate::sqs::Queue;
-use crate::sqs::acker::{Acker, DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue};
-use crate::sqs::poller::Poller;
-use crate::telemetry::metrics::{Measured, metrics};
+use crate::telemetry::metrics::metrics;
+use crate::worker::acker::{Acker, DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue};
+use crate::worker::poller::Poller;
 use crate::worker::retry::Backoff;
 use crate::worker::{Pool, PoolSettings, RecentlyCompleted, WorkerStatus};
 
@@ -145,7 +147,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 dedupe_ttl: config.dedupe_ttl,
             },
             // The heartbeat's renewals, like the acker's writes, give up quickly.
-            queue.with_timeout(sqs::acker::WRITE_TIMEOUT),
+            queue.with_timeout(worker::acker::WRITE_TIMEOUT),
             peers,
             ack_tx,
             status.clone(),

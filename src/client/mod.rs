@@ -4,6 +4,7 @@
 pub mod circuit;
 pub mod classify;
 pub mod inventory;
+mod measured;
 pub mod reservation;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
 
 pub use classify::{Applied, CallError};
+pub use measured::Measured;
 
 /// The inventory service (gRPC). A trait so the workflows can be exercised against any
 /// server speaking the contract.

@@ -1,9 +1,7 @@
 //! The queue: receiving (the [`poller`]), and every write back to SQS (the [`acker`]).
 //! [`Queue`] is the one seam to AWS, so the rest of the worker never sees SDK types.
 
-pub mod acker;
 pub mod delivery;
-pub mod poller;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -115,17 +113,6 @@ impl DlqOrigin {
     }
 }
 
-/// Loads AWS settings the SDK's usual way (env keys, `AWS_PROFILE`, web identity, …),
-/// with the region from the config. `AWS_ENDPOINT_URL(_SQS)` is honoured by the SDK itself.
-pub async fn aws_sdk_config(region: &str, profile: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()));
-    if let Some(p) = profile {
-        loader = loader.profile_name(p);
-    }
-    loader.load().await
-}
-
 /// The SQS queue the worker consumes and, if known, its dead-letter queue.
 #[derive(Clone, Debug)]
 pub struct Queue {
@@ -159,7 +146,7 @@ impl Queue {
 
     /// Builds the SDK settings from the worker's config and returns a handle on its queue.
     pub async fn from_config(config: &Config) -> Queue {
-        let sdk = aws_sdk_config(&config.aws_region, config.aws_profile.as_deref()).await;
+        let sdk = crate::aws::sdk_config(&config.aws_region, config.aws_profile.as_deref()).await;
         Queue::new(&sdk, config.queue_url.clone())
     }
 

@@ -3,22 +3,13 @@
 //! dashboards use; every label takes values from a fixed list, and every series whose labels
 //! are known up front is exported at zero from the start.
 
-use std::future::Future;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-
-use crate::client::{
-    Applied, CallError, Inventory, ReservationRecord, ReservationStatus, Reservations,
-};
-use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
-use crate::sqs::Delivery;
-use crate::worker::Outcome;
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -33,6 +24,34 @@ pub const EVENT_TYPES: [&str; 4] = [
 
 /// The `type` of a delivery whose body did not parse (never the raw string from the message).
 pub const UNKNOWN_TYPE: &str = "unknown";
+
+/// How a delivery ended, for logs and metrics. A bounded set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Both steps applied (or were already applied): deleted.
+    Success,
+    /// The envelope id was completed recently: deleted without calling anyone.
+    Duplicate,
+    /// Retries spent on a retryable failure: left for a later redelivery.
+    RetryLater,
+    /// Terminal: moved to the dead-letter queue.
+    DeadLettered,
+    /// Handed back unfinished on shutdown (or held back behind its FIFO group).
+    Released,
+}
+
+impl Outcome {
+    /// The outcome as logs and metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Duplicate => "duplicate",
+            Outcome::RetryLater => "retry_later",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Released => "released",
+        }
+    }
+}
 
 /// Every [`Outcome`], in the order dashboards list them.
 pub const OUTCOMES: [Outcome; 5] = [
@@ -53,7 +72,7 @@ pub const DEAD_LETTER_REASONS: [&str; 6] = [
     "missing_inventory_fields",
 ];
 
-/// `step` label values: [`crate::handler::Step::name`] of every step.
+/// `step` label values: the name of every workflow step.
 pub const STEPS: [&str; 4] = [
     "release_hold",
     "commit_reservation",
@@ -401,16 +420,15 @@ impl Metrics {
         self.poll_errors.inc();
     }
 
-    /// A batch was received: counts it and records each message's age.
-    pub fn received(&self, batch: &[Delivery]) {
-        self.received.inc_by(batch.len() as u64);
+    /// A batch was received: counts it and records each message's age (from the time SQS
+    /// says it was sent, when it says).
+    pub fn received(&self, sent_at: impl ExactSizeIterator<Item = Option<SystemTime>>) {
+        self.received.inc_by(sent_at.len() as u64);
         let now = SystemTime::now();
-        for d in batch {
-            if let Some(sent) = d.sent_at {
-                // A sender clock ahead of ours reads as age 0, not as an error.
-                let age = now.duration_since(sent).unwrap_or_default();
-                self.message_age.observe(age.as_secs_f64());
-            }
+        for sent in sent_at.flatten() {
+            // A sender clock ahead of ours reads as age 0, not as an error.
+            let age = now.duration_since(sent).unwrap_or_default();
+            self.message_age.observe(age.as_secs_f64());
         }
     }
 
@@ -434,7 +452,7 @@ impl Metrics {
         self.dead_letters.with_label_values(&[reason]).inc();
     }
 
-    /// A retry of `step` (a [`crate::handler::Step::name`]) is about to wait out its backoff.
+    /// A retry of `step` (a workflow step's name) is about to wait out its backoff.
     pub fn retry(&self, step: &'static str) {
         self.retries.with_label_values(&[step]).inc();
     }
@@ -510,98 +528,10 @@ impl Drop for SqsTimer {
     }
 }
 
-/// The `result` label of a call's classified answer.
-fn result_label<T>(r: &Result<T, CallError>, applied: impl Fn(&T) -> bool) -> &'static str {
-    match r {
-        Ok(v) if applied(v) => "already_applied",
-        Ok(_) => "ok",
-        Err(CallError::Retryable(_)) => "retryable",
-        Err(CallError::Terminal { .. }) => "terminal",
-    }
-}
-
-async fn timed<T, F>(
-    target: &'static str,
-    method: &'static str,
-    call: F,
-    applied: impl Fn(&T) -> bool,
-) -> Result<T, CallError>
-where
-    F: Future<Output = Result<T, CallError>>,
-{
-    let started = Instant::now();
-    let r = call.await;
-    metrics().downstream(target, method, result_label(&r, applied), started.elapsed());
-    r
-}
-
-/// A peer client whose calls are timed into `downstream_request_duration_seconds`. Wrapping at
-/// the trait keeps the clients free of metrics code and times every caller the same way.
-pub struct Measured<T>(pub T);
-
-fn already(a: &Applied) -> bool {
-    *a == Applied::AlreadyApplied
-}
-
-#[async_trait]
-impl<T: Inventory> Inventory for Measured<T> {
-    async fn release_hold(&self, req: ReleaseHoldRequest) -> Result<Applied, CallError> {
-        timed(INVENTORY, "ReleaseHold", self.0.release_hold(req), already).await
-    }
-
-    async fn commit_reservation(
-        &self,
-        req: CommitReservationRequest,
-    ) -> Result<Applied, CallError> {
-        timed(
-            INVENTORY,
-            "CommitReservation",
-            self.0.commit_reservation(req),
-            already,
-        )
-        .await
-    }
-
-    /// Counted in `worker_circuit_probes_total`, not as a workflow call.
-    async fn probe(&self) -> Result<(), CallError> {
-        self.0.probe().await
-    }
-}
-
-#[async_trait]
-impl<T: Reservations> Reservations for Measured<T> {
-    async fn update_status(
-        &self,
-        reservation_id: &str,
-        status: ReservationStatus,
-        idempotency_key: &str,
-    ) -> Result<Applied, CallError> {
-        timed(
-            RESERVATION_API,
-            "PATCH",
-            self.0
-                .update_status(reservation_id, status, idempotency_key),
-            already,
-        )
-        .await
-    }
-
-    async fn fetch(&self, reservation_id: &str) -> Result<ReservationRecord, CallError> {
-        timed(RESERVATION_API, "GET", self.0.fetch(reservation_id), |_| {
-            false
-        })
-        .await
-    }
-
-    /// Counted in `worker_circuit_probes_total`, not as a workflow call.
-    async fn probe(&self) -> Result<(), CallError> {
-        self.0.probe().await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::ReservationStatus;
     use crate::handler::Step;
 
     fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {

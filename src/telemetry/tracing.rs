@@ -19,7 +19,7 @@ use opentelemetry::trace::{
     SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
     TracerProvider as _,
 };
-use opentelemetry::{Context, Key, KeyValue};
+use opentelemetry::{Key, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -31,10 +31,6 @@ use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, 
 use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-use crate::event::Event;
-use crate::sqs::Delivery;
-use crate::worker::Disposition;
 
 /// The service name when neither `OTEL_SERVICE_NAME` nor `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES` says otherwise.
@@ -304,56 +300,6 @@ where
 /// The queue's name: the last path segment of its URL.
 pub fn queue_name(url: &str) -> &str {
     url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
-}
-
-/// The span of one message, start to finish. Its fields are the message's log fields (the
-/// event's, when it parsed); its parent is the message's incoming trace context.
-pub fn process_span(queue_url: &str, delivery: &Delivery, event: Option<&Event>) -> Span {
-    let queue = queue_name(queue_url);
-    let span = tracing::info_span!(
-        "message",
-        otel.name = format!("{queue} process").as_str(),
-        otel.kind = "consumer",
-        "messaging.system" = "aws_sqs",
-        "messaging.destination.name" = queue,
-        "messaging.message.id" = delivery.message_id.as_str(),
-        "messaging.operation.type" = "process",
-        "messaging.operation.name" = "process",
-        "messaging.operation" = "process",
-        message_id = delivery.message_id.as_str(),
-        receive_count = delivery.receive_count,
-        envelope_id = Empty,
-        event_type = Empty,
-        reservation_id = Empty,
-        trace_id = Empty,
-        attempt = Empty,
-    );
-    if let Some(e) = event {
-        span.record("envelope_id", e.envelope_id.as_str());
-        span.record("event_type", e.event_type().as_str());
-        span.record("reservation_id", e.reservation_id());
-        if let Some(t) = &e.trace_id {
-            span.record("trace_id", t.as_str());
-        }
-    }
-    let trace_id = event.and_then(|e| e.trace_id.as_deref());
-    if let Some(parent) = incoming_parent(&delivery.attributes, trace_id) {
-        // Fails only when tracing is off (no layer): nothing to do then.
-        let _ = span.set_parent(Context::new().with_remote_span_context(parent));
-    }
-    span
-}
-
-/// Marks the process span with the message's outcome; a dead letter or a retry is an error.
-pub fn finish_process(span: &Span, disposition: &Disposition) {
-    span.set_attribute("reservation_worker.outcome", disposition.outcome().as_str());
-    match disposition {
-        Disposition::DeadLetter { class, error } => {
-            span.set_status(Status::error(format!("{class}: {error}")));
-        }
-        Disposition::RetryLater { error, .. } => span.set_status(Status::error(error.clone())),
-        _ => {}
-    }
 }
 
 /// The parent of a message's process span, by precedence: the `traceparent` attribute, the

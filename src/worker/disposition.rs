@@ -4,33 +4,8 @@
 
 use std::time::Duration;
 
-/// How a delivery ended, for logs and metrics. A bounded set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// Both steps applied (or were already applied): deleted.
-    Success,
-    /// The envelope id was completed recently: deleted without calling anyone.
-    Duplicate,
-    /// Retries spent on a retryable failure: left for a later redelivery.
-    RetryLater,
-    /// Terminal: moved to the dead-letter queue.
-    DeadLettered,
-    /// Handed back unfinished on shutdown (or held back behind its FIFO group).
-    Released,
-}
-
-impl Outcome {
-    /// The outcome as logs and metrics spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Duplicate => "duplicate",
-            Outcome::RetryLater => "retry_later",
-            Outcome::DeadLettered => "dead_lettered",
-            Outcome::Released => "released",
-        }
-    }
-}
+/// How a delivery ended: a label of logs and metrics, so it lives with them.
+pub use crate::telemetry::metrics::Outcome;
 
 /// What the acker does with a message.
 #[derive(Debug, Clone, PartialEq)]

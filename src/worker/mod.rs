@@ -1,12 +1,15 @@
 //! The worker: a bounded pool of tasks, each taking one delivery from parse to disposition,
 //! with retry, keyed serialization, duplicate memory and a visibility heartbeat.
 
+pub mod acker;
 pub mod disposition;
 mod groups;
 mod keyed;
+pub mod poller;
 mod pool;
 mod recent;
 pub mod retry;
+mod span;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -18,9 +18,9 @@ use crate::client::CallError;
 use crate::client::circuit::{Circuits, Trial};
 use crate::event::{self, Event, MessageContext};
 use crate::handler::{self, Peers, Progress};
-use crate::sqs::acker::Settle;
 use crate::sqs::{Delivery, Queue};
 use crate::telemetry::metrics::metrics;
+use crate::worker::acker::Settle;
 
 /// The pool's settings, taken from the config.
 #[derive(Debug, Clone)]
@@ -222,8 +222,7 @@ async fn settle(
             attributes: delivery.attributes.clone(),
         },
     );
-    let span =
-        crate::telemetry::tracing::process_span(&shared.queue.url, &delivery, parsed.as_ref().ok());
+    let span = super::span::process_span(&shared.queue.url, &delivery, parsed.as_ref().ok());
     // Known even for a message released before its workflow started.
     let event_type = parsed.as_ref().ok().map(|e| e.event_type().as_str());
     let envelope_id = parsed.as_ref().ok().map(|e| e.envelope_id.clone());
@@ -253,7 +252,7 @@ async fn settle(
     }
     let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
     let outcome = disposition.outcome();
-    crate::telemetry::tracing::finish_process(&span, &disposition);
+    super::span::finish_process(&span, &disposition);
     metrics().event_finished(event_type, outcome, delivery.received_at.elapsed());
     span.in_scope(|| match &disposition {
         Disposition::DeadLetter { class, error } => {

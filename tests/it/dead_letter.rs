@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use reservation_sim::proto::reservation::v1::CommitStatus;
 use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
-use reservation_worker::sqs::acker::{Acker, Settle};
 use reservation_worker::sqs::{Delivery, Queue};
+use reservation_worker::worker::acker::{Acker, Settle};
 use reservation_worker::worker::{Disposition, RecentlyCompleted};
 use serde_json::json;
 use support::{Harness, bodies, moto::Received};

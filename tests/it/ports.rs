@@ -269,7 +269,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
     use reservation_worker::client::reservation::RestReservations;
     use reservation_worker::handler::Peers;
     use reservation_worker::sqs::Queue;
-    use reservation_worker::sqs::poller::Poller;
+    use reservation_worker::worker::poller::Poller;
     use reservation_worker::worker::retry::Backoff;
     use reservation_worker::worker::{Pool, PoolSettings, WorkerStatus};
     use tokio_util::sync::CancellationToken;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Queue;
+use super::retry::Backoff;
+use super::{Pool, WorkerStatus};
+use crate::sqs::Queue;
 use crate::telemetry::metrics::metrics;
-use crate::worker::retry::Backoff;
-use crate::worker::{Pool, WorkerStatus};
 
 /// How often the loop beats while it waits for its turn, a free slot or out an error backoff.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
@@ -26,7 +26,7 @@ const RECEIVE_BACKOFF: Backoff = Backoff {
 /// timeouts (`SQS_WAIT_TIME` + 5 s each), at least 30 s. Every other wait of the loop beats
 /// once a second, and a receive cannot outlast its timeout, so only a stuck loop stays silent.
 pub fn liveness_limit(wait: Duration) -> Duration {
-    (super::receive_timeout(wait) * 3).max(Duration::from_secs(30))
+    (crate::sqs::receive_timeout(wait) * 3).max(Duration::from_secs(30))
 }
 
 /// Receives batches and hands them to the pool until `receiving` is cancelled. The worker
@@ -75,7 +75,7 @@ impl Poller {
                 Ok(batch) => {
                     failures = 0;
                     self.status.polled(me);
-                    metrics().received(&batch);
+                    metrics().received(batch.iter().map(|d| d.sent_at));
                     if !batch.is_empty() {
                         tracing::debug!(count = batch.len(), asked = permits.len(), "received");
                         self.pool.dispatch(batch, permits, trial);

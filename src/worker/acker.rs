@@ -16,10 +16,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Delivery, EntryFailure, Queue, QueueError};
+use super::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
 use crate::config::MAX_VISIBILITY;
+use crate::sqs::{Delivery, EntryFailure, Queue, QueueError};
 use crate::telemetry::metrics::metrics;
-use crate::worker::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
 
 /// SQS's batch limit.
 const BATCH: usize = 10;

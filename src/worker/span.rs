@@ -1,0 +1,64 @@
+//! The span of one message, made where the pipeline's types are known; the tracing set-up,
+//! the trace-context parsing and the exporter stay in [`crate::telemetry::tracing`], which
+//! knows none of them.
+
+use opentelemetry::Context;
+use opentelemetry::trace::{Status, TraceContextExt};
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::Disposition;
+use crate::event::Event;
+use crate::sqs::Delivery;
+use crate::telemetry::tracing::{incoming_parent, queue_name};
+
+/// The span of one message, start to finish. Its fields are the message's log fields (the
+/// event's, when it parsed); its parent is the message's incoming trace context.
+pub(super) fn process_span(queue_url: &str, delivery: &Delivery, event: Option<&Event>) -> Span {
+    let queue = queue_name(queue_url);
+    let span = tracing::info_span!(
+        "message",
+        otel.name = format!("{queue} process").as_str(),
+        otel.kind = "consumer",
+        "messaging.system" = "aws_sqs",
+        "messaging.destination.name" = queue,
+        "messaging.message.id" = delivery.message_id.as_str(),
+        "messaging.operation.type" = "process",
+        "messaging.operation.name" = "process",
+        "messaging.operation" = "process",
+        message_id = delivery.message_id.as_str(),
+        receive_count = delivery.receive_count,
+        envelope_id = Empty,
+        event_type = Empty,
+        reservation_id = Empty,
+        trace_id = Empty,
+        attempt = Empty,
+    );
+    if let Some(e) = event {
+        span.record("envelope_id", e.envelope_id.as_str());
+        span.record("event_type", e.event_type().as_str());
+        span.record("reservation_id", e.reservation_id());
+        if let Some(t) = &e.trace_id {
+            span.record("trace_id", t.as_str());
+        }
+    }
+    let trace_id = event.and_then(|e| e.trace_id.as_deref());
+    if let Some(parent) = incoming_parent(&delivery.attributes, trace_id) {
+        // Fails only when tracing is off (no layer): nothing to do then.
+        let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    }
+    span
+}
+
+/// Marks the process span with the message's outcome; a dead letter or a retry is an error.
+pub(super) fn finish_process(span: &Span, disposition: &Disposition) {
+    span.set_attribute("reservation_worker.outcome", disposition.outcome().as_str());
+    match disposition {
+        Disposition::DeadLetter { class, error } => {
+            span.set_status(Status::error(format!("{class}: {error}")));
+        }
+        Disposition::RetryLater { error, .. } => span.set_status(Status::error(error.clone())),
+        _ => {}
+    }
+}
