@@ -17,6 +17,7 @@ pub mod redact;
 pub mod server;
 pub mod sqs;
 pub mod telemetry;
+pub mod text;
 pub mod worker;
 
 use std::sync::Arc;

@@ -342,11 +342,11 @@ fn one_line(s: &str) -> String {
 
 fn preview(body: &str) -> String {
     let line = one_line(body);
-    if line.chars().count() <= BODY_PREVIEW {
+    let cut = crate::text::shortened_chars(&line, BODY_PREVIEW);
+    if cut.len() == line.len() {
         return line;
     }
-    let cut: String = line.chars().take(BODY_PREVIEW).collect();
-    format!("{cut}… ({} bytes)", body.len())
+    format!("{cut} ({} bytes)", body.len())
 }
 
 /// A queue as every name for it agrees: its account and name (the last two path segments of

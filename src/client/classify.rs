@@ -7,6 +7,7 @@ use tonic::Code;
 
 use crate::proto::common::v1::ErrorCode;
 use crate::proto::reservation::v1::{CommitStatus, ReleaseStatus};
+use crate::text::prefix;
 
 /// A call that did its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +49,7 @@ pub fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
     let text = format!(
         "gRPC {:?}: {}",
         status.code(),
-        truncate(&crate::redact::text(status.message()), 300)
+        prefix(&crate::redact::text(status.message()), 300)
     );
     // An answer without `grpc-status` is an ingress's or an auth sidecar's (401, 403, a 404
     // for a missing route), never the inventory service's verdict on the event.
@@ -178,7 +179,7 @@ fn describe(e: &crate::proto::common::v1::Error) -> String {
     let code = ErrorCode::try_from(e.code)
         .map(|c| c.as_str_name())
         .unwrap_or("ERROR_CODE_?");
-    format!("{code} {}", truncate(&crate::redact::text(&e.message), 200))
+    format!("{code} {}", prefix(&crate::redact::text(&e.message), 200))
 }
 
 /// What the status line and headers of a reservation API answer decide on their own: a 2xx
@@ -219,7 +220,7 @@ pub fn http_head(status: StatusCode, headers: &HeaderMap) -> Option<Result<Appli
 fn location(value: &HeaderValue) -> String {
     let text = String::from_utf8_lossy(value.as_bytes());
     let end = text.find(['?', '#']).unwrap_or(text.len());
-    truncate(&crate::redact::text(&text[..end]), 200).to_string()
+    prefix(&crate::redact::text(&text[..end]), 200).to_string()
 }
 
 /// An HTTP status from the reservation API.
@@ -231,7 +232,7 @@ pub fn http_status(status: StatusCode, body: &str) -> Result<Applied, CallError>
     let text = format!(
         "HTTP {}: {}",
         status.as_u16(),
-        truncate(&crate::redact::text(body), 300)
+        prefix(&crate::redact::text(body), 300)
     );
     match status.as_u16() {
         // 401/403 are retried: a token rotation in progress should not dead-letter events.
@@ -253,18 +254,7 @@ pub fn http_transport(e: &reqwest::Error) -> CallError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    CallError::Retryable(truncate(&crate::redact::text(&text), 400).to_string())
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    CallError::Retryable(prefix(&crate::redact::text(&text), 400).to_string())
 }
 
 #[cfg(test)]

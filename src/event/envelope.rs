@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use super::validate::{self, Fields, MAX_TEXT_BYTES, describe, invalid, truncate};
+use super::validate::{self, Fields, MAX_TEXT_BYTES, describe, invalid};
 use super::{
     ENVELOPE_ID_ATTRIBUTE, Event, EventError, EventKind, EventType, HoldExpired, MAX_BODY_BYTES,
     MAX_ID_LEN, MessageContext, Payment,
@@ -173,7 +173,10 @@ fn route(envelope: &Fields<'_>) -> Result<Route, EventError> {
             field,
             "expected an event type name, found an empty string",
         )),
-        other => Err(EventError::UnknownType(truncate(other, MAX_TYPE_CHARS))),
+        other => Err(EventError::UnknownType(crate::text::shortened_chars(
+            other,
+            MAX_TYPE_CHARS,
+        ))),
     }
 }
 

@@ -34,28 +34,6 @@ pub(super) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> E
     }
 }
 
-/// Cuts `s` to at most `max_chars` characters, marking a cut with `…`, so input-derived text
-/// in errors stays bounded.
-pub(super) fn truncate(s: &str, max_chars: usize) -> String {
-    match s.char_indices().nth(max_chars) {
-        None => s.to_owned(),
-        Some((cut, _)) => format!("{}…", s.get(..cut).unwrap_or_default()),
-    }
-}
-
-/// Cuts `s` to at most `max_bytes` bytes on a character boundary, for values we keep (not
-/// quote) whose size we still want to bound.
-fn truncate_bytes(s: &str, max_bytes: usize) -> &str {
-    if s.len() <= max_bytes {
-        return s;
-    }
-    let mut end = max_bytes;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default()
-}
-
 /// A short, bounded description of a JSON value for the "found …" part of an error.
 pub(super) fn describe(v: &Value) -> String {
     match v {
@@ -75,7 +53,7 @@ pub(super) fn describe_str(s: &str) -> String {
     if s.is_empty() {
         "an empty string".to_owned()
     } else {
-        format!("string {:?}", truncate(s, FOUND_CHARS))
+        format!("string {:?}", crate::text::shortened_chars(s, FOUND_CHARS))
     }
 }
 
@@ -320,7 +298,7 @@ pub(super) fn currency(field: &str, v: &Value) -> Result<String, EventError> {
 pub(super) fn text(field: &str, v: &Value, max_bytes: usize) -> Result<Option<String>, EventError> {
     match v {
         Value::String(s) => {
-            let t = truncate_bytes(s.trim(), max_bytes).trim_end();
+            let t = crate::text::prefix(s.trim(), max_bytes).trim_end();
             Ok((!t.is_empty()).then(|| t.to_owned()))
         }
         other => Err(invalid(
@@ -533,16 +511,6 @@ mod tests {
             Err(EventError::InvalidField { field, problem }) => (field, problem),
             other => panic!("expected InvalidField, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn truncate_is_char_safe_and_marks_cuts() {
-        assert_eq!(truncate("abc", 3), "abc");
-        assert_eq!(truncate("abcd", 3), "abc…");
-        assert_eq!(truncate("ééééé", 2), "éé…");
-        assert_eq!(truncate("", 0), "");
-        assert_eq!(truncate_bytes("ééé", 3), "é");
-        assert_eq!(truncate_bytes("abc", 10), "abc");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
 use crate::config::MAX_VISIBILITY;
 use crate::sqs::{Delivery, EntryFailure, Queue, QueueError};
 use crate::telemetry::metrics::metrics;
+use crate::text::shortened;
 
 /// SQS's batch limit.
 const BATCH: usize = 10;
@@ -389,7 +390,7 @@ fn dead_letter_attributes(
         // Masked before the cut, or a cut secret would no longer match.
         (
             "ErrorMessage",
-            truncate(&crate::redact::text(error), ERROR_TEXT_BYTES),
+            shortened(&crate::redact::text(error), ERROR_TEXT_BYTES),
         ),
         ("OriginalMessageId", d.message_id.clone()),
         ("ReceiveCount", d.receive_count.to_string()),
@@ -458,7 +459,7 @@ fn fit(
         if let Some(i) = attrs.iter().position(|(k, _)| *k == "ErrorMessage") {
             let room = limit.saturating_sub(size - attrs[i].1.len());
             if room >= MIN_ERROR_TEXT + "…".len() {
-                attrs[i].1 = truncate(&attrs[i].1, room - "…".len());
+                attrs[i].1 = shortened(&attrs[i].1, room - "…".len());
                 return Ok(attrs);
             }
         }
@@ -612,18 +613,6 @@ fn retry_entries<T: Clone>(sent: &[T], failed: &[EntryFailure], op: &str) -> Vec
         }
     }
     again
-}
-
-/// `s` cut to at most `max` bytes on a character boundary, a cut marked with `…`.
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]
