@@ -7,6 +7,7 @@
 //! their own crate (`crates/sim`), which only tests, benches and `make dev` use.
 
 pub mod aws;
+pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::client::Measured;
 use crate::client::circuit::CircuitSettings;
 use crate::client::inventory::GrpcInventory;
@@ -37,7 +39,6 @@ use crate::sqs::Queue;
 use crate::telemetry::metrics::metrics;
 use crate::worker::acker::{Acker, DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue};
 use crate::worker::poller::Poller;
-use crate::worker::retry::Backoff;
 use crate::worker::{Pool, PoolSettings, RecentlyCompleted, WorkerStatus};
 
 /// How long the health and debug servers may take to close their connections at shutdown.
@@ -271,8 +272,15 @@ async fn reach_queue(
     status: &WorkerStatus,
     shutdown: &CancellationToken,
 ) -> Option<Option<DeadLetterQueue>> {
-    let mut delay = Duration::from_millis(500);
+    // 0.5 s, doubling up to 15 s.
+    let backoff = Backoff {
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(15),
+    };
+    let mut failures = 0u32;
     loop {
+        failures = failures.saturating_add(1);
+        let delay = backoff.exact(failures);
         let attempt = async {
             let attrs = queue.attributes().await?;
             let dlq = queue
@@ -310,7 +318,6 @@ async fn reach_queue(
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return None,
                 }
-                delay = (delay * 2).min(Duration::from_secs(15));
             }
         }
     }

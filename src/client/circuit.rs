@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Applied, CallError, Inventory, ReservationRecord, ReservationStatus, Reservations};
+use crate::backoff::Backoff;
 use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
 use crate::telemetry::metrics::metrics;
 
@@ -105,8 +106,8 @@ struct Inner {
     failing_since: Option<Instant>,
     /// The last of those, for the log and `/ready`.
     last_error: String,
-    /// The wait before the next probe; back to the base once the circuit closes.
-    probe_wait: Duration,
+    /// Probes that failed since the circuit last closed: each doubles the next wait.
+    failed_probes: u32,
     /// Half-open: a message testing the peer is under way.
     trial_taken: bool,
     /// Counts trials, so a trial from an earlier half-open spell cannot end the current one's.
@@ -128,6 +129,15 @@ impl Circuit {
 
     fn state(&self) -> CircuitState {
         self.lock().state
+    }
+
+    /// The wait before the next probe, after `failed` failed ones.
+    fn probe_wait(&self, failed: u32) -> Duration {
+        Backoff {
+            base: self.settings.probe_base,
+            max: self.settings.probe_max,
+        }
+        .exact(failed + 1)
     }
 }
 
@@ -223,7 +233,7 @@ impl Circuits {
                 failures: 0,
                 failing_since: None,
                 last_error: String::new(),
-                probe_wait: settings.probe_base,
+                failed_probes: 0,
                 trial_taken: false,
                 trial: 0,
                 opening: 0,
@@ -363,7 +373,7 @@ impl Circuits {
         if inner.state != CircuitState::Closed {
             inner.state = CircuitState::Closed;
             inner.trial_taken = false;
-            inner.probe_wait = circuit.settings.probe_base;
+            inner.failed_probes = 0;
             log_change(peer, CircuitState::Closed, "the peer answered a call");
             drop(inner);
             self.publish();
@@ -413,7 +423,7 @@ impl Circuits {
         let circuit = self.circuit(peer);
         let current = |inner: &Inner| inner.state == CircuitState::Open && inner.opening == opening;
         loop {
-            let wait = circuit.lock().probe_wait;
+            let wait = circuit.probe_wait(circuit.lock().failed_probes);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.shared.stop.cancelled() => return,
@@ -444,8 +454,9 @@ impl Circuits {
                     return;
                 }
                 Err(e) => {
-                    inner.probe_wait = (wait * 2).min(circuit.settings.probe_max);
-                    tracing::debug!(peer = peer.as_str(), error = %e, next_probe_in_secs = inner.probe_wait.as_secs(), "circuit probe failed");
+                    inner.failed_probes = inner.failed_probes.saturating_add(1);
+                    let next = circuit.probe_wait(inner.failed_probes);
+                    tracing::debug!(peer = peer.as_str(), error = %e, next_probe_in_secs = next.as_secs(), "circuit probe failed");
                 }
             }
         }

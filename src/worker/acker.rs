@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
+use crate::backoff::Backoff;
 use crate::config::MAX_VISIBILITY;
 use crate::sqs::{Delivery, EntryFailure, Queue, QueueError};
 use crate::telemetry::metrics::metrics;
@@ -28,6 +29,11 @@ const BATCH: usize = 10;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Attempts per write before giving up (the message then simply reappears later).
 const WRITE_ATTEMPTS: u32 = 3;
+/// The wait before each further attempt: 100 ms, then 200 ms.
+const WRITE_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+};
 /// Longest one attempt of a write may take, the SDK's own retries included. With
 /// [`WRITE_ATTEMPTS`] and the pauses between them, no write lasts more than ~16 s.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -501,7 +507,7 @@ async fn send_dead_letter(
             Err(e) if e.sender_fault || attempt == WRITE_ATTEMPTS => return Err(e),
             Err(e) => {
                 tracing::warn!(message_id = %d.message_id, error = %e, attempt, "dead-letter send failed; trying again");
-                tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
+                tokio::time::sleep(WRITE_BACKOFF.exact(attempt)).await;
             }
         }
     }
@@ -589,7 +595,7 @@ where
             }
         }
         if attempt + 1 < WRITE_ATTEMPTS {
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            tokio::time::sleep(WRITE_BACKOFF.exact(attempt + 1)).await;
         }
     }
     pending.len()

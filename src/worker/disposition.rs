@@ -7,11 +7,21 @@ use std::time::Duration;
 /// How a delivery ended: a label of logs and metrics, so it lives with them.
 pub use crate::telemetry::metrics::Outcome;
 
+/// Why a message is deleted: the only two ways a delivery may end in a plain delete, so a
+/// retry or a dead letter cannot be spelled as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// Both steps applied (or were already applied).
+    Applied,
+    /// The envelope id was completed recently: nobody was called.
+    Duplicate,
+}
+
 /// What the acker does with a message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Disposition {
-    /// Delete it: its effects are applied. `Outcome` is `Success` or `Duplicate`.
-    Delete(Outcome),
+    /// Delete it: its effects are applied.
+    Delete(Deleted),
     /// Keep it, invisible for this long, so the next delivery comes later.
     RetryLater { after: Duration, error: String },
     /// Send the body to the DLQ with the reason, then delete it.
@@ -24,7 +34,8 @@ impl Disposition {
     /// How the delivery ended, for logs and metrics.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Disposition::Delete(o) => *o,
+            Disposition::Delete(Deleted::Applied) => Outcome::Success,
+            Disposition::Delete(Deleted::Duplicate) => Outcome::Duplicate,
             Disposition::RetryLater { .. } => Outcome::RetryLater,
             Disposition::DeadLetter { .. } => Outcome::DeadLettered,
             Disposition::Release => Outcome::Released,

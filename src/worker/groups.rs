@@ -218,7 +218,7 @@ impl Place {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Outcome;
+    use super::super::Deleted;
     use super::*;
 
     fn retry(secs: u64) -> Disposition {
@@ -228,7 +228,7 @@ mod tests {
         }
     }
 
-    const DONE: Disposition = Disposition::Delete(Outcome::Success);
+    const DONE: Disposition = Disposition::Delete(Deleted::Applied);
 
     #[tokio::test]
     async fn a_line_spans_batches_and_empties_when_done() {

@@ -8,7 +8,6 @@ mod keyed;
 pub mod poller;
 mod pool;
 mod recent;
-pub mod retry;
 mod span;
 
 use std::future::Future;
@@ -20,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::metrics::metrics;
 
-pub use disposition::{Disposition, Outcome};
+pub use disposition::{Deleted, Disposition, Outcome};
 pub use keyed::KeyedLocks;
 pub use pool::{Pool, PoolSettings};
 pub use recent::RecentlyCompleted;

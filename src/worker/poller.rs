@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::retry::Backoff;
 use super::{Pool, WorkerStatus};
+use crate::backoff::Backoff;
 use crate::sqs::Queue;
 use crate::telemetry::metrics::metrics;
 

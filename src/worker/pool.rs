@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::disposition::{Disposition, Outcome};
+use super::disposition::{Deleted, Disposition};
 use super::groups::{FifoGroups, Place};
-use super::retry::{Backoff, redelivery_delay};
 use super::{KeyedLocks, RecentlyCompleted, WorkerStatus};
+use crate::backoff::{Backoff, redelivery_delay};
 use crate::client::CallError;
 use crate::client::circuit::{Circuits, Trial};
 use crate::event::{self, Event, MessageContext};
@@ -334,10 +334,10 @@ async fn decide(
     // Also on FIFO queues: two groups may carry events of one reservation.
     let _guard = shared.locks.lock(event.reservation_id()).await;
     if shared.recent.contains(&event.envelope_id) {
-        return Disposition::Delete(Outcome::Duplicate);
+        return Disposition::Delete(Deleted::Duplicate);
     }
     let d = run_workflow(shared, &event, delivery).await;
-    if matches!(d, Disposition::Delete(Outcome::Success)) {
+    if matches!(d, Disposition::Delete(Deleted::Applied)) {
         shared.recent.insert(&event.envelope_id);
     }
     d
@@ -353,7 +353,7 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
         // On the message's span, so every later line of this message carries it.
         tracing::Span::current().record("attempt", attempt);
         match handler::attempt(event, &mut progress, &shared.peers).await {
-            Ok(()) => return Disposition::Delete(Outcome::Success),
+            Ok(()) => return Disposition::Delete(Deleted::Applied),
             Err(e) => match e.error {
                 CallError::Terminal { class, ref reason } => {
                     return Disposition::DeadLetter {

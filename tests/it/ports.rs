@@ -265,12 +265,12 @@ async fn a_black_holed_queue_is_timed_out_and_counted_while_health_stays_up() {
 
 #[tokio::test]
 async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_health() {
+    use reservation_worker::backoff::Backoff;
     use reservation_worker::client::inventory::GrpcInventory;
     use reservation_worker::client::reservation::RestReservations;
     use reservation_worker::handler::Peers;
     use reservation_worker::sqs::Queue;
     use reservation_worker::worker::poller::Poller;
-    use reservation_worker::worker::retry::Backoff;
     use reservation_worker::worker::{Pool, PoolSettings, WorkerStatus};
     use tokio_util::sync::CancellationToken;
 

@@ -1,12 +1,12 @@
-//! Backoff policies: within one delivery (seconds), and across deliveries (the visibility a
-//! message gets when its retries are spent, growing with its receive count).
+//! The one backoff: every wait that grows after a failure (retries within a delivery, the
+//! visibility of a message whose retries are spent, receive and start-up retries, the acker's
+//! write attempts, circuit probes). A leaf, so the clients and the pipeline share it.
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// Exponential backoff with jitter: retries inside one delivery, and the poller's waits after
-/// a failed receive.
+/// Exponential backoff: `base·2^(attempt-1)`, capped at `max`; [`Backoff::delay`] adds jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub base: Duration,
