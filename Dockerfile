@@ -7,7 +7,7 @@
 # The default (last) stage, `runtime`, is a glibc binary on distroless cc: about 17 MB to pull
 # (compressed), 45 MB unpacked. `--target runtime-static` is a static musl binary on distroless
 # static: about 9 MB compressed, 24 MB unpacked, but it used 20-50 % more CPU per event in
-# `make bench` (musl's allocator), so it is not the default. README: Docker image.
+# `make bench` (musl's allocator), so it is not the default. docs/deploying.md: Docker image.
 #
 # Multi-arch: each platform builds natively inside its own builder stage (under QEMU on a
 # foreign host). Slow for the emulated arch, but needs no cross linker for aws-lc-sys.

@@ -157,7 +157,7 @@ else
     fail "autoscaler (keda.enabled + autoscaling.enabled): an HPA was rendered or helm template failed"
 fi
 
-# queueLength follows worker.concurrency unless it is set (80 %: the README's capacity model).
+# queueLength follows worker.concurrency unless it is set (80 %: the capacity model in docs/performance.md).
 for case in "worker.concurrency=50:40" "worker.concurrency=1:1" "keda.queueLength=7:7"; do
     set_arg=${case%:*} want=${case##*:}
     if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set "$set_arg" >"$WORK/ql.yaml" 2>&1 &&

@@ -229,7 +229,7 @@ pub struct Config {
 }
 
 /// The most ids `DEDUPE_CAPACITY` may ask each of the worker's two duplicate memories to keep.
-/// It bounds their memory: `make bench` measures what an id costs (README, "Configuration").
+/// It bounds their memory: `make bench` measures what an id costs (docs/performance.md).
 pub const MAX_DEDUPE_CAPACITY: usize = 100_000;
 
 /// What a `DEDUPE_CAPACITY` error says the number counts.
@@ -961,7 +961,7 @@ mod tests {
     }
 
     /// Found by an attack on the promise: 10,000,000 was accepted, gigabytes of ids twice
-    /// over. What an id costs is measured by the bench and written in the README.
+    /// over. What an id costs is measured by the bench and written in docs/performance.md.
     #[test]
     fn the_duplicate_memory_is_bounded_by_what_it_costs() {
         let e = Config::from_vars(vars(&[QUEUE, ("DEDUPE_CAPACITY", "100001")]))

@@ -2,7 +2,7 @@
 //! of its own (this bench binary, re-run with [`ARG`]) fills a `RecentlyCompleted` with
 //! `DEDUPE_ENTRIES` ids of one length and reports its resident memory before and after. The
 //! worker keeps two such memories (completed envelope ids, dead-lettered message ids), each
-//! up to `DEDUPE_CAPACITY`; the README's bound on the setting rests on these figures.
+//! up to `DEDUPE_CAPACITY`; the bound on the setting (docs/performance.md) rests on these figures.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

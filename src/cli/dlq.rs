@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::check::{load_config, redact};
 use crate::config::Config;
-use crate::sqs::{Queue, QueueError, epoch_millis};
+use crate::sqs::{Queue, QueueError, SqsOperation, epoch_millis};
 
 /// The attributes our acker adds when it dead-letters a message; `redrive` drops them.
 pub const DEAD_LETTER_ATTRIBUTES: [&str; 6] = [
@@ -159,7 +159,7 @@ async fn find_dlq(config: &Config, source: &Queue) -> Result<(Queue, &'static st
     {
         Some((url, origin)) => Ok((source.sibling(url), origin.as_str())),
         None => Err(QueueError {
-            operation: "GetQueueAttributes",
+            operation: SqsOperation::GetQueueAttributes,
             message: format!(
                 "{} has no RedrivePolicy and SQS_DLQ_URL is not set: no dead-letter queue",
                 redact(&source.url)
@@ -213,7 +213,7 @@ async fn receive(
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .send()
         .await
-        .map_err(|e| sqs_error("ReceiveMessage", e))?;
+        .map_err(|e| sqs_error(SqsOperation::ReceiveMessage, e))?;
     Ok(out
         .messages()
         .iter()
@@ -234,7 +234,7 @@ async fn receive(
         .collect())
 }
 
-fn sqs_error(operation: &'static str, e: impl std::error::Error) -> QueueError {
+fn sqs_error(operation: SqsOperation, e: impl std::error::Error) -> QueueError {
     QueueError {
         operation,
         message: DisplayErrorContext(e).to_string(),

@@ -1,5 +1,5 @@
 //! Error classification, in one place: every downstream failure is retryable or terminal, and
-//! some "failures" mean the effect is already there. The README's table is this file.
+//! some "failures" mean the effect is already there. The table in docs/reliability.md is this file.
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};

@@ -17,6 +17,7 @@ use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use tracing::Instrument;
 
 use crate::config::Config;
+pub use crate::telemetry::metrics::SqsOperation;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::tracing::ClientSpan;
 pub use delivery::Delivery;
@@ -37,7 +38,7 @@ pub fn receive_timeout(wait: Duration) -> Duration {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation}: {message}")]
 pub struct QueueError {
-    pub operation: &'static str,
+    pub operation: SqsOperation,
     pub message: String,
     /// SQS refused the request itself (a 4xx other than throttling: too large, invalid):
     /// sending it again cannot help.
@@ -54,7 +55,7 @@ const THROTTLING_CODES: [&str; 4] = [
 
 impl QueueError {
     /// An error that is not SQS's answer to a well-formed request (building it failed).
-    fn new(operation: &'static str, e: impl std::error::Error) -> Self {
+    fn new(operation: SqsOperation, e: impl std::error::Error) -> Self {
         QueueError {
             operation,
             message: DisplayErrorContext(e).to_string(),
@@ -63,7 +64,7 @@ impl QueueError {
     }
 
     /// An SDK call's error, with whether SQS blamed the request.
-    fn from_sdk<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> Self
+    fn from_sdk<E>(operation: SqsOperation, e: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -185,8 +186,8 @@ impl Queue {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let _timer = metrics().sqs_call("ReceiveMessage");
-        let call = ClientSpan::sqs("ReceiveMessage", "receive", &self.url);
+        let _timer = metrics().sqs_call(SqsOperation::ReceiveMessage);
+        let call = ClientSpan::sqs(SqsOperation::ReceiveMessage, &self.url);
         let timeouts = self
             .client
             .config()
@@ -209,7 +210,7 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::from_sdk("ReceiveMessage", e)))?;
+            .map_err(|e| call.fail(QueueError::from_sdk(SqsOperation::ReceiveMessage, e)))?;
         call.message_count(out.messages().len());
         Ok(out.messages().iter().map(Delivery::from_sdk).collect())
     }
@@ -224,11 +225,11 @@ impl Queue {
                     .id(i.to_string())
                     .receipt_handle(*r)
                     .build()
-                    .map_err(|e| QueueError::new("DeleteMessageBatch", e))
+                    .map_err(|e| QueueError::new(SqsOperation::DeleteMessageBatch, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let _timer = metrics().sqs_call("DeleteMessageBatch");
-        let call = ClientSpan::sqs("DeleteMessageBatch", "settle", &self.url);
+        let _timer = metrics().sqs_call(SqsOperation::DeleteMessageBatch);
+        let call = ClientSpan::sqs(SqsOperation::DeleteMessageBatch, &self.url);
         call.message_count(receipts.len());
         let out = self
             .client
@@ -238,7 +239,7 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::from_sdk("DeleteMessageBatch", e)))?;
+            .map_err(|e| call.fail(QueueError::from_sdk(SqsOperation::DeleteMessageBatch, e)))?;
         Ok(entry_failures(out.failed()))
     }
 
@@ -258,11 +259,11 @@ impl Queue {
                         d.as_secs().min(crate::config::MAX_VISIBILITY.as_secs()) as i32
                     )
                     .build()
-                    .map_err(|e| QueueError::new("ChangeMessageVisibilityBatch", e))
+                    .map_err(|e| QueueError::new(SqsOperation::ChangeMessageVisibilityBatch, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let _timer = metrics().sqs_call("ChangeMessageVisibilityBatch");
-        let call = ClientSpan::sqs("ChangeMessageVisibilityBatch", "settle", &self.url);
+        let _timer = metrics().sqs_call(SqsOperation::ChangeMessageVisibilityBatch);
+        let call = ClientSpan::sqs(SqsOperation::ChangeMessageVisibilityBatch, &self.url);
         call.message_count(entries.len());
         let out = self
             .client
@@ -272,14 +273,19 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::from_sdk("ChangeMessageVisibilityBatch", e)))?;
+            .map_err(|e| {
+                call.fail(QueueError::from_sdk(
+                    SqsOperation::ChangeMessageVisibilityBatch,
+                    e,
+                ))
+            })?;
         Ok(entry_failures(out.failed()))
     }
 
     /// Sets one message's visibility (the heartbeat's renewal).
     pub async fn change_visibility(&self, receipt: &str, d: Duration) -> Result<(), QueueError> {
-        let _timer = metrics().sqs_call("ChangeMessageVisibility");
-        let call = ClientSpan::sqs("ChangeMessageVisibility", "settle", &self.url);
+        let _timer = metrics().sqs_call(SqsOperation::ChangeMessageVisibility);
+        let call = ClientSpan::sqs(SqsOperation::ChangeMessageVisibility, &self.url);
         self.client
             .change_message_visibility()
             .queue_url(&self.url)
@@ -288,7 +294,12 @@ impl Queue {
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::from_sdk("ChangeMessageVisibility", e)))?;
+            .map_err(|e| {
+                call.fail(QueueError::from_sdk(
+                    SqsOperation::ChangeMessageVisibility,
+                    e,
+                ))
+            })?;
         Ok(())
     }
 
@@ -311,7 +322,7 @@ impl Queue {
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| QueueError::new("SendMessage", e))?;
+                .map_err(|e| QueueError::new(SqsOperation::SendMessage, e))?;
             req = req.message_attributes(*name, v);
         }
         if self.url.ends_with(".fifo") {
@@ -323,19 +334,19 @@ impl Queue {
                         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 );
         }
-        let _timer = metrics().sqs_call("SendMessage");
-        let call = ClientSpan::sqs("SendMessage", "send", &self.url);
+        let _timer = metrics().sqs_call(SqsOperation::SendMessage);
+        let call = ClientSpan::sqs(SqsOperation::SendMessage, &self.url);
         let out = req
             .send()
             .instrument(call.span().clone())
             .await
-            .map_err(|e| call.fail(QueueError::from_sdk("SendMessage", e)))?;
+            .map_err(|e| call.fail(QueueError::from_sdk(SqsOperation::SendMessage, e)))?;
         Ok(out.message_id().unwrap_or_default().to_string())
     }
 
     /// The queue's attributes (all of them), as plain strings.
     pub async fn attributes(&self) -> Result<HashMap<String, String>, QueueError> {
-        let _timer = metrics().sqs_call("GetQueueAttributes");
+        let _timer = metrics().sqs_call(SqsOperation::GetQueueAttributes);
         let out = self
             .client
             .get_queue_attributes()
@@ -343,7 +354,7 @@ impl Queue {
             .attribute_names(QueueAttributeName::All)
             .send()
             .await
-            .map_err(|e| QueueError::from_sdk("GetQueueAttributes", e))?;
+            .map_err(|e| QueueError::from_sdk(SqsOperation::GetQueueAttributes, e))?;
         Ok(out
             .attributes()
             .map(|m| {
@@ -400,7 +411,7 @@ impl Queue {
         let (Some(account), Some(name)) = (parts.get(4), parts.get(5)) else {
             return Ok(None);
         };
-        let _timer = metrics().sqs_call("GetQueueUrl");
+        let _timer = metrics().sqs_call(SqsOperation::GetQueueUrl);
         let out = self
             .client
             .get_queue_url()
@@ -408,7 +419,7 @@ impl Queue {
             .queue_owner_aws_account_id(*account)
             .send()
             .await
-            .map_err(|e| QueueError::from_sdk("GetQueueUrl", e))?;
+            .map_err(|e| QueueError::from_sdk(SqsOperation::GetQueueUrl, e))?;
         Ok(out.queue_url().map(str::to_string))
     }
 }

@@ -80,16 +80,63 @@ pub const STEPS: [&str; 4] = [
     "fetch_reservation",
 ];
 
-/// `operation` label values: every SQS call the worker makes.
-pub const SQS_OPERATIONS: [&str; 7] = [
-    "ReceiveMessage",
-    "DeleteMessageBatch",
-    "ChangeMessageVisibilityBatch",
-    "ChangeMessageVisibility",
-    "SendMessage",
-    "GetQueueAttributes",
-    "GetQueueUrl",
-];
+/// An SQS call the worker makes: the `operation` label of the SQS metrics and the name of
+/// its span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqsOperation {
+    ReceiveMessage,
+    DeleteMessageBatch,
+    ChangeMessageVisibilityBatch,
+    ChangeMessageVisibility,
+    SendMessage,
+    GetQueueAttributes,
+    GetQueueUrl,
+}
+
+impl SqsOperation {
+    /// Every operation, each exported at zero from the start.
+    pub const ALL: [SqsOperation; 7] = [
+        SqsOperation::ReceiveMessage,
+        SqsOperation::DeleteMessageBatch,
+        SqsOperation::ChangeMessageVisibilityBatch,
+        SqsOperation::ChangeMessageVisibility,
+        SqsOperation::SendMessage,
+        SqsOperation::GetQueueAttributes,
+        SqsOperation::GetQueueUrl,
+    ];
+
+    /// The API's name of the call.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqsOperation::ReceiveMessage => "ReceiveMessage",
+            SqsOperation::DeleteMessageBatch => "DeleteMessageBatch",
+            SqsOperation::ChangeMessageVisibilityBatch => "ChangeMessageVisibilityBatch",
+            SqsOperation::ChangeMessageVisibility => "ChangeMessageVisibility",
+            SqsOperation::SendMessage => "SendMessage",
+            SqsOperation::GetQueueAttributes => "GetQueueAttributes",
+            SqsOperation::GetQueueUrl => "GetQueueUrl",
+        }
+    }
+
+    /// The messaging conventions' `messaging.operation.type`: `receive`, `settle`, `send`,
+    /// or none for the calls about the queue rather than its messages.
+    pub fn operation_type(self) -> Option<&'static str> {
+        match self {
+            SqsOperation::ReceiveMessage => Some("receive"),
+            SqsOperation::DeleteMessageBatch
+            | SqsOperation::ChangeMessageVisibilityBatch
+            | SqsOperation::ChangeMessageVisibility => Some("settle"),
+            SqsOperation::SendMessage => Some("send"),
+            SqsOperation::GetQueueAttributes | SqsOperation::GetQueueUrl => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SqsOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// `target` of inventory calls.
 pub const INVENTORY: &str = "inventory";
@@ -362,7 +409,7 @@ impl Metrics {
                 self.downstream.with_label_values(&[target, method, result]);
             }
         }
-        for op in SQS_OPERATIONS {
+        for op in SqsOperation::ALL.map(SqsOperation::as_str) {
             self.sqs_requests.with_label_values(&[op]);
         }
         for peer in CIRCUIT_PEERS {
@@ -464,7 +511,7 @@ impl Metrics {
     }
 
     /// Times one SQS call; the duration is recorded when the returned guard is dropped.
-    pub fn sqs_call(&self, operation: &'static str) -> SqsTimer {
+    pub fn sqs_call(&self, operation: SqsOperation) -> SqsTimer {
         SqsTimer {
             operation,
             started: Instant::now(),
@@ -515,7 +562,7 @@ fn type_label(event_type: Option<&str>) -> &'static str {
 /// Records an SQS call's duration when dropped (see [`Metrics::sqs_call`]).
 #[must_use = "the call is timed until this guard is dropped"]
 pub struct SqsTimer {
-    operation: &'static str,
+    operation: SqsOperation,
     started: Instant,
 }
 
@@ -523,7 +570,7 @@ impl Drop for SqsTimer {
     fn drop(&mut self) {
         metrics()
             .sqs_requests
-            .with_label_values(&[self.operation])
+            .with_label_values(&[self.operation.as_str()])
             .observe(self.started.elapsed().as_secs_f64());
     }
 }

@@ -32,6 +32,8 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::telemetry::metrics::SqsOperation;
+
 /// The service name when neither `OTEL_SERVICE_NAME` nor `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES` says otherwise.
 pub const DEFAULT_SERVICE_NAME: &str = "reservation-worker";
@@ -463,18 +465,15 @@ impl ClientSpan {
         ))
     }
 
-    /// An SQS call (`ReceiveMessage`, `DeleteMessageBatch`, …) on `queue_url`.
-    /// `operation_type` is the messaging convention's `receive`, `settle` or `send`.
-    pub fn sqs(
-        operation: &'static str,
-        operation_type: &'static str,
-        queue_url: &str,
-    ) -> ClientSpan {
+    /// A call about the messages of the queue at `queue_url` (receive, settle or send).
+    pub fn sqs(op: SqsOperation, queue_url: &str) -> ClientSpan {
         if !exporting() {
             return ClientSpan(Span::none());
         }
         let queue = queue_name(queue_url);
-        let kind = if operation_type == "send" {
+        let operation = op.as_str();
+        let operation_type = op.operation_type().unwrap_or_default();
+        let kind = if op == SqsOperation::SendMessage {
             "producer"
         } else {
             "client"

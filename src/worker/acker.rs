@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
 use crate::backoff::Backoff;
 use crate::config::MAX_VISIBILITY;
-use crate::sqs::{Delivery, EntryFailure, Queue, QueueError};
+use crate::sqs::{Delivery, EntryFailure, Queue, QueueError, SqsOperation};
 use crate::telemetry::metrics::metrics;
 use crate::text::shortened;
 
@@ -473,7 +473,7 @@ fn fit(
             Some(name) => attrs.retain(|(k, _)| *k != name),
             None => {
                 return Err(QueueError {
-                    operation: "SendMessage",
+                    operation: SqsOperation::SendMessage,
                     message: format!(
                         "the body is {} bytes and the dead-letter queue takes at most {limit}: no copy can be sent; the queue's RedrivePolicy moves it once its receives run out",
                         body.len()
@@ -588,7 +588,7 @@ where
             Err(e) => {
                 w.status.settle_failed(what, &e.to_string());
                 metrics().settle_failed(what.as_str());
-                tracing::warn!(operation = op, error = %e, attempt, "batch call failed");
+                tracing::warn!(operation = op.as_str(), error = %e, attempt, "batch call failed");
                 if e.sender_fault {
                     return pending.len();
                 }
@@ -608,10 +608,10 @@ fn visibility_cap(age: std::time::Duration) -> Duration {
 }
 
 /// Logs refused entries and returns those worth sending again (not the sender's fault).
-fn retry_entries<T: Clone>(sent: &[T], failed: &[EntryFailure], op: &str) -> Vec<T> {
+fn retry_entries<T: Clone>(sent: &[T], failed: &[EntryFailure], op: SqsOperation) -> Vec<T> {
     let mut again = Vec::new();
     for f in failed {
-        tracing::warn!(operation = op, code = %f.code, error = %f.message, sender_fault = f.sender_fault, "batch entry refused");
+        tracing::warn!(operation = op.as_str(), code = %f.code, error = %f.message, sender_fault = f.sender_fault, "batch entry refused");
         if !f.sender_fault
             && let Some(item) = sent.get(f.index)
         {

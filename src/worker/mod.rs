@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::sqs::SqsOperation;
 use crate::telemetry::metrics::metrics;
 
 pub use disposition::{Deleted, Disposition, Outcome};
@@ -83,11 +84,11 @@ impl SettleWrite {
     }
 
     /// The SQS operation that makes the write.
-    pub fn operation(self) -> &'static str {
+    pub fn operation(self) -> SqsOperation {
         match self {
-            SettleWrite::Delete => "DeleteMessageBatch",
-            SettleWrite::ChangeVisibility => "ChangeMessageVisibilityBatch",
-            SettleWrite::DeadLetter => "SendMessage",
+            SettleWrite::Delete => SqsOperation::DeleteMessageBatch,
+            SettleWrite::ChangeVisibility => SqsOperation::ChangeMessageVisibilityBatch,
+            SettleWrite::DeadLetter => SqsOperation::SendMessage,
         }
     }
 

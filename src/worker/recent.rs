@@ -2,7 +2,7 @@
 //! deleted without calling downstream again, and message ids the acker dead-lettered, so a
 //! second delivery is not dead-lettered twice. Bounded in both size and age; each id is held
 //! once, shared by the lookup and the eviction order (what an entry costs is measured by
-//! `make bench` and stated in the README).
+//! `make bench` and stated in docs/performance.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

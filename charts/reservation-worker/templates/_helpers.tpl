@@ -62,7 +62,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 KEDA's target messages per replica: keda.queueLength, or when 0, 80 % of worker.concurrency, so
-that scaling keeps each pod's slots about 80 % busy (README, "Capacity model").
+that scaling keeps each pod's slots about 80 % busy (docs/performance.md, "Capacity model").
 */}}
 {{- define "reservation-worker.queueLength" -}}
 {{- $explicit := int .Values.keda.queueLength }}
