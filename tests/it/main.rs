@@ -11,7 +11,6 @@ mod config;
 mod corpus;
 mod dead_letter;
 mod debug;
-mod dev_script;
 mod duplicates;
 mod logs;
 mod metrics;

@@ -9,6 +9,10 @@
 //! worker by `cargo test` at the root (crates/sim's own integration test needs it). All scenarios run at once. Every process the
 //! scenario starts inherits a unique environment variable; afterwards no live process may
 //! carry it and every port must bind again.
+//!
+//! Its own test binary, not a module of `tests/it`: it runs eight whole stacks (moto, the
+//! simulators, a worker each) at once and needs the machine to itself. Run beside the other
+//! integration tests, one Ctrl-C scenario once went unanswered for a minute.
 
 use std::fmt::Write as _;
 use std::fs;
