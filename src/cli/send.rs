@@ -643,7 +643,7 @@ pub fn generated(n: usize) -> (String, String) {
 }
 
 fn envelope(form: Form, id: &str, event_type: &str, detail: Value) -> String {
-    let time = chrono_now();
+    let time = utc_now();
     match form {
         Form::Documented => json!({"id": id, "type": event_type, "source": "reservation-worker.send", "detail": detail, "time": time}).to_string(),
         Form::Eventbridge => json!({"version": "0", "id": id, "detail-type": event_type, "source": "reservation-worker.send", "account": "000000000000", "time": time, "region": "ap-northeast-2", "resources": [], "detail": detail}).to_string(),
@@ -654,34 +654,26 @@ fn envelope(form: Form, id: &str, event_type: &str, detail: Value) -> String {
     }
 }
 
-/// RFC 3339 UTC "now" without a date-time dependency.
-fn chrono_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// "Now" in RFC 3339, UTC, to the second (the envelope's `time`).
+fn utc_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn now_is_rfc_3339_to_the_second() {
+        let now = utc_now();
+        // 2026-12-03T19:01:32Z
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+    }
 
     #[test]
     fn lines_are_numbered_from_one_and_blank_ones_skipped() {
