@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -35,11 +34,10 @@ use crate::client::inventory::GrpcInventory;
 use crate::client::reservation::RestReservations;
 use crate::config::Config;
 use crate::handler::Peers;
-use crate::sqs::Queue;
+use crate::sqs::{Queue, SqsQueue};
 use crate::telemetry::metrics::metrics;
-use crate::worker::acker::{Acker, DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue};
-use crate::worker::poller::Poller;
-use crate::worker::{Pool, PoolSettings, RecentlyCompleted, WorkerStatus};
+use crate::worker::acker::{DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue, WRITE_TIMEOUT};
+use crate::worker::{PipelineSettings, PoolSettings, Queues, WorkerStatus};
 
 /// How long the health and debug servers may take to close their connections at shutdown.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
@@ -48,9 +46,6 @@ const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
 /// decided (3 s), closing the servers (1 s) and flushing traces share it, and a watchdog ends
 /// the process when it runs out, whatever still hangs (an SQS endpoint that never answers).
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
-
-/// The part of [`SHUTDOWN_MARGIN`] the acker has for the writes still under way.
-const SETTLE_MARGIN: Duration = Duration::from_secs(3);
 
 /// Why the worker could not run. Each names the setting to look at.
 #[derive(Debug, thiserror::Error)]
@@ -111,30 +106,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         servers_stop.clone(),
     ));
 
-    let queue = Queue::from_config(&config).await;
+    let queue = SqsQueue::from_config(&config).await;
 
     if let Some(dlq) = reach_queue(&queue, &config, &status, &shutdown).await {
-        let (ack_tx, ack_rx) = mpsc::channel(config.concurrency * 2 + 20);
-        let dlq_limit = dlq.as_ref().map(|d| d.max_message_size);
-        let mut acker = Acker::new(
-            queue.clone(),
-            dlq.map(|d| d.queue),
-            config.redelivery_base,
-            RecentlyCompleted::new(config.dedupe_capacity, config.dedupe_ttl),
-        )
-        .with_pod_name(config.pod_name.as_deref())
-        .with_status(status.clone());
-        if let Some(limit) = dlq_limit {
-            acker = acker.with_dlq_limit(limit);
-        }
-        let mut acker = tokio::spawn(status.clone().supervise(
-            "acker",
-            shutdown.clone(),
-            acker.run(ack_rx),
-        ));
-        let hard_stop = CancellationToken::new();
-        let pool = Pool::new(
-            PoolSettings {
+        let settings = PipelineSettings {
+            pool: PoolSettings {
                 concurrency: config.concurrency,
                 max_retries: config.max_retries,
                 backoff: Backoff {
@@ -148,80 +124,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 dedupe_capacity: config.dedupe_capacity,
                 dedupe_ttl: config.dedupe_ttl,
             },
-            // The heartbeat's renewals, like the acker's writes, give up quickly.
-            queue.with_timeout(worker::acker::WRITE_TIMEOUT),
-            peers,
-            ack_tx,
-            status.clone(),
-            shutdown.clone(),
-            hard_stop,
-        );
-        let poller = Poller {
-            queue: queue.clone(),
-            pool: pool.clone(),
+            receive_loops: config.receive_loops,
             wait: config.wait_time,
-            visibility: config.visibility_timeout,
-            status: status.clone(),
-            batch: config.concurrency.div_ceil(config.receive_loops),
+            shutdown_timeout: config.shutdown_timeout,
+            pod_name: config.pod_name.clone(),
         };
-        tracing::info!(
-            queue_url = %config.queue_url,
-            concurrency = config.concurrency,
-            receive_loops = config.receive_loops,
-            runtime_threads = tokio::runtime::Handle::current().metrics().num_workers(),
-            fifo = config.is_fifo(),
-            "worker started"
-        );
-        // Each loop is its own task, so receives and their parsing run on every core.
-        let polling: Vec<_> = (0..config.receive_loops)
-            .map(|index| {
-                let poller = poller.clone();
-                let receiving = shutdown.clone();
-                tokio::spawn(
-                    status
-                        .clone()
-                        .supervise("poll loop", shutdown.clone(), async move {
-                            tracing::info!(
-                                receive_loop = index,
-                                batch = poller.batch,
-                                "receive loop started"
-                            );
-                            poller.run(receiving).await;
-                        }),
-                )
-            })
-            .collect();
-        // Each loop holds a clone of the pool (and so of the acker's sender): keeping this one
-        // would keep the acker waiting for more work after shutdown.
-        drop(poller);
-
-        shutdown.cancelled().await;
-        let drained_by = tokio::time::Instant::now() + config.shutdown_timeout;
-        status.start_draining();
-        tracing::info!(
-            in_flight = status.in_flight(),
-            timeout_secs = config.shutdown_timeout.as_secs(),
-            "shutting down: receiving stopped, draining"
-        );
-        for loop_task in polling {
-            let _ = loop_task.await;
-        }
-        let finished = pool.drain(drained_by, drained_by + SETTLE_MARGIN).await;
-        if !finished {
-            tracing::warn!("shutdown timeout reached: unfinished messages released");
-        }
-        // The pool held the last sender: dropping it lets the acker flush and stop.
-        drop(pool);
-        if tokio::time::timeout_at(drained_by + SETTLE_MARGIN, &mut acker)
-            .await
-            .is_err()
-        {
-            acker.abort();
-            tracing::warn!(
-                margin_secs = SETTLE_MARGIN.as_secs(),
-                "writes to SQS still unfinished at the shutdown deadline were cut: their messages reappear when their visibility ends"
-            );
-        }
+        let queues = Queues {
+            // The acker's writes and the heartbeat's renewals give up quickly.
+            writes: Arc::new(queue.with_timeout(WRITE_TIMEOUT)),
+            source: Arc::new(queue),
+            dlq,
+        };
+        worker::run(settings, queues, peers, status.clone(), shutdown.clone()).await;
     }
     status.start_draining();
     servers_stop.cancel();
@@ -237,7 +151,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
 /// The DLQ's `MaximumMessageSize`, which every dead-letter copy must fit; SQS's default when
 /// it cannot be read (the copy is then fitted to that, and SQS says if it is still too large).
-async fn dead_letter_limit(dlq: &Queue) -> usize {
+async fn dead_letter_limit(dlq: &SqsQueue) -> usize {
     match dlq.attributes().await {
         Ok(attrs) => attrs
             .get("MaximumMessageSize")
@@ -267,7 +181,7 @@ fn log_listening(what: &str, listener: &TcpListener) {
 /// `Some(None)` when there is no DLQ, which is warned about: terminal messages are then kept,
 /// never deleted.
 async fn reach_queue(
-    queue: &Queue,
+    queue: &SqsQueue,
     config: &Config,
     status: &WorkerStatus,
     shutdown: &CancellationToken,
@@ -309,7 +223,7 @@ async fn reach_queue(
                 let dlq = queue.sibling(url);
                 return Some(Some(DeadLetterQueue {
                     max_message_size: dead_letter_limit(&dlq).await,
-                    queue: dlq,
+                    queue: Arc::new(dlq.with_timeout(WRITE_TIMEOUT)),
                 }));
             }
             Err(e) => {

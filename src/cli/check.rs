@@ -16,7 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::Config;
-use crate::sqs::{DlqOrigin, Queue};
+use crate::sqs::{DlqOrigin, Queue, SqsQueue};
 
 /// Each check gives up after this long: `check` answers quickly even when a peer hangs.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -162,7 +162,7 @@ fn no_answer() -> String {
 /// The queue (GetQueueAttributes) and its DLQ: SQS_DLQ_URL, else the RedrivePolicy target
 /// (the rule of [`Queue::dead_letter_url`], spelled out here for a row per way it can fail).
 async fn check_queues(config: &Config) -> Vec<Row> {
-    let queue = Queue::from_config(config).await;
+    let queue = SqsQueue::from_config(config).await;
     let shown = redact(&queue.url);
     let attrs = match bounded(queue.attributes()).await {
         Some(Ok(a)) => Ok(a),

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::check::{load_config, redact};
 use crate::config::Config;
-use crate::sqs::{Queue, QueueError, SqsOperation, epoch_millis};
+use crate::sqs::{Queue, QueueError, QueueErrorKind, SqsOperation, SqsQueue, epoch_millis};
 
 /// The attributes our acker adds when it dead-letters a message; `redrive` drops them.
 pub const DEAD_LETTER_ATTRIBUTES: [&str; 6] = [
@@ -93,7 +93,7 @@ pub async fn run(args: DlqArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let source = Queue::from_config(&config).await;
+    let source = SqsQueue::from_config(&config).await;
     let (dlq, how) = match find_dlq(&config, &source).await {
         Ok(found) => found,
         Err(e) => {
@@ -152,7 +152,10 @@ enum Ended {
 }
 
 /// The DLQ and how it was found.
-async fn find_dlq(config: &Config, source: &Queue) -> Result<(Queue, &'static str), QueueError> {
+async fn find_dlq(
+    config: &Config,
+    source: &SqsQueue,
+) -> Result<(SqsQueue, &'static str), QueueError> {
     match source
         .dead_letter_url(config.dlq_url.as_deref(), None)
         .await?
@@ -164,7 +167,7 @@ async fn find_dlq(config: &Config, source: &Queue) -> Result<(Queue, &'static st
                 "{} has no RedrivePolicy and SQS_DLQ_URL is not set: no dead-letter queue",
                 redact(&source.url)
             ),
-            sender_fault: false,
+            kind: QueueErrorKind::NotFound,
         }),
     }
 }
@@ -197,7 +200,7 @@ impl DeadLetter {
 
 /// One ReceiveMessage on the DLQ (1 s long poll, so an emptied queue ends the loop quickly).
 async fn receive(
-    dlq: &Queue,
+    dlq: &SqsQueue,
     max: usize,
     visibility: Duration,
 ) -> Result<Vec<DeadLetter>, QueueError> {
@@ -213,7 +216,7 @@ async fn receive(
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .send()
         .await
-        .map_err(|e| sqs_error(SqsOperation::ReceiveMessage, e))?;
+        .map_err(|e| QueueError::from_sdk(SqsOperation::ReceiveMessage, e))?;
     Ok(out
         .messages()
         .iter()
@@ -234,16 +237,8 @@ async fn receive(
         .collect())
 }
 
-fn sqs_error(operation: SqsOperation, e: impl std::error::Error) -> QueueError {
-    QueueError {
-        operation,
-        message: DisplayErrorContext(e).to_string(),
-        sender_fault: false,
-    }
-}
-
 /// Makes messages visible again at once (visibility 0), in batches of 10.
-async fn release(dlq: &Queue, receipts: &[String]) -> usize {
+async fn release(dlq: &SqsQueue, receipts: &[String]) -> usize {
     let mut failed = 0;
     for chunk in receipts.chunks(10) {
         let entries: Vec<(&str, Duration)> =
@@ -256,7 +251,7 @@ async fn release(dlq: &Queue, receipts: &[String]) -> usize {
     failed
 }
 
-async fn approximate_depth(dlq: &Queue) -> Option<u64> {
+async fn approximate_depth(dlq: &SqsQueue) -> Option<u64> {
     dlq.attributes()
         .await
         .ok()?
@@ -265,7 +260,7 @@ async fn approximate_depth(dlq: &Queue) -> Option<u64> {
         .ok()
 }
 
-async fn peek(dlq: &Queue, how: &str, max: usize) -> Result<bool, QueueError> {
+async fn peek(dlq: &SqsQueue, how: &str, max: usize) -> Result<bool, QueueError> {
     let depth = approximate_depth(dlq).await;
     let mut seen = HashSet::new();
     let mut shown = Vec::new();
@@ -489,10 +484,10 @@ enum TargetError {
 /// it. Never a queue a message's attribute names: a producer can set any attribute.
 async fn redrive_target(
     config: &Config,
-    source: &Queue,
-    dlq: &Queue,
+    source: &SqsQueue,
+    dlq: &SqsQueue,
     to: Option<&str>,
-) -> Result<Queue, TargetError> {
+) -> Result<SqsQueue, TargetError> {
     let url = match to {
         None => config.queue_url.clone(),
         Some(to) if same_queue(to, &config.queue_url) => to.to_string(),
@@ -521,13 +516,13 @@ async fn redrive_target(
 /// the run lasts a task renews their short visibility; at its end they are made visible again.
 #[derive(Debug)]
 struct Holds {
-    dlq: Queue,
+    dlq: SqsQueue,
     visibility: Duration,
     held: Mutex<HashMap<String, String>>,
 }
 
 impl Holds {
-    fn new(dlq: Queue, visibility: Duration) -> Holds {
+    fn new(dlq: SqsQueue, visibility: Duration) -> Holds {
         Holds {
             dlq,
             visibility,
@@ -688,9 +683,9 @@ impl Tally {
 
 /// One `dlq redrive` run.
 struct Redrive<'a> {
-    dlq: &'a Queue,
+    dlq: &'a SqsQueue,
     how: &'a str,
-    target: Queue,
+    target: SqsQueue,
     max: Option<usize>,
     pattern: Option<&'a str>,
     dry_run: bool,
@@ -975,8 +970,8 @@ mod tests {
         m
     }
 
-    fn queue(sdk: &aws_config::SdkConfig, url: &str) -> Queue {
-        Queue::new(sdk, url)
+    fn queue(sdk: &aws_config::SdkConfig, url: &str) -> SqsQueue {
+        SqsQueue::new(sdk, url)
     }
 
     fn offline_sdk() -> aws_config::SdkConfig {

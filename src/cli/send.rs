@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::check::redact;
 use crate::config::Config;
 use crate::event::{self, ENVELOPE_ID_ATTRIBUTE, EventError, MessageContext};
-use crate::sqs::Queue;
+use crate::sqs::{Queue, SqsQueue};
 
 /// SQS's limit on one SendMessageBatch request, and so on any one message in it: the bodies
 /// plus every message attribute's name, data type and value, in bytes.
@@ -204,7 +204,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     if let Some(url) = &args.queue_url {
         config.queue_url = url.clone();
     }
-    let queue = Queue::from_config(&config).await;
+    let queue = SqsQueue::from_config(&config).await;
 
     let candidates: Vec<Candidate> = if let Some(path) = &args.file {
         read_lines(path)?
@@ -255,7 +255,7 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<Candidate>> {
 /// The most one message (and one batch request) may hold on this queue: its
 /// `MaximumMessageSize`, never more than [`SQS_REQUEST_LIMIT`]. When the attribute cannot be
 /// read (a role allowed only to send), SQS's own limit.
-async fn message_limit(queue: &Queue) -> usize {
+async fn message_limit(queue: &SqsQueue) -> usize {
     match queue.attributes().await {
         Ok(attrs) => attrs
             .get("MaximumMessageSize")
@@ -284,7 +284,7 @@ fn progress_bar(total: usize) -> ProgressBar {
 
 /// Checks, batches and sends messages, reporting each as it goes.
 struct Sender<'a> {
-    queue: &'a Queue,
+    queue: &'a SqsQueue,
     fifo: bool,
     group_id: Option<&'a str>,
     validate: bool,

@@ -82,7 +82,7 @@ pub const STEPS: [&str; 4] = [
 
 /// An SQS call the worker makes: the `operation` label of the SQS metrics and the name of
 /// its span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SqsOperation {
     ReceiveMessage,
     DeleteMessageBatch,

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
 use crate::backoff::Backoff;
 use crate::config::MAX_VISIBILITY;
-use crate::sqs::{Delivery, EntryFailure, Queue, QueueError, SqsOperation};
+use crate::sqs::{Delivery, EntryFailure, Queue, QueueError, QueueErrorKind, SqsOperation};
 use crate::telemetry::metrics::metrics;
 use crate::text::shortened;
 
@@ -66,7 +66,7 @@ pub struct Settle {
 /// The dead-letter queue and the largest message it takes.
 #[derive(Debug, Clone)]
 pub struct DeadLetterQueue {
-    pub queue: Queue,
+    pub queue: Arc<dyn Queue>,
     /// `MaximumMessageSize` of the DLQ, body and attributes together.
     pub max_message_size: usize,
 }
@@ -80,7 +80,7 @@ pub struct Acker {
 
 /// What the write tasks share.
 struct Writer {
-    queue: Queue,
+    queue: Arc<dyn Queue>,
     dlq: Option<DeadLetterQueue>,
     /// Visibility for a terminal message whose DLQ send failed: try again later.
     dlq_retry_after: Duration,
@@ -98,18 +98,19 @@ struct Writer {
 
 impl Acker {
     /// An acker writing to `queue`, dead-lettering to `dlq` when there is one, and remembering
-    /// what it dead-lettered in `dead_lettered`.
+    /// what it dead-lettered in `dead_lettered`. Each call to either queue should give up
+    /// after [`WRITE_TIMEOUT`].
     pub fn new(
-        queue: Queue,
-        dlq: Option<Queue>,
+        queue: Arc<dyn Queue>,
+        dlq: Option<Arc<dyn Queue>>,
         dlq_retry_after: Duration,
         dead_lettered: RecentlyCompleted,
     ) -> Self {
         Acker {
             writer: Arc::new(Writer {
-                queue: queue.with_timeout(WRITE_TIMEOUT),
+                queue,
                 dlq: dlq.map(|q| DeadLetterQueue {
-                    queue: q.with_timeout(WRITE_TIMEOUT),
+                    queue: q,
                     max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 }),
                 dlq_retry_after,
@@ -164,6 +165,8 @@ impl Acker {
                     None => std::future::pending().await,
                 }
             };
+            // Partial batches go out when the flush interval since the first of them is up.
+            let mut flush = false;
             tokio::select! {
                 m = rx.recv() => match m {
                     Some(settle) => {
@@ -173,10 +176,10 @@ impl Acker {
                     }
                     None => open = false,
                 },
-                _ = flush_due => deadline = None,
+                _ = flush_due => flush = true,
                 Some(_) = writes.join_next(), if !writes.is_empty() => {}
             }
-            let due = !open || deadline.is_none();
+            let due = !open || flush;
             spawn_batches(
                 &writer,
                 &slots,
@@ -195,7 +198,8 @@ impl Acker {
             );
             if deletes.is_empty() && visibility.is_empty() {
                 deadline = None;
-            } else if deadline.is_none() {
+            } else if deadline.is_none() || flush {
+                // Left over for want of a free batch slot, or the first of a new batch.
                 deadline = Some(Instant::now() + FLUSH_INTERVAL);
             }
         }
@@ -400,7 +404,7 @@ fn dead_letter_attributes(
         ),
         ("OriginalMessageId", d.message_id.clone()),
         ("ReceiveCount", d.receive_count.to_string()),
-        ("SourceQueue", w.queue.url.clone()),
+        ("SourceQueue", w.queue.url().to_string()),
         ("DeadLetteredBy", w.pod_name.clone()),
     ];
     // The envelope id travels with the body, so a redrive keeps the idempotency key.
@@ -478,7 +482,7 @@ fn fit(
                         "the body is {} bytes and the dead-letter queue takes at most {limit}: no copy can be sent; the queue's RedrivePolicy moves it once its receives run out",
                         body.len()
                     ),
-                    sender_fault: true,
+                    kind: QueueErrorKind::Rejected,
                 });
             }
         }
@@ -504,7 +508,7 @@ async fn send_dead_letter(
             .await
         {
             Ok(id) => return Ok(id),
-            Err(e) if e.sender_fault || attempt == WRITE_ATTEMPTS => return Err(e),
+            Err(e) if e.sender_fault() || attempt == WRITE_ATTEMPTS => return Err(e),
             Err(e) => {
                 tracing::warn!(message_id = %d.message_id, error = %e, attempt, "dead-letter send failed; trying again");
                 tokio::time::sleep(WRITE_BACKOFF.exact(attempt)).await;
@@ -589,7 +593,7 @@ where
                 w.status.settle_failed(what, &e.to_string());
                 metrics().settle_failed(what.as_str());
                 tracing::warn!(operation = op.as_str(), error = %e, attempt, "batch call failed");
-                if e.sender_fault {
+                if e.sender_fault() {
                     return pending.len();
                 }
             }
@@ -705,7 +709,7 @@ mod tests {
     fn a_body_larger_than_the_dlq_takes_cannot_be_copied() {
         let body = "x".repeat(2000);
         let e = fit(&body, attrs("e"), 1024).expect_err("too large");
-        assert!(e.sender_fault);
+        assert!(e.sender_fault());
         assert!(e.message.contains("2000 bytes"), "{e}");
     }
 }

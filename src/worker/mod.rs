@@ -4,10 +4,13 @@
 pub mod acker;
 pub mod disposition;
 mod groups;
+#[cfg(test)]
+mod in_process;
 mod keyed;
 pub mod poller;
 mod pool;
 mod recent;
+mod run;
 mod span;
 
 use std::future::Future;
@@ -24,6 +27,7 @@ pub use disposition::{Deleted, Disposition, Outcome};
 pub use keyed::KeyedLocks;
 pub use pool::{Pool, PoolSettings};
 pub use recent::RecentlyCompleted;
+pub use run::{PipelineSettings, Queues, SETTLE_MARGIN, run};
 
 /// What the health endpoints and the debug service report. Written by the poller and the pool,
 /// read by the servers; plain atomics, no locks on the hot path.

@@ -34,7 +34,7 @@ pub fn liveness_limit(wait: Duration) -> Duration {
 /// which caps it at 10 messages per receive latency.
 #[derive(Clone)]
 pub struct Poller {
-    pub queue: Queue,
+    pub queue: Arc<dyn Queue>,
     pub pool: Pool,
     pub wait: Duration,
     pub visibility: Duration,

@@ -39,7 +39,7 @@ pub struct PoolSettings {
 /// Everything a task needs, shared by all tasks.
 struct Shared {
     settings: PoolSettings,
-    queue: Queue,
+    queue: Arc<dyn Queue>,
     peers: Peers,
     acks: mpsc::Sender<Settle>,
     /// Reservations being worked on: one reservation's events never run at once.
@@ -79,7 +79,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: PoolSettings,
-        queue: Queue,
+        queue: Arc<dyn Queue>,
         peers: Peers,
         acks: mpsc::Sender<Settle>,
         status: Arc<WorkerStatus>,
@@ -222,7 +222,7 @@ async fn settle(
             attributes: delivery.attributes.clone(),
         },
     );
-    let span = super::span::process_span(&shared.queue.url, &delivery, parsed.as_ref().ok());
+    let span = super::span::process_span(shared.queue.url(), &delivery, parsed.as_ref().ok());
     // Known even for a message released before its workflow started.
     let event_type = parsed.as_ref().ok().map(|e| e.event_type().as_str());
     let envelope_id = parsed.as_ref().ok().map(|e| e.envelope_id.clone());
@@ -242,7 +242,7 @@ async fn settle(
         decide(&shared, &delivery, parsed).await
     };
     let disposition = tokio::select! {
-        d = with_heartbeat(&shared, &delivery, work).instrument(span.clone()) => d,
+        d = with_heartbeat(shared.queue.as_ref(), shared.settings.visibility, &delivery, work).instrument(span.clone()) => d,
         _ = shared.hard_stop.cancelled() => Disposition::Release,
     };
     if let Some(place) = place {
@@ -283,16 +283,20 @@ async fn settle(
     shared.status.end();
 }
 
-/// Keeps the message invisible while `work` runs: renews its visibility at half the timeout.
-async fn with_heartbeat<F: Future>(shared: &Shared, delivery: &Delivery, work: F) -> F::Output {
-    let visibility = shared.settings.visibility;
+/// Keeps the message invisible while `work` runs: renews its visibility at half the timeout,
+/// counted from its receive. A failed renewal is logged and the next one tried on time.
+pub(super) async fn with_heartbeat<F: Future>(
+    queue: &dyn Queue,
+    visibility: Duration,
+    delivery: &Delivery,
+    work: F,
+) -> F::Output {
     let beat = async {
         let period = visibility / 2;
         let mut at = tokio::time::Instant::from_std(delivery.received_at) + period;
         loop {
             tokio::time::sleep_until(at).await;
-            match shared
-                .queue
+            match queue
                 .change_visibility(&delivery.receipt_handle, visibility)
                 .await
             {
@@ -419,7 +423,10 @@ mod tests {
                 dedupe_capacity: 0,
                 dedupe_ttl: Duration::from_secs(1),
             },
-            Queue::new(&sdk, "http://127.0.0.1:1/000000000000/q"),
+            Arc::new(crate::sqs::SqsQueue::new(
+                &sdk,
+                "http://127.0.0.1:1/000000000000/q",
+            )),
             Peers::new(
                 Arc::new(GrpcInventory::new("http://127.0.0.1:1", Duration::from_secs(1)).unwrap()),
                 Arc::new(

@@ -4,11 +4,12 @@
 use crate::support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reservation_sim::proto::reservation::v1::CommitStatus;
 use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
-use reservation_worker::sqs::{Delivery, Queue};
+use reservation_worker::sqs::{Delivery, SqsQueue};
 use reservation_worker::worker::acker::{Acker, Settle};
 use reservation_worker::worker::{Disposition, RecentlyCompleted};
 use serde_json::json;
@@ -382,11 +383,11 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
     assert!(copies.iter().all(|c| c.message_id == sent_id));
 
     let sdk = h.moto.sdk_config().await;
-    let queue = Queue::new(&sdk, h.queue.url.clone());
+    let queue = SqsQueue::new(&sdk, h.queue.url.clone());
     let dlq = queue.sibling(h.dlq.url.clone());
     let acker = Acker::new(
-        queue,
-        Some(dlq),
+        Arc::new(queue),
+        Some(Arc::new(dlq)),
         Duration::from_secs(1),
         RecentlyCompleted::new(100, Duration::from_secs(60)),
     )

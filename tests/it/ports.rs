@@ -269,13 +269,16 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
     use reservation_worker::client::inventory::GrpcInventory;
     use reservation_worker::client::reservation::RestReservations;
     use reservation_worker::handler::Peers;
-    use reservation_worker::sqs::Queue;
+    use reservation_worker::sqs::SqsQueue;
     use reservation_worker::worker::poller::Poller;
     use reservation_worker::worker::{Pool, PoolSettings, WorkerStatus};
     use tokio_util::sync::CancellationToken;
 
     let h = Harness::start().await;
-    let queue = Queue::new(&h.moto.sdk_config().await, h.queue.url.clone());
+    let queue: Arc<dyn reservation_worker::sqs::Queue> = Arc::new(SqsQueue::new(
+        &h.moto.sdk_config().await,
+        h.queue.url.clone(),
+    ));
     let status = Arc::new(WorkerStatus::default());
     let peers = Peers::new(
         Arc::new(
