@@ -1,12 +1,12 @@
 //! The table against what else spells the settings: docs/configuration.md (its tables are
-//! generated from the table) and `.env.example` (checked against it).
+//! generated from the table), `.env.example` and the Helm chart (checked against it).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::*;
 
-/// Variables `.env.example` sets for others to read: the AWS SDK, the
+/// Variables `.env.example` and the chart set for others to read: the AWS SDK, the
 /// OpenTelemetry SDK (`telemetry::tracing`) and the log filter (`RUST_LOG`).
 const READ_ELSEWHERE: &[&str] = &[
     "AWS_ENDPOINT_URL",
@@ -23,6 +23,9 @@ const READ_ELSEWHERE: &[&str] = &[
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
 ];
+
+/// Settings the chart leaves out, and why.
+const NOT_IN_CHART: &[(&str, &str)] = &[("AWS_PROFILE", "local runs only; pods use IRSA")];
 
 fn read(path: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -169,5 +172,101 @@ fn env_example_agrees_with_the_table() {
         .map(|(_, var, value)| (var.to_string(), value.to_string()));
     if let Err(e) = Config::from_vars(set) {
         panic!(".env.example's values are invalid: {e}");
+    }
+}
+
+/// The chart sets every setting (but those in [`NOT_IN_CHART`]) and nothing unknown; values.yaml
+/// documents each it sets from a value (`# -- VAR: …` above its key), that value is the table's
+/// default, and values.schema.json allows no number the worker would refuse.
+#[test]
+fn the_chart_agrees_with_the_table() {
+    let chart = "charts/reservation-worker";
+    let deployment = read(&format!("{chart}/templates/deployment.yaml"));
+    let lines: Vec<&str> = deployment.lines().map(str::trim).collect();
+    // (variable, whether its value comes from values.yaml rather than `valueFrom`)
+    let env: Vec<(&str, bool)> = lines
+        .iter()
+        .zip(lines.iter().skip(1))
+        .filter_map(|(l, next)| Some((l.strip_prefix("- name: ")?, *next != "valueFrom:")))
+        .filter(|(name, _)| is_var(name))
+        .collect();
+    let set: Vec<&str> = env.iter().map(|(var, _)| *var).collect();
+    for var in &set {
+        assert!(
+            known(var),
+            "the chart sets {var}, which no setting in src/config/table.rs is"
+        );
+    }
+    for s in SETTINGS {
+        assert!(
+            set.contains(&s.var) || NOT_IN_CHART.iter().any(|(v, _)| *v == s.var),
+            "the chart's deployment does not set {}",
+            s.var
+        );
+    }
+
+    let schema: serde_json::Value =
+        serde_json::from_str(&read(&format!("{chart}/values.schema.json"))).expect("schema");
+    let values = read(&format!("{chart}/values.yaml"));
+    let mut path: Vec<(usize, &str)> = Vec::new();
+    let mut documented: Option<&str> = None;
+    let mut checked = Vec::new();
+    for line in values.lines() {
+        let trimmed = line.trim_start();
+        if let Some(doc) = trimmed.strip_prefix("# -- ") {
+            documented = doc
+                .split_once(':')
+                .map(|(var, _)| var)
+                .filter(|v| is_var(v));
+            continue;
+        }
+        let Some((key, value)) = trimmed
+            .split_once(':')
+            .filter(|_| !trimmed.starts_with('#'))
+        else {
+            continue;
+        };
+        let indent = line.len() - trimmed.len();
+        path.retain(|(i, _)| *i < indent);
+        path.push((indent, key));
+        let Some(var) = documented.take() else {
+            continue;
+        };
+        let keys: Vec<&str> = path.iter().map(|(_, k)| *k).collect();
+        let at = keys.join(".");
+        assert!(
+            set.contains(&var),
+            "values.yaml documents {var} at {at}, which the chart does not set"
+        );
+        checked.push(var);
+        let Some(s) = setting(var) else { continue };
+        let value = value.trim().trim_matches('"');
+        if let Unset::Default(default) = s.unset {
+            assert_eq!(
+                value, default,
+                "values.yaml {at} ({var}) is {value}; the worker's default is {default}"
+            );
+        }
+        if let Kind::Int { min, max, .. } = s.kind {
+            let rule = keys
+                .iter()
+                .fold(&schema, |node, key| &node["properties"][*key]);
+            let bound = |name: &str| rule[name].as_u64();
+            // 0 is how the chart leaves a derived setting unset.
+            let derived = matches!(s.unset, Unset::Derived(_));
+            assert!(
+                bound("minimum").is_some_and(|lo| lo >= min || (derived && lo == 0))
+                    && bound("maximum").is_some_and(|hi| hi <= max),
+                "values.schema.json allows {at} ({var}) {:?}–{:?}; the worker accepts {min}–{max}",
+                bound("minimum"),
+                bound("maximum")
+            );
+        }
+    }
+    for (var, from_values) in env {
+        assert!(
+            !from_values || setting(var).is_none() || checked.contains(&var),
+            "values.yaml has no `# -- {var}: …` comment above the value the chart sets {var} from"
+        );
     }
 }
