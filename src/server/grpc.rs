@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -12,7 +11,7 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
 use crate::client::CallError;
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use crate::event::{self, Event, EventError, EventKind, MessageContext};
 use crate::handler::{self, InventoryFields, InventoryRequest, Peers, Progress, Step};
 use crate::proto::reservation::worker::v1::worker_debug_server::{WorkerDebug, WorkerDebugServer};
@@ -69,66 +68,24 @@ impl Debug {
 
 /// The effective configuration by variable name, secrets masked and URL credentials hidden.
 fn settings(c: &Config) -> Vec<Setting> {
-    let secs = |d: Duration| d.as_secs().to_string();
-    let ms = |d: Duration| d.as_millis().to_string();
-    let opt = |v: &Option<String>| v.as_deref().map_or_else(|| UNSET.to_string(), mask_url);
-    let token = match c.reservation_api_token {
-        Some(_) => MASKED,
-        None => UNSET,
-    };
-    let log_format = match c.log_format {
-        LogFormat::Json => "json",
-        LogFormat::Pretty => "pretty",
-    };
-    [
-        ("SQS_QUEUE_URL", mask_url(&c.queue_url)),
-        ("SQS_WAIT_TIME", secs(c.wait_time)),
-        ("SQS_VISIBILITY_TIMEOUT", secs(c.visibility_timeout)),
-        ("SQS_DLQ_URL", opt(&c.dlq_url)),
-        ("WORKER_CONCURRENCY", c.concurrency.to_string()),
-        ("SQS_RECEIVE_LOOPS", c.receive_loops.to_string()),
-        // The runtime's own count: it was sized from the environment, before any secret overlay.
-        (
-            "WORKER_THREADS",
-            tokio::runtime::Handle::try_current()
-                .map_or(c.runtime_threads, |h| h.metrics().num_workers())
-                .to_string(),
-        ),
-        ("MAX_RETRIES", c.max_retries.to_string()),
-        ("BACKOFF_BASE_MS", ms(c.backoff_base)),
-        ("BACKOFF_MAX_MS", ms(c.backoff_max)),
-        ("REDELIVERY_BACKOFF_BASE_SECS", secs(c.redelivery_base)),
-        ("REDELIVERY_BACKOFF_MAX_SECS", secs(c.redelivery_max)),
-        ("SHUTDOWN_TIMEOUT_SECS", secs(c.shutdown_timeout)),
-        ("DEDUPE_CAPACITY", c.dedupe_capacity.to_string()),
-        ("DEDUPE_TTL_SECS", secs(c.dedupe_ttl)),
-        ("CIRCUIT_FAILURE_THRESHOLD", c.circuit_failures.to_string()),
-        ("CIRCUIT_FAILING_SECS", secs(c.circuit_failing_for)),
-        ("CIRCUIT_PROBE_BASE_SECS", secs(c.circuit_probe_base)),
-        ("CIRCUIT_PROBE_MAX_SECS", secs(c.circuit_probe_max)),
-        ("INVENTORY_GRPC_ADDR", mask_url(&c.inventory_uri)),
-        ("INVENTORY_TIMEOUT_MS", ms(c.inventory_timeout)),
-        ("RESERVATION_API_BASE", mask_url(&c.reservation_api_base)),
-        ("RESERVATION_API_TOKEN", token.to_string()),
-        ("RESERVATION_API_TIMEOUT_MS", ms(c.reservation_api_timeout)),
-        ("AWS_REGION", c.aws_region.clone()),
-        ("AWS_PROFILE", opt(&c.aws_profile)),
-        ("LOG_LEVEL", c.log_level.clone()),
-        ("LOG_FORMAT", log_format.to_string()),
-        ("SERVER_PORT", c.server_port.to_string()),
-        ("GRPC_DEBUG_PORT", c.grpc_debug_port.to_string()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", opt(&c.otel_endpoint)),
-        ("POD_NAME", opt(&c.pod_name)),
-        ("USE_SECRET_MANAGER", c.use_secret_manager.to_string()),
-        ("SECRET_NAME", opt(&c.secret_name)),
-        ("DEBUG_PROCESS_EVENT", c.debug_process_event.to_string()),
-    ]
-    .into_iter()
-    .map(|(name, value)| Setting {
-        name: name.to_string(),
-        value: crate::redact::owned(value),
-    })
-    .collect()
+    c.settings()
+        .into_iter()
+        .map(|(name, value)| {
+            let value = match value {
+                // The runtime's own count: it was sized from the environment, before any
+                // secret overlay.
+                Some(_) if name == "WORKER_THREADS" => tokio::runtime::Handle::try_current()
+                    .map_or(c.runtime_threads, |h| h.metrics().num_workers())
+                    .to_string(),
+                Some(v) => mask_url(&v),
+                None => UNSET.to_string(),
+            };
+            Setting {
+                name: name.to_string(),
+                value: crate::redact::owned(value),
+            }
+        })
+        .collect()
 }
 
 /// A URL with any user name or password replaced by `***`.
