@@ -247,13 +247,13 @@ impl MemoryQueue {
         out
     }
 
-    /// Applies `change` to each entry whose receipt is current; refuses the others (and as
-    /// many as scripted) the way SQS does.
+    /// Applies `change` (to the message's position and the entry's index) for each entry whose
+    /// receipt is current; refuses the others (and as many as scripted) the way SQS does.
     fn per_entry(
         &self,
         operation: SqsOperation,
         receipts: &[&str],
-        mut change: impl FnMut(&mut Vec<Stored>, usize),
+        mut change: impl FnMut(&mut Vec<Stored>, usize, usize),
     ) -> Vec<EntryFailure> {
         let mut s = self.state();
         let mut failed = Vec::new();
@@ -274,7 +274,7 @@ impl MemoryQueue {
                 .iter()
                 .position(|m| m.receipt.as_deref() == Some(*receipt))
             {
-                Some(i) => change(&mut s.messages, i),
+                Some(i) => change(&mut s.messages, i, index),
                 None => failed.push(EntryFailure {
                     index,
                     code: "ReceiptHandleIsInvalid".into(),
@@ -328,7 +328,7 @@ impl Queue for MemoryQueue {
         self.call(SqsOperation::DeleteMessageBatch, receipts.len())
             .await?;
         let mut deleted = Vec::new();
-        let failed = self.per_entry(SqsOperation::DeleteMessageBatch, receipts, |_, i| {
+        let failed = self.per_entry(SqsOperation::DeleteMessageBatch, receipts, |_, i, _| {
             deleted.push(i);
         });
         let mut s = self.state();
@@ -347,15 +347,10 @@ impl Queue for MemoryQueue {
             .await?;
         let receipts: Vec<&str> = entries.iter().map(|(r, _)| *r).collect();
         let now = Instant::now();
-        let mut at = entries.iter().map(|(_, d)| now + *d);
         Ok(self.per_entry(
             SqsOperation::ChangeMessageVisibilityBatch,
             &receipts,
-            |messages, i| {
-                if let Some(t) = at.next() {
-                    messages[i].visible_at = t;
-                }
-            },
+            |messages, i, entry| messages[i].visible_at = now + entries[entry].1,
         ))
     }
 
@@ -366,9 +361,13 @@ impl Queue for MemoryQueue {
     ) -> Result<(), QueueError> {
         self.call(SqsOperation::ChangeMessageVisibility, 1).await?;
         let at = Instant::now() + visibility;
-        let failed = self.per_entry(SqsOperation::ChangeMessageVisibility, &[receipt], |m, i| {
-            m[i].visible_at = at;
-        });
+        let failed = self.per_entry(
+            SqsOperation::ChangeMessageVisibility,
+            &[receipt],
+            |m, i, _| {
+                m[i].visible_at = at;
+            },
+        );
         match failed.first() {
             None => Ok(()),
             Some(f) => Err(QueueError {
@@ -404,5 +403,32 @@ impl Queue for MemoryQueue {
             "ApproximateNumberOfMessages".to_string(),
             self.visible().to_string(),
         )]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_entry_does_not_shift_the_others_visibility() {
+        let q = MemoryQueue::new("memory://q");
+        q.push("a", None);
+        let got = q
+            .receive(1, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        let now = Instant::now();
+        let failed = q
+            .change_visibility_batch(&[
+                ("stale", Duration::from_secs(5)),
+                (&got[0].receipt_handle, Duration::from_secs(90)),
+            ])
+            .await
+            .expect("call");
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].index, 0);
+        assert!(failed[0].sender_fault);
+        assert_eq!(q.visible_at("m-1"), Some(now + Duration::from_secs(90)));
     }
 }

@@ -66,6 +66,16 @@ impl Reservation {
             quantity: 2,
         }
     }
+
+    /// A HELD reservation matching the tests' sample events (`evt-1`, `user-1`, seats A-1 and
+    /// the reservation API refuses PATCHes of unknown ids.
+    pub fn held(reservation_id: impl Into<String>) -> Self {
+        Self {
+            event_id: "evt-1".to_owned(),
+            user_id: "user-1".to_owned(),
+            ..Self::demo(reservation_id)
+        }
+    }
 }
 
 /// The two routes, used to address the fault script.

@@ -71,14 +71,9 @@ impl Sims {
         }
     }
 
-    /// Seeds a HELD reservation (the reservation API refuses PATCHes of unknown ids).
     fn hold(&self, reservation_id: &str) {
-        let mut r = reservation_sim::Reservation::demo(reservation_id);
-        r.event_id = "evt-1".into();
-        r.user_id = "user-1".into();
-        r.seat_ids = vec!["A-1".into(), "A-2".into()];
-        r.quantity = 2;
-        self.reservations.seed(r);
+        self.reservations
+            .seed(reservation_sim::Reservation::held(reservation_id));
     }
 
     /// The worker's clients of these servers, circuits off.

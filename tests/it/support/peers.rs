@@ -52,12 +52,8 @@ impl TestPeers {
 
     /// Seeds a HELD reservation (the reservation API refuses PATCHes of unknown ids).
     pub(crate) fn hold(&self, reservation_id: &str) {
-        let mut r = reservation_sim::Reservation::demo(reservation_id);
-        r.event_id = "evt-1".into();
-        r.user_id = "user-1".into();
-        r.seat_ids = vec!["A-1".into(), "A-2".into()];
-        r.quantity = 2;
-        self.reservations.seed(r);
+        self.reservations
+            .seed(reservation_sim::Reservation::held(reservation_id));
     }
 
     /// Total calls both peers received.
