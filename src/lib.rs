@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod labels;
 pub mod proto;
 pub mod redact;
 pub mod server;

@@ -5,6 +5,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};
 use tonic::Code;
 
+use crate::labels::DeadLetterReason;
 use crate::proto::common::v1::ErrorCode;
 use crate::proto::reservation::v1::{CommitStatus, ReleaseStatus};
 use crate::text::prefix;
@@ -26,14 +27,17 @@ pub enum CallError {
     Retryable(String),
     /// Trying again cannot help; `class` is a short bounded reason for the DLQ.
     #[error("{reason}")]
-    Terminal { class: &'static str, reason: String },
+    Terminal {
+        class: DeadLetterReason,
+        reason: String,
+    },
 }
 
 impl CallError {
     /// A peer's refusal: retrying cannot help, so the message goes to the DLQ.
     pub fn terminal(reason: impl Into<String>) -> Self {
         CallError::Terminal {
-            class: "downstream_rejected",
+            class: DeadLetterReason::DownstreamRejected,
             reason: reason.into(),
         }
     }

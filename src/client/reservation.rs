@@ -10,6 +10,7 @@ use tracing::Instrument;
 use super::classify::{self, Applied, CallError};
 use super::{ReservationRecord, ReservationStatus, Reservations};
 use crate::config::Secret;
+use crate::labels::DeadLetterReason;
 use crate::telemetry::tracing::ClientSpan;
 
 /// How much of an error answer's body is read: its first lines say what went wrong, and an
@@ -86,7 +87,7 @@ impl RestReservations {
         // another resource. Validation refuses such ids; this catches any that get past it.
         if segments(&url) != expected {
             return Err(CallError::Terminal {
-                class: "invalid_field",
+                class: DeadLetterReason::InvalidField,
                 reason: format!("reservation id {reservation_id:?} cannot be one URL path segment"),
             });
         }

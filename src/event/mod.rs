@@ -9,6 +9,8 @@ pub use envelope::parse;
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::labels::DeadLetterReason;
+
 /// The largest message body accepted, in bytes. SQS allows more, but no genuine event of
 /// ours comes near it, and a bound keeps a hostile body from costing memory or CPU.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -145,13 +147,13 @@ pub enum EventError {
 }
 
 impl EventError {
-    /// A short, bounded class for the DLQ `reason` attribute and metrics.
-    pub fn class(&self) -> &'static str {
+    /// The bounded class for the DLQ `reason` attribute and metrics.
+    pub fn class(&self) -> DeadLetterReason {
         match self {
-            EventError::MalformedJson(_) => "malformed_json",
-            EventError::TooLarge { .. } => "too_large",
-            EventError::UnknownType(_) => "unknown_type",
-            EventError::InvalidField { .. } => "invalid_field",
+            EventError::MalformedJson(_) => DeadLetterReason::MalformedJson,
+            EventError::TooLarge { .. } => DeadLetterReason::TooLarge,
+            EventError::UnknownType(_) => DeadLetterReason::UnknownType,
+            EventError::InvalidField { .. } => DeadLetterReason::InvalidField,
         }
     }
 }

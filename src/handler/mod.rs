@@ -15,6 +15,7 @@ use crate::client::{
     Applied, CallError, Inventory, ReservationRecord, ReservationStatus, Reservations,
 };
 use crate::event::{Event, EventKind, Payment};
+use crate::labels::{DeadLetterReason, StepName};
 use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
 
 /// One downstream call of a workflow.
@@ -32,18 +33,16 @@ pub enum Step {
 }
 
 impl Step {
-    /// A short bounded name for logs and metrics.
-    pub fn name(self) -> &'static str {
+    /// Its label in logs and metrics.
+    pub fn name(self) -> StepName {
         match self {
-            Step::ReleaseHold { .. } => "release_hold",
-            Step::CommitReservation => "commit_reservation",
-            Step::StatusUpdate(_) => "status_update",
-            Step::FetchReservation => "fetch_reservation",
+            Step::ReleaseHold { .. } => StepName::ReleaseHold,
+            Step::CommitReservation => StepName::CommitReservation,
+            Step::StatusUpdate(_) => StepName::StatusUpdate,
+            Step::FetchReservation => StepName::FetchReservation,
         }
     }
-}
 
-impl Step {
     /// The peer the step calls.
     pub fn peer(self) -> Peer {
         match self {
@@ -330,7 +329,7 @@ async fn inventory_fields(p: &Payment, peers: &Peers) -> Result<InventoryFields,
     }
     if !missing.is_empty() {
         return Err(CallError::Terminal {
-            class: "missing_inventory_fields",
+            class: DeadLetterReason::MissingInventoryFields,
             reason: format!(
                 "{} missing from the event and from GET /internal/reservations/{}",
                 missing.join(", "),
@@ -344,4 +343,20 @@ async fn inventory_fields(p: &Payment, peers: &Peers) -> Result<InventoryFields,
         quantity: quantity as i32,
         user_id: p.user_id.clone().or(found.user_id).unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_has_its_own_label() {
+        let steps = [
+            Step::ReleaseHold { reason: "x" },
+            Step::CommitReservation,
+            Step::StatusUpdate(ReservationStatus::Expired),
+            Step::FetchReservation,
+        ];
+        assert_eq!(steps.map(Step::name), StepName::ALL);
+    }
 }

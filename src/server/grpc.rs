@@ -14,13 +14,14 @@ use crate::client::CallError;
 use crate::config::Config;
 use crate::event::{self, Event, EventError, EventKind, MessageContext};
 use crate::handler::{self, InventoryFields, InventoryRequest, Peers, Progress, Step};
+use crate::labels::Outcome;
 use crate::proto::reservation::worker::v1::worker_debug_server::{WorkerDebug, WorkerDebugServer};
 use crate::proto::reservation::worker::v1::{
     DownstreamCall, GetStatusRequest, GetStatusResponse, HoldExpired, OutcomeCount, ParsedEvent,
     Payment, ProcessEventRequest, ProcessEventResponse, RestRequest, Setting, ValidateEventRequest,
     ValidateEventResponse, ValidationError, downstream_call, parsed_event, validate_event_response,
 };
-use crate::telemetry::metrics::{self, EVENT_TYPES, OUTCOMES, metrics};
+use crate::telemetry::metrics::{self, EVENT_TYPES, metrics};
 use crate::worker::WorkerStatus;
 
 /// Why the gRPC port could not be served.
@@ -111,7 +112,7 @@ impl WorkerDebug for Debug {
         let mut outcomes = Vec::new();
         let mut outcome_totals: HashMap<String, u64> = HashMap::new();
         for t in EVENT_TYPES {
-            for o in OUTCOMES {
+            for o in Outcome::ALL {
                 let count = m.events(t, o);
                 *outcome_totals.entry(o.as_str().to_string()).or_default() += count;
                 outcomes.push(OutcomeCount {
@@ -155,7 +156,7 @@ impl WorkerDebug for Debug {
             },
             Err(e) => ValidateEventResponse {
                 result: Some(validate_event_response::Result::Error(ValidationError {
-                    class: e.class().to_string(),
+                    class: e.class().as_str().to_string(),
                     message: crate::redact::owned(e.to_string()),
                     field: match &e {
                         EventError::InvalidField { field, .. } => field.clone(),
@@ -196,20 +197,20 @@ impl WorkerDebug for Debug {
             steps_done: steps
                 .iter()
                 .take(progress.steps_done())
-                .map(|s| s.name().to_string())
+                .map(|s| s.name().as_str().to_string())
                 .collect(),
             already_applied: progress.already_applied() as u32,
             ..Default::default()
         };
         if let Err(e) = result {
             answer.outcome = "failed".into();
-            answer.failed_step = e.step.name().to_string();
+            answer.failed_step = e.step.name().as_str().to_string();
             answer.error = crate::redact::owned(e.error.to_string());
             match e.error {
                 CallError::Retryable(_) => answer.error_kind = "retryable".into(),
                 CallError::Terminal { class, .. } => {
                     answer.error_kind = "terminal".into();
-                    answer.error_class = class.to_string();
+                    answer.error_class = class.as_str().to_string();
                 }
             }
         }
@@ -285,7 +286,7 @@ fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
         calls.push(DownstreamCall {
             target: metrics::RESERVATION_API.into(),
             method: "GET".into(),
-            step: Step::FetchReservation.name().into(),
+            step: Step::FetchReservation.name().as_str().into(),
             idempotency_key: String::new(),
             request: Some(downstream_call::Request::Rest(RestRequest {
                 url: url.clone(),
@@ -335,7 +336,7 @@ fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
         calls.push(DownstreamCall {
             target: target.into(),
             method: method.into(),
-            step: step.name().into(),
+            step: step.name().as_str().into(),
             idempotency_key: key.clone(),
             request: Some(request),
             note,

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-pub use crate::telemetry::metrics::SqsOperation;
+pub use crate::labels::SqsOperation;
 pub use aws::SqsQueue;
 pub use delivery::Delivery;
 

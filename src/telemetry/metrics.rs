@@ -6,6 +6,8 @@
 use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::labels::{DeadLetterReason, Outcome, SettleWrite, SqsOperation, StepName};
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -25,119 +27,6 @@ pub const EVENT_TYPES: [&str; 4] = [
 /// The `type` of a delivery whose body did not parse (never the raw string from the message).
 pub const UNKNOWN_TYPE: &str = "unknown";
 
-/// How a delivery ended, for logs and metrics. A bounded set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// Both steps applied (or were already applied): deleted.
-    Success,
-    /// The envelope id was completed recently: deleted without calling anyone.
-    Duplicate,
-    /// Retries spent on a retryable failure: left for a later redelivery.
-    RetryLater,
-    /// Terminal: moved to the dead-letter queue.
-    DeadLettered,
-    /// Handed back unfinished on shutdown (or held back behind its FIFO group).
-    Released,
-}
-
-impl Outcome {
-    /// The outcome as logs and metrics spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Duplicate => "duplicate",
-            Outcome::RetryLater => "retry_later",
-            Outcome::DeadLettered => "dead_lettered",
-            Outcome::Released => "released",
-        }
-    }
-}
-
-/// Every [`Outcome`], in the order dashboards list them.
-pub const OUTCOMES: [Outcome; 5] = [
-    Outcome::Success,
-    Outcome::Duplicate,
-    Outcome::RetryLater,
-    Outcome::DeadLettered,
-    Outcome::Released,
-];
-
-/// `reason` label values of dead letters: the bounded error classes.
-pub const DEAD_LETTER_REASONS: [&str; 6] = [
-    "malformed_json",
-    "too_large",
-    "unknown_type",
-    "invalid_field",
-    "downstream_rejected",
-    "missing_inventory_fields",
-];
-
-/// `step` label values: the name of every workflow step.
-pub const STEPS: [&str; 4] = [
-    "release_hold",
-    "commit_reservation",
-    "status_update",
-    "fetch_reservation",
-];
-
-/// An SQS call the worker makes: the `operation` label of the SQS metrics and the name of
-/// its span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SqsOperation {
-    ReceiveMessage,
-    DeleteMessageBatch,
-    ChangeMessageVisibilityBatch,
-    ChangeMessageVisibility,
-    SendMessage,
-    GetQueueAttributes,
-    GetQueueUrl,
-}
-
-impl SqsOperation {
-    /// Every operation, each exported at zero from the start.
-    pub const ALL: [SqsOperation; 7] = [
-        SqsOperation::ReceiveMessage,
-        SqsOperation::DeleteMessageBatch,
-        SqsOperation::ChangeMessageVisibilityBatch,
-        SqsOperation::ChangeMessageVisibility,
-        SqsOperation::SendMessage,
-        SqsOperation::GetQueueAttributes,
-        SqsOperation::GetQueueUrl,
-    ];
-
-    /// The API's name of the call.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SqsOperation::ReceiveMessage => "ReceiveMessage",
-            SqsOperation::DeleteMessageBatch => "DeleteMessageBatch",
-            SqsOperation::ChangeMessageVisibilityBatch => "ChangeMessageVisibilityBatch",
-            SqsOperation::ChangeMessageVisibility => "ChangeMessageVisibility",
-            SqsOperation::SendMessage => "SendMessage",
-            SqsOperation::GetQueueAttributes => "GetQueueAttributes",
-            SqsOperation::GetQueueUrl => "GetQueueUrl",
-        }
-    }
-
-    /// The messaging conventions' `messaging.operation.type`: `receive`, `settle`, `send`,
-    /// or none for the calls about the queue rather than its messages.
-    pub fn operation_type(self) -> Option<&'static str> {
-        match self {
-            SqsOperation::ReceiveMessage => Some("receive"),
-            SqsOperation::DeleteMessageBatch
-            | SqsOperation::ChangeMessageVisibilityBatch
-            | SqsOperation::ChangeMessageVisibility => Some("settle"),
-            SqsOperation::SendMessage => Some("send"),
-            SqsOperation::GetQueueAttributes | SqsOperation::GetQueueUrl => None,
-        }
-    }
-}
-
-impl std::fmt::Display for SqsOperation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// `target` of inventory calls.
 pub const INVENTORY: &str = "inventory";
 /// `target` of reservation API calls.
@@ -156,9 +45,6 @@ pub const DOWNSTREAM_RESULTS: [&str; 4] = ["ok", "already_applied", "retryable",
 
 /// `result` of a visibility renewal.
 pub const RENEWAL_RESULTS: [&str; 2] = ["ok", "error"];
-
-/// `write` of a failed settling call (the worker's `SettleWrite` kinds).
-pub const SETTLE_WRITES: [&str; 3] = ["delete", "change_visibility", "dead_letter"];
 
 /// `peer` of the circuit breakers (the same words as the downstream `target`).
 pub const CIRCUIT_PEERS: [&str; 2] = [INVENTORY, RESERVATION_API];
@@ -387,22 +273,22 @@ impl Metrics {
     /// than missing data before the first event.
     fn zero_series(&self) {
         for t in EVENT_TYPES {
-            for o in OUTCOMES {
+            for o in Outcome::ALL {
                 self.events.with_label_values(&[t, o.as_str()]);
             }
             self.latency.with_label_values(&[t]);
         }
-        for r in DEAD_LETTER_REASONS {
-            self.dead_letters.with_label_values(&[r]);
+        for r in DeadLetterReason::ALL {
+            self.dead_letters.with_label_values(&[r.as_str()]);
         }
-        for s in STEPS {
-            self.retries.with_label_values(&[s]);
+        for s in StepName::ALL {
+            self.retries.with_label_values(&[s.as_str()]);
         }
         for r in RENEWAL_RESULTS {
             self.renewals.with_label_values(&[r]);
         }
-        for w in SETTLE_WRITES {
-            self.settle_failures.with_label_values(&[w]);
+        for w in SettleWrite::ALL {
+            self.settle_failures.with_label_values(&[w.as_str()]);
         }
         for (target, method) in DOWNSTREAM_CALLS {
             for result in DOWNSTREAM_RESULTS {
@@ -480,8 +366,10 @@ impl Metrics {
     }
 
     /// A settling write (`delete`, `change_visibility`, `dead_letter`) failed.
-    pub fn settle_failed(&self, write: &'static str) {
-        self.settle_failures.with_label_values(&[write]).inc();
+    pub fn settle_failed(&self, write: SettleWrite) {
+        self.settle_failures
+            .with_label_values(&[write.as_str()])
+            .inc();
     }
 
     /// `n` messages were deleted from the source queue.
@@ -495,13 +383,15 @@ impl Metrics {
     }
 
     /// A message was sent to the DLQ for `reason` (an error class).
-    pub fn dead_lettered(&self, reason: &'static str) {
-        self.dead_letters.with_label_values(&[reason]).inc();
+    pub fn dead_lettered(&self, reason: DeadLetterReason) {
+        self.dead_letters
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// A retry of `step` (a workflow step's name) is about to wait out its backoff.
-    pub fn retry(&self, step: &'static str) {
-        self.retries.with_label_values(&[step]).inc();
+    pub fn retry(&self, step: StepName) {
+        self.retries.with_label_values(&[step.as_str()]).inc();
     }
 
     /// The heartbeat renewed (or failed to renew) a message's visibility.
@@ -578,8 +468,6 @@ impl Drop for SqsTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ReservationStatus;
-    use crate::handler::Step;
 
     fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(series))
@@ -591,7 +479,7 @@ mod tests {
         let m = Metrics::new();
         let text = m.encode();
         for t in EVENT_TYPES {
-            for o in OUTCOMES {
+            for o in Outcome::ALL {
                 let s = format!(
                     "worker_events_total{{outcome=\"{}\",type=\"{t}\"}} 0",
                     o.as_str()
@@ -635,30 +523,5 @@ mod tests {
         assert_eq!(m.events("unknown", Outcome::DeadLettered), 2);
         assert_eq!(m.events("payment.failed", Outcome::Success), 1);
         assert!(!m.encode().contains("evil"));
-    }
-
-    #[test]
-    fn label_lists_match_the_code_they_describe() {
-        let steps = [
-            Step::ReleaseHold { reason: "x" },
-            Step::CommitReservation,
-            Step::StatusUpdate(ReservationStatus::Expired),
-            Step::FetchReservation,
-        ];
-        assert_eq!(steps.map(Step::name), STEPS);
-        assert_eq!(
-            crate::worker::SettleWrite::ALL.map(crate::worker::SettleWrite::as_str),
-            SETTLE_WRITES
-        );
-        assert_eq!(
-            OUTCOMES.map(Outcome::as_str),
-            [
-                "success",
-                "duplicate",
-                "retry_later",
-                "dead_lettered",
-                "released"
-            ]
-        );
     }
 }

@@ -32,7 +32,7 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::telemetry::metrics::SqsOperation;
+use crate::labels::SqsOperation;
 
 /// The service name when neither `OTEL_SERVICE_NAME` nor `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES` says otherwise.

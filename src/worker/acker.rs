@@ -19,6 +19,7 @@ use tracing::Instrument;
 use super::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
 use crate::backoff::Backoff;
 use crate::config::MAX_VISIBILITY;
+use crate::labels::DeadLetterReason;
 use crate::sqs::{Delivery, EntryFailure, Queue, QueueError, QueueErrorKind, SqsOperation};
 use crate::telemetry::metrics::metrics;
 use crate::text::shortened;
@@ -274,7 +275,7 @@ fn route(
         }
         Disposition::DeadLetter { class, error } => {
             let Some(dlq) = writer.dlq.clone() else {
-                tracing::error!(message_id = %s.delivery.message_id, reason = class, error = %error, "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted");
+                tracing::error!(message_id = %s.delivery.message_id, reason = class.as_str(), error = %error, "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted");
                 visibility.push((receipt, cap));
                 return;
             };
@@ -354,7 +355,7 @@ async fn dead_letter(
     dlq: &DeadLetterQueue,
     d: &Delivery,
     envelope_id: Option<&str>,
-    class: &'static str,
+    class: DeadLetterReason,
     error: &str,
     cap: Duration,
 ) -> bool {
@@ -368,14 +369,14 @@ async fn dead_letter(
             w.status.settled(SettleWrite::DeadLetter);
             w.dead_lettered.insert(&d.message_id);
             metrics().dead_lettered(class);
-            tracing::warn!(message_id = %d.message_id, dlq_message_id = %id, reason = class, error = %error, "dead-lettered");
+            tracing::warn!(message_id = %d.message_id, dlq_message_id = %id, reason = class.as_str(), error = %error, "dead-lettered");
             delete(w.clone(), vec![d.receipt_handle.clone()]).await;
             true
         }
         Err(e) => {
             w.status
                 .settle_failed(SettleWrite::DeadLetter, &e.to_string());
-            metrics().settle_failed(SettleWrite::DeadLetter.as_str());
+            metrics().settle_failed(SettleWrite::DeadLetter);
             tracing::error!(message_id = %d.message_id, error = %e, retry_in_secs = w.dlq_retry_after.as_secs(), "dead-letter send failed; message kept for a later attempt");
             change_visibility(
                 w.clone(),
@@ -392,11 +393,11 @@ fn dead_letter_attributes(
     w: &Writer,
     d: &Delivery,
     envelope_id: Option<&str>,
-    class: &'static str,
+    class: DeadLetterReason,
     error: &str,
 ) -> Vec<(&'static str, String)> {
     let mut attrs: Vec<(&'static str, String)> = vec![
-        ("ReasonClass", class.to_string()),
+        ("ReasonClass", class.as_str().to_string()),
         // Masked before the cut, or a cut secret would no longer match.
         (
             "ErrorMessage",
@@ -591,7 +592,7 @@ where
             }
             Err(e) => {
                 w.status.settle_failed(what, &e.to_string());
-                metrics().settle_failed(what.as_str());
+                metrics().settle_failed(what);
                 tracing::warn!(operation = op.as_str(), error = %e, attempt, "batch call failed");
                 if e.sender_fault() {
                     return pending.len();

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use crate::labels::DeadLetterReason;
 /// How a delivery ended: a label of logs and metrics, so it lives with them.
-pub use crate::telemetry::metrics::Outcome;
+pub use crate::labels::Outcome;
 
 /// Why a message is deleted: the only two ways a delivery may end in a plain delete, so a
 /// retry or a dead letter cannot be spelled as one.
@@ -25,7 +26,10 @@ pub enum Disposition {
     /// Keep it, invisible for this long, so the next delivery comes later.
     RetryLater { after: Duration, error: String },
     /// Send the body to the DLQ with the reason, then delete it.
-    DeadLetter { class: &'static str, error: String },
+    DeadLetter {
+        class: DeadLetterReason,
+        error: String,
+    },
     /// Make it visible again at once, for another consumer.
     Release,
 }

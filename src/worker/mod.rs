@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::sqs::SqsOperation;
+pub use crate::labels::SettleWrite;
 use crate::telemetry::metrics::metrics;
 
 pub use disposition::{Deleted, Disposition, Outcome};
@@ -57,48 +57,6 @@ pub struct WorkerStatus {
     settle_failed_at: [AtomicU64; SettleWrite::ALL.len()],
     /// The last failure of each kind, for the health body.
     settle_errors: Mutex<[Option<String>; SettleWrite::ALL.len()]>,
-}
-
-/// A kind of write that settles a message on SQS, for health and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SettleWrite {
-    /// Deleting finished messages.
-    Delete,
-    /// Hiding messages for a later retry, or releasing them.
-    ChangeVisibility,
-    /// Sending terminal messages to the dead-letter queue.
-    DeadLetter,
-}
-
-impl SettleWrite {
-    /// Every kind, in a fixed order (their index in [`WorkerStatus`]).
-    pub const ALL: [SettleWrite; 3] = [
-        SettleWrite::Delete,
-        SettleWrite::ChangeVisibility,
-        SettleWrite::DeadLetter,
-    ];
-
-    /// The label of metrics and the health body.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SettleWrite::Delete => "delete",
-            SettleWrite::ChangeVisibility => "change_visibility",
-            SettleWrite::DeadLetter => "dead_letter",
-        }
-    }
-
-    /// The SQS operation that makes the write.
-    pub fn operation(self) -> SqsOperation {
-        match self {
-            SettleWrite::Delete => SqsOperation::DeleteMessageBatch,
-            SettleWrite::ChangeVisibility => SqsOperation::ChangeMessageVisibilityBatch,
-            SettleWrite::DeadLetter => SqsOperation::SendMessage,
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// What `GET /health` answers: whether restarting the process could help.

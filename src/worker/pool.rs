@@ -256,7 +256,7 @@ async fn settle(
     metrics().event_finished(event_type, outcome, delivery.received_at.elapsed());
     span.in_scope(|| match &disposition {
         Disposition::DeadLetter { class, error } => {
-            tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class, error = %error, event_type, "message finished");
+            tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class.as_str(), error = %error, event_type, "message finished");
         }
         Disposition::RetryLater { after, error } => {
             tracing::warn!(outcome = outcome.as_str(), latency_ms, retry_in_secs = after.as_secs(), error = %error, event_type, "message finished");
@@ -368,7 +368,7 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
                 CallError::Retryable(ref reason) => {
                     last_error = format!("{}: {reason}", e.step);
                     failed_step = e.step;
-                    tracing::warn!(attempt, step = e.step.name(), error = %reason, "step failed, retryable");
+                    tracing::warn!(attempt, step = e.step.name().as_str(), error = %reason, "step failed, retryable");
                 }
             },
         }

@@ -175,7 +175,7 @@ fn outcome(body: &str) -> Result<(&'static str, String), Box<event::Event>> {
     };
     match event::parse(body, &ctx) {
         Ok(ev) => Err(Box::new(ev)),
-        Err(e) => Ok((e.class(), e.to_string())),
+        Err(e) => Ok((e.class().as_str(), e.to_string())),
     }
 }
 

@@ -406,7 +406,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
             received_at: Instant::now(),
         };
         let disposition = Disposition::DeadLetter {
-            class: "malformed_json",
+            class: reservation_worker::labels::DeadLetterReason::MalformedJson,
             error: "malformed JSON".into(),
         };
         tx.send(Settle {

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::labels::DeadLetterReason;
 use crate::sqs::memory::MemoryQueue;
 use crate::sqs::{Delivery, Queue, QueueErrorKind, SqsOperation};
 use crate::worker::acker::{Acker, Settle};
@@ -209,7 +210,7 @@ async fn a_dead_letter_reaches_the_dlq_with_its_reason_before_it_leaves_the_queu
     s.settle(
         0,
         Disposition::DeadLetter {
-            class: "invalid_field",
+            class: DeadLetterReason::InvalidField,
             error: "detail.reservation_id: missing".into(),
         },
     )
@@ -253,7 +254,7 @@ async fn a_dead_letter_the_dlq_will_not_take_is_kept_for_a_later_attempt() {
     s.settle(
         0,
         Disposition::DeadLetter {
-            class: "malformed_json",
+            class: DeadLetterReason::MalformedJson,
             error: "malformed JSON".into(),
         },
     )
