@@ -1,26 +1,34 @@
 //! reservation-worker: applies reservation and payment events from SQS to the inventory
 //! service (gRPC) and the reservation API (REST), without losing or repeating an event.
 //!
-//! The pipeline reads top to bottom: [`config`] → [`sqs`] → [`worker`] → [`event`] →
-//! [`handler`] → [`client`]; beside them [`server`] (health and debug ports), [`telemetry`]
-//! (logs, traces, metrics) and [`cli`]. The simulators of the two peers and of SQS live in
-//! their own crate (`crates/sim`), which only tests, benches and `make dev` use.
+//! The pipeline reads top to bottom, one way: [`config`] → `aws` (SDK configuration) →
+//! [`sqs`] (the `Queue` seam and its AWS adapter) → [`pipeline`] (receive loops, pool,
+//! visibility renewal, acker) → [`workflow`] (the three workflows) → [`client`] (inventory
+//! gRPC, reservation REST). [`event`] (envelope to typed event), [`labels`] (the bounded
+//! vocabularies of logs and metrics), [`health`] and `telemetry` are leaves that import no
+//! pipeline type; [`server`] answers on the health and debug ports and [`cli`] holds the
+//! operator commands. The simulators of the two peers and of SQS live in their own crate
+//! (`crates/sim`), which only tests, benches and `make dev` use.
+//!
+//! Public is what the binary, the integration tests and the bench use; the rest is private
+//! to the crate.
 
-pub mod aws;
+mod aws;
 pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod event;
-pub mod handler;
+pub mod health;
 pub mod labels;
+pub mod pipeline;
 pub mod proto;
-pub mod redact;
+mod redact;
 pub mod server;
 pub mod sqs;
-pub mod telemetry;
-pub mod text;
-pub mod worker;
+mod telemetry;
+mod text;
+pub mod workflow;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +42,12 @@ use crate::client::circuit::CircuitSettings;
 use crate::client::inventory::GrpcInventory;
 use crate::client::reservation::RestReservations;
 use crate::config::Config;
-use crate::handler::Peers;
+use crate::health::WorkerStatus;
+use crate::pipeline::acker::{DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue, WRITE_TIMEOUT};
+use crate::pipeline::{PipelineSettings, PoolSettings, Queues};
 use crate::sqs::{Queue, SqsQueue};
 use crate::telemetry::metrics::metrics;
-use crate::worker::acker::{DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue, WRITE_TIMEOUT};
-use crate::worker::{PipelineSettings, PoolSettings, Queues, WorkerStatus};
+use crate::workflow::Peers;
 
 /// How long the health and debug servers may take to close their connections at shutdown.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
@@ -136,7 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             source: Arc::new(queue),
             dlq,
         };
-        worker::run(settings, queues, peers, status.clone(), shutdown.clone()).await;
+        pipeline::run(settings, queues, peers, status.clone(), shutdown.clone()).await;
     }
     status.start_draining();
     servers_stop.cancel();

@@ -14,11 +14,11 @@ use std::fmt::Write as _;
 use std::sync::{PoisonError, RwLock};
 
 /// What a secret is replaced with.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// Values shorter than this are not registered: blanking every "abc" would wreck the text, and
 /// such a value is no real secret anyway.
-pub const MIN_LEN: usize = 8;
+pub(crate) const MIN_LEN: usize = 8;
 
 /// Every form of every registered secret, longest first (a form containing another is replaced
 /// whole).
@@ -34,7 +34,7 @@ const SECRET_HEADER_VARS: [&str; 2] = [
 ];
 
 /// Registers a secret: from now on every output of the process masks it.
-pub fn register(secret: &str) {
+pub(crate) fn register(secret: &str) {
     let secret = secret.trim();
     if secret.len() < MIN_LEN {
         return;
@@ -49,7 +49,7 @@ pub fn register(secret: &str) {
 }
 
 /// Registers the credentials found among `vars` (the AWS keys, OTLP header values).
-pub fn register_from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) {
+pub(crate) fn register_from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) {
     for (name, value) in vars {
         if SECRET_VARS.contains(&name) {
             register(value);
@@ -64,13 +64,13 @@ pub fn register_from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>
 }
 
 /// Registers the credentials in the process environment.
-pub fn register_from_env() {
+pub(crate) fn register_from_env() {
     let vars: Vec<(String, String)> = std::env::vars().collect();
     register_from_vars(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
 }
 
 /// `text` with every registered secret masked. Borrows when there is nothing to mask.
-pub fn text(text: &str) -> Cow<'_, str> {
+pub(crate) fn text(text: &str) -> Cow<'_, str> {
     let forms = FORMS.read().unwrap_or_else(PoisonError::into_inner);
     let mut out = Cow::Borrowed(text);
     for form in forms.iter() {
@@ -82,7 +82,7 @@ pub fn text(text: &str) -> Cow<'_, str> {
 }
 
 /// [`text`] for an owned string, without a copy when there is nothing to mask.
-pub fn owned(text: String) -> String {
+pub(crate) fn owned(text: String) -> String {
     match self::text(&text) {
         Cow::Borrowed(_) => text,
         Cow::Owned(masked) => masked,

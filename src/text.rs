@@ -3,7 +3,7 @@
 //! boundary. A leaf: it imports nothing of the crate.
 
 /// `s` cut to at most `max` bytes, on a character boundary.
-pub fn prefix(s: &str, max: usize) -> &str {
+pub(crate) fn prefix(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -16,7 +16,7 @@ pub fn prefix(s: &str, max: usize) -> &str {
 
 /// `s` cut to at most `max` bytes on a character boundary, a cut marked with `…` (after the
 /// `max` bytes).
-pub fn shortened(s: &str, max: usize) -> String {
+pub(crate) fn shortened(s: &str, max: usize) -> String {
     let kept = prefix(s, max);
     if kept.len() == s.len() {
         s.to_owned()
@@ -27,7 +27,7 @@ pub fn shortened(s: &str, max: usize) -> String {
 
 /// `s` cut to at most `max_chars` characters, a cut marked with `…`: for text quoted in an
 /// error, where a reader counts characters.
-pub fn shortened_chars(s: &str, max_chars: usize) -> String {
+pub(crate) fn shortened_chars(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         None => s.to_owned(),
         Some((cut, _)) => format!("{}…", s.get(..cut).unwrap_or_default()),

@@ -13,7 +13,7 @@ use tonic_health::ServingStatus;
 use crate::client::CallError;
 use crate::config::Config;
 use crate::event::{self, Event, EventError, EventKind, MessageContext};
-use crate::handler::{self, InventoryFields, InventoryRequest, Peers, Progress, Step};
+use crate::health::WorkerStatus;
 use crate::labels::Outcome;
 use crate::proto::reservation::worker::v1::worker_debug_server::{WorkerDebug, WorkerDebugServer};
 use crate::proto::reservation::worker::v1::{
@@ -22,7 +22,7 @@ use crate::proto::reservation::worker::v1::{
     ValidateEventResponse, ValidationError, downstream_call, parsed_event, validate_event_response,
 };
 use crate::telemetry::metrics::{self, EVENT_TYPES, metrics};
-use crate::worker::WorkerStatus;
+use crate::workflow::{self, InventoryFields, InventoryRequest, Peers, Progress, Step};
 
 /// Why the gRPC port could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -189,8 +189,8 @@ impl WorkerDebug for Debug {
             "ProcessEvent: running a workflow from the debug port"
         );
         let mut progress = Progress::default();
-        let result = handler::attempt(&event, &mut progress, peers).await;
-        let steps = handler::steps(&event);
+        let result = workflow::attempt(&event, &mut progress, peers).await;
+        let steps = workflow::steps(&event);
         let mut answer = ProcessEventResponse {
             event: Some(parsed(&event)),
             outcome: "success".into(),
@@ -271,7 +271,7 @@ fn parsed(event: &Event) -> ParsedEvent {
     }
 }
 
-/// The calls [`handler::attempt`] would make for `event`, in order, built from the event
+/// The calls [`workflow::attempt`] would make for `event`, in order, built from the event
 /// alone. A payment event lacking inventory fields is looked up first; that GET is listed,
 /// not made, and the inventory requests show what the event itself carries.
 fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
@@ -281,7 +281,7 @@ fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
     let mut calls = Vec::new();
     let mut note = String::new();
     if let EventKind::PaymentApproved(p) | EventKind::PaymentFailed(p) = &event.kind
-        && handler::needs_lookup(p)
+        && workflow::needs_lookup(p)
     {
         calls.push(DownstreamCall {
             target: metrics::RESERVATION_API.into(),
@@ -297,7 +297,7 @@ fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
         note = "fields the event lacks are filled from the GET answer".into();
     }
     let fields = InventoryFields::carried_by(event);
-    for step in handler::steps(event) {
+    for step in workflow::steps(event) {
         let (target, method, request, note) = match step {
             Step::StatusUpdate(status) => (
                 metrics::RESERVATION_API,
@@ -317,7 +317,7 @@ fn plan(event: &Event, reservation_api_base: &str) -> Vec<DownstreamCall> {
                 }),
                 String::new(),
             ),
-            _ => match handler::inventory_request(step, event, fields.clone()) {
+            _ => match workflow::inventory_request(step, event, fields.clone()) {
                 Some(InventoryRequest::ReleaseHold(r)) => (
                     metrics::INVENTORY,
                     "ReleaseHold",

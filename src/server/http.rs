@@ -12,8 +12,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::WorkerStatus;
 use crate::telemetry::metrics::{self, metrics};
-use crate::worker::WorkerStatus;
 
 /// The router, separate from serving so it can be tested without a socket.
 pub fn router(status: Arc<WorkerStatus>) -> Router {

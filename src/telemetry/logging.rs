@@ -34,7 +34,7 @@ const RESERVED: [&str; 5] = ["ts", "level", "msg", "target", "pod_name"];
 
 /// What the log layer needs to know.
 #[derive(Debug, Clone)]
-pub struct LogSettings {
+pub(crate) struct LogSettings {
     /// `LOG_LEVEL`: a level or filter directives; `RUST_LOG`, when set and valid, wins.
     pub level: String,
     /// `LOG_FORMAT`: JSON lines or pretty.
@@ -44,7 +44,7 @@ pub struct LogSettings {
 }
 
 /// The log layer for the chosen format, filtered by `LOG_LEVEL`/`RUST_LOG`, writing stdout.
-pub fn layer<S>(settings: LogSettings) -> Box<dyn Layer<S> + Send + Sync>
+pub(crate) fn layer<S>(settings: LogSettings) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -67,7 +67,7 @@ where
 /// `RUST_LOG` if set and valid, else `level`, else `info`. No target needs muting for
 /// secrets: at `trace` the AWS SDK redacts credentials itself, and hyper, h2 and reqwest do
 /// not print header values (checked by `tests/it/logs.rs`).
-pub fn env_filter(level: &str) -> EnvFilter {
+pub(crate) fn env_filter(level: &str) -> EnvFilter {
     std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -79,13 +79,13 @@ pub fn env_filter(level: &str) -> EnvFilter {
 /// The log filter, except that this crate's spans are always seen by the log layer: a
 /// `warn` line from inside a message still carries the message's fields when `LOG_LEVEL`
 /// is `warn`. Events are filtered by the [`EnvFilter`] alone.
-pub struct LogFilter {
+pub(crate) struct LogFilter {
     env: EnvFilter,
 }
 
 impl LogFilter {
     /// Wraps the `LOG_LEVEL`/`RUST_LOG` filter.
-    pub fn new(env: EnvFilter) -> Self {
+    pub(crate) fn new(env: EnvFilter) -> Self {
         LogFilter { env }
     }
 
@@ -138,10 +138,10 @@ where
 
 /// Stdout for the pretty format, each line redacted before it is written.
 #[derive(Clone, Copy)]
-pub struct RedactingStdout;
+pub(crate) struct RedactingStdout;
 
 /// One line on its way to stdout, redacted as a whole when dropped.
-pub struct RedactingLine {
+pub(crate) struct RedactingLine {
     buf: Vec<u8>,
 }
 
@@ -227,14 +227,14 @@ impl Visit for PrettyVisitor<'_, '_> {
 struct SpanFields(Vec<(&'static str, Value)>);
 
 /// The JSON log layer.
-pub struct JsonLines<W> {
+pub(crate) struct JsonLines<W> {
     pod_name: Value,
     writer: W,
 }
 
 impl<W> JsonLines<W> {
     /// Lines carrying `pod_name` (null when unknown), redacted, written to `writer`.
-    pub fn new(pod_name: Option<String>, writer: W) -> Self {
+    pub(crate) fn new(pod_name: Option<String>, writer: W) -> Self {
         JsonLines {
             pod_name: pod_name.map(Value::String).unwrap_or(Value::Null),
             writer,

@@ -14,10 +14,10 @@ use prometheus::{
 };
 
 /// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+pub(crate) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// `type` label values: the three event types, or `unknown` for a body that did not parse.
-pub const EVENT_TYPES: [&str; 4] = [
+pub(crate) const EVENT_TYPES: [&str; 4] = [
     "reservation.expired",
     "payment.approved",
     "payment.failed",
@@ -25,15 +25,15 @@ pub const EVENT_TYPES: [&str; 4] = [
 ];
 
 /// The `type` of a delivery whose body did not parse (never the raw string from the message).
-pub const UNKNOWN_TYPE: &str = "unknown";
+pub(crate) const UNKNOWN_TYPE: &str = "unknown";
 
 /// `target` of inventory calls.
-pub const INVENTORY: &str = "inventory";
+pub(crate) const INVENTORY: &str = "inventory";
 /// `target` of reservation API calls.
-pub const RESERVATION_API: &str = "reservation_api";
+pub(crate) const RESERVATION_API: &str = "reservation_api";
 
 /// (`target`, `method`) of every downstream call.
-pub const DOWNSTREAM_CALLS: [(&str, &str); 4] = [
+pub(crate) const DOWNSTREAM_CALLS: [(&str, &str); 4] = [
     (INVENTORY, "ReleaseHold"),
     (INVENTORY, "CommitReservation"),
     (RESERVATION_API, "PATCH"),
@@ -41,19 +41,19 @@ pub const DOWNSTREAM_CALLS: [(&str, &str); 4] = [
 ];
 
 /// `result` of a downstream call, as classified at the edge.
-pub const DOWNSTREAM_RESULTS: [&str; 4] = ["ok", "already_applied", "retryable", "terminal"];
+pub(crate) const DOWNSTREAM_RESULTS: [&str; 4] = ["ok", "already_applied", "retryable", "terminal"];
 
 /// `result` of a visibility renewal.
-pub const RENEWAL_RESULTS: [&str; 2] = ["ok", "error"];
+pub(crate) const RENEWAL_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// `peer` of the circuit breakers (the same words as the downstream `target`).
-pub const CIRCUIT_PEERS: [&str; 2] = [INVENTORY, RESERVATION_API];
+pub(crate) const CIRCUIT_PEERS: [&str; 2] = [INVENTORY, RESERVATION_API];
 
 /// `state` of a circuit breaker.
-pub const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
+pub(crate) const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
 
 /// `result` of a circuit breaker's probe.
-pub const PROBE_RESULTS: [&str; 2] = ["answered", "failed"];
+pub(crate) const PROBE_RESULTS: [&str; 2] = ["answered", "failed"];
 
 /// 5 ms to 60 s: a delivery takes milliseconds when all is well, up to a minute with retries.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -70,7 +70,7 @@ const CALL_BUCKETS: [f64; 14] = [
 ];
 
 /// Every metric of the worker. Reached through [`metrics`].
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     events: IntCounterVec,
     latency: HistogramVec,
@@ -96,7 +96,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process's metrics. One set per process, so the pool, the poller, the acker and the
 /// clients count without being handed a registry.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
 
@@ -310,7 +310,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let text = TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| {
@@ -323,7 +323,12 @@ impl Metrics {
 
     /// One delivery finished. `event_type` is `None` when the body did not parse; a value not
     /// among [`EVENT_TYPES`] is counted as `unknown` too, so no label can come from a message.
-    pub fn event_finished(&self, event_type: Option<&str>, outcome: Outcome, latency: Duration) {
+    pub(crate) fn event_finished(
+        &self,
+        event_type: Option<&str>,
+        outcome: Outcome,
+        latency: Duration,
+    ) {
         let t = type_label(event_type);
         self.events.with_label_values(&[t, outcome.as_str()]).inc();
         self.latency
@@ -332,30 +337,30 @@ impl Metrics {
     }
 
     /// How many deliveries of `event_type` ended with `outcome` so far.
-    pub fn events(&self, event_type: &str, outcome: Outcome) -> u64 {
+    pub(crate) fn events(&self, event_type: &str, outcome: Outcome) -> u64 {
         self.events
             .with_label_values(&[type_label(Some(event_type)), outcome.as_str()])
             .get()
     }
 
     /// A message task started.
-    pub fn task_started(&self) {
+    pub(crate) fn task_started(&self) {
         self.active.inc();
     }
 
     /// A message task handed its disposition over.
-    pub fn task_finished(&self) {
+    pub(crate) fn task_finished(&self) {
         self.active.dec();
     }
 
     /// A ReceiveMessage call failed.
-    pub fn poll_failed(&self) {
+    pub(crate) fn poll_failed(&self) {
         self.poll_errors.inc();
     }
 
     /// A batch was received: counts it and records each message's age (from the time SQS
     /// says it was sent, when it says).
-    pub fn received(&self, sent_at: impl ExactSizeIterator<Item = Option<SystemTime>>) {
+    pub(crate) fn received(&self, sent_at: impl ExactSizeIterator<Item = Option<SystemTime>>) {
         self.received.inc_by(sent_at.len() as u64);
         let now = SystemTime::now();
         for sent in sent_at.flatten() {
@@ -366,42 +371,42 @@ impl Metrics {
     }
 
     /// A settling write (`delete`, `change_visibility`, `dead_letter`) failed.
-    pub fn settle_failed(&self, write: SettleWrite) {
+    pub(crate) fn settle_failed(&self, write: SettleWrite) {
         self.settle_failures
             .with_label_values(&[write.as_str()])
             .inc();
     }
 
     /// `n` messages were deleted from the source queue.
-    pub fn deleted(&self, n: usize) {
+    pub(crate) fn deleted(&self, n: usize) {
         self.deleted.inc_by(n as u64);
     }
 
     /// `n` messages were made visible again at once.
-    pub fn released(&self, n: usize) {
+    pub(crate) fn released(&self, n: usize) {
         self.released.inc_by(n as u64);
     }
 
     /// A message was sent to the DLQ for `reason` (an error class).
-    pub fn dead_lettered(&self, reason: DeadLetterReason) {
+    pub(crate) fn dead_lettered(&self, reason: DeadLetterReason) {
         self.dead_letters
             .with_label_values(&[reason.as_str()])
             .inc();
     }
 
     /// A retry of `step` (a workflow step's name) is about to wait out its backoff.
-    pub fn retry(&self, step: StepName) {
+    pub(crate) fn retry(&self, step: StepName) {
         self.retries.with_label_values(&[step.as_str()]).inc();
     }
 
     /// The heartbeat renewed (or failed to renew) a message's visibility.
-    pub fn visibility_extended(&self, ok: bool) {
+    pub(crate) fn visibility_extended(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.renewals.with_label_values(&[result]).inc();
     }
 
     /// Times one SQS call; the duration is recorded when the returned guard is dropped.
-    pub fn sqs_call(&self, operation: SqsOperation) -> SqsTimer {
+    pub(crate) fn sqs_call(&self, operation: SqsOperation) -> SqsTimer {
         SqsTimer {
             operation,
             started: Instant::now(),
@@ -409,7 +414,7 @@ impl Metrics {
     }
 
     /// Records one downstream call.
-    pub fn downstream(
+    pub(crate) fn downstream(
         &self,
         target: &'static str,
         method: &'static str,
@@ -422,7 +427,7 @@ impl Metrics {
     }
 
     /// `peer`'s circuit is now in `state` (one of [`CIRCUIT_STATES`]).
-    pub fn circuit_state(&self, peer: &'static str, state: &'static str) {
+    pub(crate) fn circuit_state(&self, peer: &'static str, state: &'static str) {
         for s in CIRCUIT_STATES {
             self.circuit_state
                 .with_label_values(&[peer, s])
@@ -431,13 +436,13 @@ impl Metrics {
     }
 
     /// A probe of `peer` answered, or not.
-    pub fn circuit_probe(&self, peer: &'static str, answered: bool) {
+    pub(crate) fn circuit_probe(&self, peer: &'static str, answered: bool) {
         let result = if answered { "answered" } else { "failed" };
         self.circuit_probes.with_label_values(&[peer, result]).inc();
     }
 
     /// The pool's size (`WORKER_CONCURRENCY`).
-    pub fn set_pool_capacity(&self, n: usize) {
+    pub(crate) fn set_pool_capacity(&self, n: usize) {
         self.pool_capacity.set(n as i64);
     }
 }
@@ -451,7 +456,7 @@ fn type_label(event_type: Option<&str>) -> &'static str {
 
 /// Records an SQS call's duration when dropped (see [`Metrics::sqs_call`]).
 #[must_use = "the call is timed until this guard is dropped"]
-pub struct SqsTimer {
+pub(crate) struct SqsTimer {
     operation: SqsOperation,
     started: Instant,
 }

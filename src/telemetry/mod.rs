@@ -3,9 +3,9 @@
 //! set) and [`metrics`] (Prometheus). Logs and traces share one `tracing` subscriber, so
 //! the spans that give log lines their fields are the spans that are exported.
 
-pub mod logging;
-pub mod metrics;
-pub mod tracing;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod tracing;
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use logging::LogSettings;
 
 /// How long shutdown waits for the last spans to reach the collector.
@@ -22,13 +22,13 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The running telemetry. Call [`Telemetry::shutdown`] once the worker has stopped, so the
 /// spans of its last messages are exported before the process exits.
 #[derive(Debug)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
     /// Exports the spans still buffered and stops the exporter (waiting at most 5 s).
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         let Some(provider) = self.provider else {
             return;
         };
@@ -46,7 +46,7 @@ impl Telemetry {
 /// `RUST_LOG`/`LOG_LEVEL`, with `pod_name` on every JSON line and the config's secrets
 /// redacted; and, when `config.otel_endpoint` is set, the OpenTelemetry layer. Must run on
 /// the tokio runtime (the exporter is bound to it).
-pub fn init(config: &Config) -> Result<Telemetry, tracing::TracingError> {
+pub(crate) fn init(config: &Config) -> Result<Telemetry, tracing::TracingError> {
     // The token registered itself when the config was read; these the SDKs read themselves.
     crate::redact::register_from_env();
     let provider = tracing::provider(config.otel_endpoint.as_deref(), config.pod_name.as_deref())?;
@@ -62,15 +62,4 @@ pub fn init(config: &Config) -> Result<Telemetry, tracing::TracingError> {
         .with(otel)
         .try_init();
     Ok(Telemetry { provider })
-}
-
-/// Logs only, for the commands that are not the worker (`sim`): no traces.
-pub fn init_logging(level: &str, format: LogFormat) {
-    crate::redact::register_from_env();
-    let logs = logging::layer(LogSettings {
-        level: level.to_string(),
-        format,
-        pod_name: std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()),
-    });
-    let _ = tracing_subscriber::registry().with(logs).try_init();
 }

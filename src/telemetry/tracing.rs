@@ -36,11 +36,11 @@ use crate::labels::SqsOperation;
 
 /// The service name when neither `OTEL_SERVICE_NAME` nor `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES` says otherwise.
-pub const DEFAULT_SERVICE_NAME: &str = "reservation-worker";
+pub(crate) const DEFAULT_SERVICE_NAME: &str = "reservation-worker";
 
 /// A tracing setting that stops start-up, naming the variable.
 #[derive(Debug, thiserror::Error)]
-pub enum TracingError {
+pub(crate) enum TracingError {
     #[error("{var}={value:?} is invalid: expected grpc or http/protobuf")]
     Protocol { var: &'static str, value: String },
     #[error("{var}={value:?} is invalid: expected {expected}")]
@@ -55,7 +55,7 @@ pub enum TracingError {
 
 /// How spans travel to the collector (`OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// OTLP/gRPC, usually port 4317.
     Grpc,
     /// OTLP/HTTP with protobuf bodies, usually port 4318. The specification's default.
@@ -65,7 +65,7 @@ pub enum Protocol {
 impl Protocol {
     /// The signal-specific variable, else the generic one, else `http/protobuf` (the OTLP
     /// exporter specification's default).
-    pub fn from_env() -> Result<Protocol, TracingError> {
+    pub(crate) fn from_env() -> Result<Protocol, TracingError> {
         for var in [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -117,7 +117,7 @@ fn check_sampler() -> Result<(), TracingError> {
 /// Builds the tracer provider when `endpoint` is set: an OTLP exporter for the chosen
 /// protocol, a batch span processor (`OTEL_BSP_*` honoured by the SDK), the sampler from
 /// `OTEL_TRACES_SAMPLER(_ARG)` (read by the SDK) and the resource. `None` when tracing is off.
-pub fn provider(
+pub(crate) fn provider(
     endpoint: Option<&str>,
     pod_name: Option<&str>,
 ) -> Result<Option<SdkTracerProvider>, TracingError> {
@@ -168,7 +168,7 @@ pub fn provider(
 /// `service.name` (`OTEL_SERVICE_NAME`, else `OTEL_RESOURCE_ATTRIBUTES`, else
 /// `reservation-worker`), `service.version`, `k8s.pod.name` from `POD_NAME`, the SDK's
 /// `telemetry.sdk.*`, and everything in `OTEL_RESOURCE_ATTRIBUTES` (which wins over ours).
-pub fn resource(pod_name: Option<&str>) -> Resource {
+pub(crate) fn resource(pod_name: Option<&str>) -> Resource {
     let from_env = EnvResourceDetector::new().detect();
     let service_name = env_nonempty("OTEL_SERVICE_NAME")
         .or_else(|| {
@@ -284,7 +284,7 @@ fn scrub(span: &mut SpanData) {
 
 /// The `tracing-opentelemetry` layer for `provider`, seeing this crate's spans and events at
 /// `info` and above whatever the log level (libraries' spans stay out of traces).
-pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+pub(crate) fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
@@ -300,14 +300,14 @@ where
 }
 
 /// The queue's name: the last path segment of its URL.
-pub fn queue_name(url: &str) -> &str {
+pub(crate) fn queue_name(url: &str) -> &str {
     url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
 }
 
 /// The parent of a message's process span, by precedence: the `traceparent` attribute, the
 /// `AWSTraceHeader` system attribute, then `trace_id` (the `TraceId` attribute or the
 /// envelope's `trace_id`) when it is 32 hex digits, with a made-up remote parent span id.
-pub fn incoming_parent(
+pub(crate) fn incoming_parent(
     attributes: &HashMap<String, String>,
     trace_id: Option<&str>,
 ) -> Option<SpanContext> {
@@ -328,7 +328,7 @@ pub fn incoming_parent(
 /// Parses an X-Ray trace header (`Root=1-5759e988-bd862e3fe1be46a994272793;
 /// Parent=53995c3f42cd8ad8;Sampled=1`). A missing `Parent` gets a made-up span id; `Sampled=0`
 /// is honoured, anything else counts as sampled.
-pub fn xray_parent(header: &str) -> Option<SpanContext> {
+pub(crate) fn xray_parent(header: &str) -> Option<SpanContext> {
     let mut root = None;
     let mut parent = None;
     let mut sampled = true;
@@ -418,7 +418,7 @@ fn without_credentials(url: &reqwest::Url) -> reqwest::Url {
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Whether spans are exported (an OTLP endpoint is set).
-pub fn exporting() -> bool {
+pub(crate) fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
@@ -426,11 +426,11 @@ pub fn exporting() -> bool {
 /// with the request, run the call inside it, then record the result. A disabled span when
 /// traces are not exported.
 #[derive(Debug, Clone)]
-pub struct ClientSpan(Span);
+pub(crate) struct ClientSpan(Span);
 
 impl ClientSpan {
     /// A gRPC call to `reservation.v1.InventoryService/<method>`.
-    pub fn grpc(method: &'static str) -> ClientSpan {
+    pub(crate) fn grpc(method: &'static str) -> ClientSpan {
         const SERVICE: &str = "reservation.v1.InventoryService";
         if !exporting() {
             return ClientSpan(Span::none());
@@ -447,7 +447,7 @@ impl ClientSpan {
     }
 
     /// A REST call. `url.full` is the URL without any user or password in it.
-    pub fn http(method: &'static str, url: &reqwest::Url) -> ClientSpan {
+    pub(crate) fn http(method: &'static str, url: &reqwest::Url) -> ClientSpan {
         if !exporting() {
             return ClientSpan(Span::none());
         }
@@ -466,7 +466,7 @@ impl ClientSpan {
     }
 
     /// A call about the messages of the queue at `queue_url` (receive, settle or send).
-    pub fn sqs(op: SqsOperation, queue_url: &str) -> ClientSpan {
+    pub(crate) fn sqs(op: SqsOperation, queue_url: &str) -> ClientSpan {
         if !exporting() {
             return ClientSpan(Span::none());
         }
@@ -494,12 +494,12 @@ impl ClientSpan {
     }
 
     /// The span, to run the call in (`.instrument(call.span().clone())`).
-    pub fn span(&self) -> &Span {
+    pub(crate) fn span(&self) -> &Span {
         &self.0
     }
 
     /// Puts this span's `traceparent` into a gRPC request's metadata.
-    pub fn inject_grpc(&self, metadata: &mut tonic::metadata::MetadataMap) {
+    pub(crate) fn inject_grpc(&self, metadata: &mut tonic::metadata::MetadataMap) {
         struct Md<'a>(&'a mut tonic::metadata::MetadataMap);
         impl Injector for Md<'_> {
             fn set(&mut self, key: &str, value: String) {
@@ -515,7 +515,7 @@ impl ClientSpan {
     }
 
     /// This span's `traceparent` (and `tracestate`) as HTTP headers; empty when tracing is off.
-    pub fn http_headers(&self) -> reqwest::header::HeaderMap {
+    pub(crate) fn http_headers(&self) -> reqwest::header::HeaderMap {
         struct Headers(reqwest::header::HeaderMap);
         impl Injector for Headers {
             fn set(&mut self, key: &str, value: String) {
@@ -533,7 +533,7 @@ impl ClientSpan {
     }
 
     /// The gRPC status the call ended with; anything but OK marks the span as failed.
-    pub fn grpc_result<T>(&self, result: &Result<T, tonic::Status>) {
+    pub(crate) fn grpc_result<T>(&self, result: &Result<T, tonic::Status>) {
         let code = result
             .as_ref()
             .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
@@ -544,7 +544,7 @@ impl ClientSpan {
     }
 
     /// The HTTP status of the response; 4xx and 5xx mark the span as failed.
-    pub fn http_status(&self, status: u16) {
+    pub(crate) fn http_status(&self, status: u16) {
         self.0.record("http.response.status_code", status as i64);
         if status >= 400 {
             self.0.record("error.type", status.to_string().as_str());
@@ -553,13 +553,13 @@ impl ClientSpan {
     }
 
     /// How many messages the call carried or returned.
-    pub fn message_count(&self, n: usize) {
+    pub(crate) fn message_count(&self, n: usize) {
         self.0.record("messaging.batch.message_count", n as i64);
     }
 
     /// The call failed without a response (connection, timeout, SDK error): marks the span
     /// and hands the error back, for `.map_err(|e| call.fail(..))`.
-    pub fn fail<E: std::fmt::Display>(&self, error: E) -> E {
+    pub(crate) fn fail<E: std::fmt::Display>(&self, error: E) -> E {
         if !self.0.is_disabled() {
             self.0.set_status(Status::error(error.to_string()));
         }

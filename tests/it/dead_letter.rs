@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use reservation_sim::proto::reservation::v1::CommitStatus;
 use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
+use reservation_worker::pipeline::acker::{Acker, Settle};
+use reservation_worker::pipeline::{Disposition, RecentlyCompleted};
 use reservation_worker::sqs::{Delivery, SqsQueue};
-use reservation_worker::worker::acker::{Acker, Settle};
-use reservation_worker::worker::{Disposition, RecentlyCompleted};
 use serde_json::json;
 use support::{Harness, bodies, moto::Received};
 

@@ -268,10 +268,11 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
     use reservation_worker::backoff::Backoff;
     use reservation_worker::client::inventory::GrpcInventory;
     use reservation_worker::client::reservation::RestReservations;
-    use reservation_worker::handler::Peers;
+    use reservation_worker::health::WorkerStatus;
+    use reservation_worker::pipeline::poller::Poller;
+    use reservation_worker::pipeline::{Pool, PoolSettings};
     use reservation_worker::sqs::SqsQueue;
-    use reservation_worker::worker::poller::Poller;
-    use reservation_worker::worker::{Pool, PoolSettings, WorkerStatus};
+    use reservation_worker::workflow::Peers;
     use tokio_util::sync::CancellationToken;
 
     let h = Harness::start().await;

@@ -10,11 +10,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{settings, unreachable_peers};
+use crate::health::WorkerStatus;
+use crate::pipeline::Pool;
+use crate::pipeline::acker::Settle;
+use crate::pipeline::poller::Poller;
 use crate::sqs::memory::MemoryQueue;
 use crate::sqs::{QueueErrorKind, SqsOperation};
-use crate::worker::acker::Settle;
-use crate::worker::poller::Poller;
-use crate::worker::{Pool, WorkerStatus};
 
 /// A poller on `queue` with a pool of `concurrency` slots whose dispositions go to the
 /// returned receiver. Bodies that do not parse are dead-lettered without calling a peer.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::pipeline::pool::with_heartbeat;
 use crate::sqs::memory::MemoryQueue;
 use crate::sqs::{Queue, QueueErrorKind, SqsOperation};
-use crate::worker::pool::with_heartbeat;
 
 const VISIBILITY: Duration = Duration::from_secs(30);
 

@@ -12,15 +12,16 @@ use tracing::Instrument;
 
 use super::disposition::{Deleted, Disposition};
 use super::groups::{FifoGroups, Place};
-use super::{KeyedLocks, RecentlyCompleted, WorkerStatus};
+use super::{KeyedLocks, RecentlyCompleted};
 use crate::backoff::{Backoff, redelivery_delay};
 use crate::client::CallError;
 use crate::client::circuit::{Circuits, Trial};
 use crate::event::{self, Event, MessageContext};
-use crate::handler::{self, Peers, Progress};
+use crate::health::WorkerStatus;
+use crate::pipeline::acker::Settle;
 use crate::sqs::{Delivery, Queue};
 use crate::telemetry::metrics::metrics;
-use crate::worker::acker::Settle;
+use crate::workflow::{self, Peers, Progress};
 
 /// The pool's settings, taken from the config.
 #[derive(Debug, Clone)]
@@ -352,11 +353,11 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
     let s = &shared.settings;
     let mut progress = Progress::default();
     let mut last_error = String::new();
-    let mut failed_step: handler::Step;
+    let mut failed_step: workflow::Step;
     for attempt in 1..=s.max_retries {
         // On the message's span, so every later line of this message carries it.
         tracing::Span::current().record("attempt", attempt);
-        match handler::attempt(event, &mut progress, &shared.peers).await {
+        match workflow::attempt(event, &mut progress, &shared.peers).await {
             Ok(()) => return Disposition::Delete(Deleted::Applied),
             Err(e) => match e.error {
                 CallError::Terminal { class, ref reason } => {

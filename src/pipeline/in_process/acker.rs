@@ -9,10 +9,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::labels::DeadLetterReason;
+use crate::pipeline::acker::{Acker, Settle};
+use crate::pipeline::{Deleted, Disposition, RecentlyCompleted};
 use crate::sqs::memory::MemoryQueue;
 use crate::sqs::{Delivery, Queue, QueueErrorKind, SqsOperation};
-use crate::worker::acker::{Acker, Settle};
-use crate::worker::{Deleted, Disposition, RecentlyCompleted};
 
 /// A source queue holding `n` received messages, a DLQ, and an acker running on them.
 struct Setup {

@@ -16,10 +16,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Disposition, RecentlyCompleted, SettleWrite, WorkerStatus};
+use super::{Disposition, RecentlyCompleted};
 use crate::backoff::Backoff;
 use crate::config::MAX_VISIBILITY;
+use crate::health::WorkerStatus;
 use crate::labels::DeadLetterReason;
+use crate::labels::SettleWrite;
 use crate::sqs::{Delivery, EntryFailure, Queue, QueueError, QueueErrorKind, SqsOperation};
 use crate::telemetry::metrics::metrics;
 use crate::text::shortened;

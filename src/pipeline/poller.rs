@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Pool, WorkerStatus};
+use super::Pool;
 use crate::backoff::Backoff;
+use crate::health::WorkerStatus;
 use crate::sqs::Queue;
 use crate::telemetry::metrics::metrics;
 

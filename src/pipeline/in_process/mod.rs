@@ -17,14 +17,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::acker::DeadLetterQueue;
-use super::{PipelineSettings, PoolSettings, Queues, WorkerStatus};
+use super::{PipelineSettings, PoolSettings, Queues};
 use crate::backoff::Backoff;
 use crate::client::circuit::CircuitSettings;
 use crate::client::inventory::GrpcInventory;
 use crate::client::reservation::RestReservations;
-use crate::handler::Peers;
+use crate::health::WorkerStatus;
 use crate::sqs::Queue as _;
 use crate::sqs::memory::MemoryQueue;
+use crate::workflow::Peers;
 
 /// Long enough for anything that should happen; tests wait for conditions, never sleep-and-hope.
 const PATIENCE: Duration = Duration::from_secs(20);

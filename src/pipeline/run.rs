@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::acker::{Acker, DeadLetterQueue};
 use super::poller::Poller;
-use super::{Pool, PoolSettings, RecentlyCompleted, WorkerStatus};
-use crate::handler::Peers;
+use super::{Pool, PoolSettings, RecentlyCompleted};
+use crate::health::WorkerStatus;
 use crate::sqs::Queue;
+use crate::workflow::Peers;
 
 /// The part of the shutdown margin the acker has for the writes still under way.
 pub const SETTLE_MARGIN: Duration = Duration::from_secs(3);

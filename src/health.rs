@@ -1,17 +1,6 @@
-//! The worker: a bounded pool of tasks, each taking one delivery from parse to disposition,
-//! with retry, keyed serialization, duplicate memory and a visibility heartbeat.
-
-pub mod acker;
-pub mod disposition;
-mod groups;
-#[cfg(test)]
-mod in_process;
-mod keyed;
-pub mod poller;
-mod pool;
-mod recent;
-mod run;
-mod span;
+//! The worker's health state: what `/health`, `/ready` and the debug service report. Written
+//! by the pipeline (receive loops, pool, acker), read by the servers; a leaf, so the servers
+//! need nothing from the pipeline to answer.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -20,14 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-pub use crate::labels::SettleWrite;
+use crate::labels::SettleWrite;
 use crate::telemetry::metrics::metrics;
-
-pub use disposition::{Deleted, Disposition, Outcome};
-pub use keyed::KeyedLocks;
-pub use pool::{Pool, PoolSettings};
-pub use recent::RecentlyCompleted;
-pub use run::{PipelineSettings, Queues, SETTLE_MARGIN, run};
 
 /// What the health endpoints and the debug service report. Written by the poller and the pool,
 /// read by the servers; plain atomics, no locks on the hot path.
