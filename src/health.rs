@@ -5,7 +5,9 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +18,7 @@ use crate::telemetry::metrics::metrics;
 /// read by the servers; plain atomics, no locks on the hot path.
 #[derive(Debug)]
 pub struct WorkerStatus {
+    /// On tokio's clock, so tests that pause time can age the state.
     started: Instant,
     queue_reached: AtomicBool,
     draining: AtomicBool,

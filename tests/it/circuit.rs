@@ -5,21 +5,26 @@
 //! every event is then applied once.
 //!
 //! The outage is real: a TCP proxy in front of the peer closes every connection while it is
-//! down. The redelivery schedule is shortened (REDELIVERY_BACKOFF_BASE_SECS=1, maxReceiveCount
-//! 5: the fifth receive comes about 15 s after the first), and the outage lasts three times
-//! that.
+//! down. The redelivery schedule is shortened (REDELIVERY_BACKOFF_BASE_SECS=1 up to 2 s,
+//! maxReceiveCount 3: the third receive comes about 3 s after the first), and the outage lasts
+//! about four times that.
 
 use crate::support;
 
 use std::time::Duration;
 
+use aws_sdk_sqs::types::QueueAttributeName;
 use reservation_sim::HoldState;
 use support::bodies;
 use support::chaos::Outage;
 use support::fast_sqs::FastHarness;
 
-/// Three times the shortened redelivery schedule (1 + 2 + 4 + 8 s to the fifth receive).
-const OUTAGE: Duration = Duration::from_secs(45);
+/// The source queue's maxReceiveCount: a message received this often goes to the DLQ.
+const MAX_RECEIVE_COUNT: u32 = 3;
+
+/// About four times the shortened redelivery schedule (1 + 2 s to the third receive, plus the
+/// in-task retries).
+const OUTAGE: Duration = Duration::from_secs(12);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Down {
@@ -48,6 +53,18 @@ async fn a_reservation_api_outage_longer_than_the_redelivery_schedule_loses_noth
 
 async fn outage(down: Down) {
     let h = FastHarness::start().await;
+    let policy = serde_json::json!({
+        "deadLetterTargetArn": h.dlq.arn,
+        "maxReceiveCount": MAX_RECEIVE_COUNT.to_string(),
+    });
+    h.queue
+        .client
+        .set_queue_attributes()
+        .queue_url(&h.queue.url)
+        .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+        .send()
+        .await
+        .expect("SetQueueAttributes");
     let upstream = match down {
         Down::Inventory => h.peers.inventory_addr.clone(),
         Down::ReservationApi => h
@@ -71,7 +88,7 @@ async fn outage(down: Down) {
             ("WORKER_CONCURRENCY", "4"),
             ("MAX_RETRIES", "3"),
             ("REDELIVERY_BACKOFF_BASE_SECS", "1"),
-            ("REDELIVERY_BACKOFF_MAX_SECS", "8"),
+            ("REDELIVERY_BACKOFF_MAX_SECS", "2"),
             ("CIRCUIT_FAILURE_THRESHOLD", "4"),
             ("CIRCUIT_FAILING_SECS", "1"),
             ("CIRCUIT_PROBE_BASE_SECS", "1"),
@@ -131,7 +148,7 @@ async fn outage(down: Down) {
     )
     .await;
     assert!(
-        failed_probes >= 10.0,
+        failed_probes >= 5.0,
         "probes went on every 1 s, then 2 s: {failed_probes}"
     );
 

@@ -9,8 +9,8 @@ use reservation_sim::proto::reservation::v1::CommitStatus;
 use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
 
 use super::{PATIENCE, Running, Sims, bodies, eventually, settings};
-use crate::sqs::SqsOperation;
 use crate::sqs::memory::MemoryQueue;
+use crate::sqs::{QueueErrorKind, SqsOperation};
 
 fn queue(url: &str) -> Arc<MemoryQueue> {
     Arc::new(MemoryQueue::new(url))
@@ -288,4 +288,59 @@ async fn two_pipelines_run_side_by_side_in_one_process() {
     assert_eq!(pa.status.in_flight() + pb.status.in_flight(), 0);
     pa.stop().await;
     pb.stop().await;
+}
+
+/// A DLQ that keeps refusing is a pod that cannot settle: liveness fails once every dead-letter
+/// send has failed for longer than the limit (30 s), and recovers when the DLQ answers and the
+/// letter gets there with its reason.
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_queue_that_keeps_failing_fails_liveness_until_it_answers() {
+    let failures_before = settle_failures("dead_letter");
+    let q = queue("memory://events");
+    let p = Running::start(q.clone(), super::unreachable_peers(), settings(false));
+    p.dlq
+        .fail(SqsOperation::SendMessage, &[QueueErrorKind::Transient; 30]);
+    q.push("{poison", None);
+
+    let started = tokio::time::Instant::now();
+    let mut failed_after = None;
+    while p.dlq.len() == 0 {
+        let liveness = p.status.liveness();
+        if failed_after.is_none() && !liveness.is_alive() {
+            let reason = liveness.reason();
+            assert!(
+                reason.contains("SendMessage") && reason.contains("limit 30 s"),
+                "{reason}"
+            );
+            failed_after = Some(started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the DLQ never got the letter"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let failed_after = failed_after.expect("liveness failed while the DLQ refused");
+    assert!(
+        failed_after > Duration::from_secs(30),
+        "failed after {failed_after:?}, before the limit"
+    );
+    assert!(settle_failures("dead_letter") >= failures_before + 2);
+
+    let letter = &p.dlq.messages()[0];
+    assert_eq!(letter.body, "{poison");
+    assert_eq!(letter.attributes["ReasonClass"], "malformed_json");
+    eventually("liveness recovers", || p.status.liveness().is_alive()).await;
+    p.drained().await;
+    p.stop().await;
+}
+
+/// `worker_settle_failures_total{write}` as exported (process-wide: only ever grows).
+fn settle_failures(write: &str) -> u64 {
+    let series = format!("worker_settle_failures_total{{write=\"{write}\"}} ");
+    crate::telemetry::metrics::metrics()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+        .unwrap_or(0)
 }
