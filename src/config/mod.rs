@@ -105,9 +105,9 @@ const DEDUPE_CAPACITY_EXPECTED: &str =
 /// SQS's ceiling for a message's visibility timeout.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 
-/// Slots one runtime thread keeps busy by default. One thread sustains about 10,000 events/s
-/// (`make bench`: ~90 µs of CPU per event), which is what 100 slots produce when an event's
-/// two downstream calls take 10 ms together; slower peers need fewer threads still.
+/// Slots one runtime thread keeps busy by default: what one thread's CPU carries when an
+/// event's two downstream calls take about 10 ms together (docs/performance.md, capacity
+/// model); slower peers need fewer threads still.
 pub const SLOTS_PER_THREAD: usize = 100;
 
 /// Most runtime threads `WORKER_THREADS` may ask for.

@@ -37,9 +37,9 @@ settings! {
     receive_loops: usize = SQS_RECEIVE_LOOPS,
         count(1, MAX_CONCURRENCY, "receive loops, at most WORKER_CONCURRENCY"),
         derived "ceil(`WORKER_CONCURRENCY` / 10)";
-    /// async runtime threads; one sustains ~10,000 events/s, and threads beyond the work only
-    /// add CPU (a handoff between threads is a futex wake and a context switch). Environment
-    /// only: the runtime starts before the Secrets Manager overlay is read
+    /// async runtime threads; threads beyond the work only add CPU (a handoff between threads
+    /// is a futex wake and a context switch; see the [capacity model](performance.md#capacity-model)).
+    /// Environment only: the runtime starts before the Secrets Manager overlay is read
     runtime_threads: usize = WORKER_THREADS,
         count(1, MAX_RUNTIME_THREADS as u64, "async runtime threads"),
         derived "ceil(`WORKER_CONCURRENCY` / 100), at most the CPUs the process may use";
@@ -59,10 +59,8 @@ settings! {
     /// ends within 5 s more, whatever SQS does (keep the pod's grace period above the sum)
     shutdown_timeout: Duration = SHUTDOWN_TIMEOUT_SECS, secs(0, 3600), default "25";
     /// completed envelope ids (and dead-lettered message ids) remembered, to drop redelivered
-    /// duplicates (0 turns the memory off); bounded because each is held in memory: an id costs
-    /// about 145 bytes (a 36-byte UUID) to 370 bytes (a 256-byte id, the longest accepted) in
-    /// each of the two memories, so the cap is at most ~70 MiB (~28 MiB with UUIDs), the
-    /// default 3–7 MiB ([measured](performance.md#memory-of-the-duplicate-memory))
+    /// duplicates (0 turns the memory off); bounded because each id is held in memory, in
+    /// each of the two memories ([what an id costs](performance.md#memory-of-the-duplicate-memory))
     dedupe_capacity: usize = DEDUPE_CAPACITY,
         count(0, MAX_DEDUPE_CAPACITY as u64, DEDUPE_CAPACITY_EXPECTED), default "10000";
     /// how long each is remembered
