@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use reservation_sim::HoldState;
+use support::Harness;
 use support::bodies;
 use support::chaos::Outage;
-use support::fast_sqs::FastHarness;
 
 /// The source queue's maxReceiveCount: a message received this often goes to the DLQ.
 const MAX_RECEIVE_COUNT: u32 = 3;
@@ -52,7 +52,7 @@ async fn a_reservation_api_outage_longer_than_the_redelivery_schedule_loses_noth
 }
 
 async fn outage(down: Down) {
-    let h = FastHarness::start().await;
+    let h = Harness::start().await;
     let policy = serde_json::json!({
         "deadLetterTargetArn": h.dlq.arn,
         "maxReceiveCount": MAX_RECEIVE_COUNT.to_string(),

@@ -239,7 +239,9 @@ fn duplicate_keys_last_one_wins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn corpus_goes_to_the_dlq_and_the_worker_survives() {
     let cases: Vec<Case> = load().into_iter().filter(|c| !c.parser_only).collect();
-    let h = Harness::start().await;
+    // moto: it accepts the empty body the corpus holds, which SQS (and the fast endpoint)
+    // refuse at SendMessage.
+    let h = Harness::on_moto().await;
     let worker = h.worker(&[]).await;
 
     let sent: Vec<(String, String)> = futures::stream::iter(cases.iter())

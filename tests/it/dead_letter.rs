@@ -295,7 +295,7 @@ async fn a_lookup_that_cannot_fill_the_fields_is_terminal() {
 #[tokio::test]
 async fn sqs_dlq_url_is_used_when_the_queue_has_no_redrive_policy() {
     let h = Harness::start().await;
-    let plain = h.moto.create_queue("no-redrive", None).await;
+    let plain = h.sqs.create_queue("no-redrive", None).await;
     let _w = h
         .worker(&[
             ("SQS_QUEUE_URL", plain.url.as_str()),
@@ -312,7 +312,7 @@ async fn sqs_dlq_url_is_used_when_the_queue_has_no_redrive_policy() {
 #[tokio::test]
 async fn sqs_dlq_url_wins_over_the_redrive_policy() {
     let h = Harness::start().await;
-    let chosen = h.moto.create_queue("chosen-dlq", None).await;
+    let chosen = h.sqs.create_queue("chosen-dlq", None).await;
     let _w = h.worker(&[("SQS_DLQ_URL", chosen.url.as_str())]).await;
     let id = h.queue.send("[1,2,3]").await;
     let dl = chosen.receive_n(1).await;
@@ -329,7 +329,7 @@ async fn sqs_dlq_url_wins_over_the_redrive_policy() {
 #[tokio::test]
 async fn without_any_dlq_a_terminal_message_is_kept_not_deleted() {
     let h = Harness::start().await;
-    let plain = h.moto.create_queue("no-dlq", None).await;
+    let plain = h.sqs.create_queue("no-dlq", None).await;
     let w = h.worker(&[("SQS_QUEUE_URL", plain.url.as_str())]).await;
     // Waiting for the line is the assertion: without it the test times out.
     w.wait_logs("queue reached, but there is no dead-letter queue (set SQS_DLQ_URL or a RedrivePolicy): terminal messages will be kept invisible for 12 h instead of dead-lettered").await;
@@ -382,7 +382,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
     assert_eq!(copies.len(), 2, "two deliveries of one message");
     assert!(copies.iter().all(|c| c.message_id == sent_id));
 
-    let sdk = h.moto.sdk_config().await;
+    let sdk = h.sqs.sdk_config().await;
     let queue = SqsQueue::new(&sdk, h.queue.url.clone());
     let dlq = queue.sibling(h.dlq.url.clone());
     let acker = Acker::new(

@@ -111,7 +111,7 @@ async fn check_names_unreachable_peers_and_exits_1() {
             &h,
             &[(
                 "SQS_QUEUE_URL",
-                &format!("{}/123456789012/no-such-queue", h.moto.endpoint),
+                &format!("{}/123456789012/no-such-queue", h.sqs.endpoint()),
             )],
         ),
         &["check"],
@@ -143,7 +143,8 @@ async fn check_and_dlq_with_a_bad_configuration_exit_78() {
 
 #[tokio::test]
 async fn check_loads_the_secret_overlay_and_never_prints_the_token() {
-    let h = Harness::start().await;
+    // Secrets Manager: moto serves it, the fast endpoint is SQS only.
+    let h = Harness::on_moto().await;
     let token = "check-token-5d1e";
     let secrets = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::Config::builder()
@@ -151,7 +152,7 @@ async fn check_loads_the_secret_overlay_and_never_prints_the_token() {
             .region(aws_sdk_secretsmanager::config::Region::new(
                 support::moto::REGION,
             ))
-            .endpoint_url(&h.moto.endpoint)
+            .endpoint_url(h.sqs.endpoint())
             .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
                 "test", "test", None, None, "tests",
             ))
@@ -863,7 +864,7 @@ async fn dlq_redrive_dry_run_lists_what_would_move_moves_nothing_and_warns_of_a_
 #[tokio::test]
 async fn a_source_queue_attribute_naming_another_queue_is_not_followed() {
     let h = Harness::start().await;
-    let third = h.moto.create_queue("someone-elses-queue", None).await;
+    let third = h.sqs.create_queue("someone-elses-queue", None).await;
     h.dlq
         .send_with(
             "aimed-elsewhere",

@@ -6,7 +6,6 @@ use crate::support;
 use std::time::Duration;
 
 use reservation_sim::{GrpcFault, InventoryMethod, SqsFault, SqsOperation};
-use support::fast_sqs::FastHarness;
 use support::{Harness, bodies};
 use tonic::Code;
 
@@ -171,8 +170,8 @@ async fn two_events_for_one_reservation_never_run_at_once() {
 /// group started before the first one's last call ended.
 #[tokio::test]
 async fn a_lapsed_visibility_runs_no_message_twice_at_once_nor_its_group_out_of_order() {
-    let h = FastHarness::start_fifo().await;
-    h.sqs.sim.inject(
+    let h = Harness::start_fifo().await;
+    h.sqs.sim().inject(
         SqsOperation::ChangeMessageVisibility,
         None,
         SqsFault::Throttle,
@@ -208,9 +207,9 @@ async fn a_lapsed_visibility_runs_no_message_twice_at_once_nor_its_group_out_of_
     .await;
     h.queue.wait_empty().await;
     assert!(
-        h.sqs.sim.stats().messages_received > 3,
+        h.sqs.sim().stats().messages_received > 3,
         "the visibility really lapsed: {:?}",
-        h.sqs.sim.stats()
+        h.sqs.sim().stats()
     );
     let head = h.peers.inventory.calls_for("r-head");
     assert_eq!(
@@ -237,8 +236,8 @@ async fn a_lapsed_visibility_runs_no_message_twice_at_once_nor_its_group_out_of_
 /// back with it (hidden until after the head returns), never released at once to overtake it.
 #[tokio::test]
 async fn a_lax_emulator_cannot_make_a_group_run_out_of_order() {
-    let h = FastHarness::start_fifo().await;
-    h.sqs.sim.set_lax_fifo(true);
+    let h = Harness::start_fifo().await;
+    h.sqs.sim().set_lax_fifo(true);
     let rids = ["r1", "r2", "r3"];
     for r in rids {
         h.peers.hold(r);

@@ -135,7 +135,7 @@ async fn a_worker_that_cannot_reach_its_queue_is_alive_but_not_ready() {
     let mut env = h.env();
     env.push((
         "SQS_QUEUE_URL".into(),
-        format!("{}/123456789012/no-such-queue", h.moto.endpoint),
+        format!("{}/123456789012/no-such-queue", h.sqs.endpoint()),
     ));
     let w = WorkerProcess::spawn(&env);
     support::eventually("queue failure logged", || {
@@ -221,7 +221,7 @@ async fn metric(w: &WorkerProcess, series: &str) -> f64 {
 async fn a_black_holed_queue_is_timed_out_and_counted_while_health_stays_up() {
     let h = Harness::start().await;
     h.peers.hold("r-after");
-    let proxy = Proxy::start(&h.moto.endpoint).await;
+    let proxy = Proxy::start(h.sqs.endpoint()).await;
     let mut env = h.env();
     // Short polls: each receive may take SQS_WAIT_TIME + 5 s = 5 s before it counts as failed.
     env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
@@ -277,7 +277,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
 
     let h = Harness::start().await;
     let queue: Arc<dyn reservation_worker::sqs::Queue> = Arc::new(SqsQueue::new(
-        &h.moto.sdk_config().await,
+        &h.sqs.sdk_config().await,
         h.queue.url.clone(),
     ));
     let status = Arc::new(WorkerStatus::default());

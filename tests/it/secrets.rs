@@ -31,7 +31,7 @@ fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
 }
 
 async fn create_secret(h: &Harness, name: &str, text: &str) {
-    secrets_client(&h.moto.endpoint)
+    secrets_client(h.sqs.endpoint())
         .create_secret()
         .name(name)
         .secret_string(text)
@@ -70,7 +70,7 @@ fn all_output(w: &WorkerProcess) -> String {
 
 #[tokio::test]
 async fn the_secret_supplies_queue_peers_and_token_and_the_token_is_never_logged() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     h.peers.reservations.set_token(Some(TOKEN.into()));
     h.peers.hold("r-secret");
     let secret = json!({
@@ -156,7 +156,7 @@ async fn the_secret_supplies_queue_peers_and_token_and_the_token_is_never_logged
 
 #[tokio::test]
 async fn a_missing_secret_stops_start_up_naming_it() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     let env = env_with(
         &h,
         &[],
@@ -175,7 +175,7 @@ async fn a_missing_secret_stops_start_up_naming_it() {
 
 #[tokio::test]
 async fn a_secret_that_is_not_a_json_object_of_strings_stops_start_up() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     for (name, text, want) in [
         (
             "bad/not-json",
@@ -215,7 +215,7 @@ async fn a_secret_that_is_not_a_json_object_of_strings_stops_start_up() {
 
 #[tokio::test]
 async fn an_invalid_value_in_the_secret_names_the_key_and_never_the_token() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     create_secret(
         &h,
         "bad/url",
@@ -258,7 +258,7 @@ async fn an_invalid_value_in_the_secret_names_the_key_and_never_the_token() {
 
 #[tokio::test]
 async fn the_switch_without_a_secret_name_stops_start_up() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     let env = env_with(&h, &[], &[("USE_SECRET_MANAGER", "true")]);
     let (code, stderr) = start_expecting_exit(&env).await;
     assert_eq!(code, Some(78), "{stderr}");
@@ -270,7 +270,7 @@ async fn the_switch_without_a_secret_name_stops_start_up() {
 
 #[tokio::test]
 async fn no_queue_url_anywhere_says_where_it_could_come_from() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     create_secret(
         &h,
         "partial",
@@ -458,8 +458,8 @@ fn assert_signed_with(proxy: &Proxy, key: &str, token: Option<&str>) {
 
 #[tokio::test]
 async fn static_keys_with_a_session_token_sign_every_call() {
-    let h = Harness::start().await;
-    let proxy = Proxy::start(&h.moto.endpoint).await;
+    let h = Harness::on_moto().await;
+    let proxy = Proxy::start(h.sqs.endpoint()).await;
     let env = proxied_env(
         &h,
         &proxy,
@@ -487,8 +487,8 @@ async fn static_keys_with_a_session_token_sign_every_call() {
 
 #[tokio::test]
 async fn a_named_profile_from_shared_files_signs_every_call() {
-    let h = Harness::start().await;
-    let proxy = Proxy::start(&h.moto.endpoint).await;
+    let h = Harness::on_moto().await;
+    let proxy = Proxy::start(h.sqs.endpoint()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config");
     let credentials = dir.path().join("credentials");
@@ -520,8 +520,8 @@ async fn a_named_profile_from_shared_files_signs_every_call() {
 
 #[tokio::test]
 async fn web_identity_assumes_the_role_through_sts_and_signs_with_its_credentials() {
-    let h = Harness::start().await;
-    let proxy = Proxy::start(&h.moto.endpoint).await;
+    let h = Harness::on_moto().await;
+    let proxy = Proxy::start(h.sqs.endpoint()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(
@@ -605,8 +605,8 @@ async fn web_identity_assumes_the_role_through_sts_and_signs_with_its_credential
 
 #[tokio::test]
 async fn access_denied_on_the_secret_stops_start_up() {
-    let h = Harness::start().await;
-    let proxy = Proxy::start(&h.moto.endpoint).await;
+    let h = Harness::on_moto().await;
+    let proxy = Proxy::start(h.sqs.endpoint()).await;
     let env = proxied_env(
         &h,
         &proxy,

@@ -282,7 +282,7 @@ async fn sending_the_same_file_twice_applies_each_event_once() {
     let mut seen = Vec::new();
     let mut outputs = Vec::new();
     for run in 1..=2 {
-        let out = send_with(&h.moto.aws_env(), &h.queue.url, &["--file", &file]).await;
+        let out = send_with(&h.sqs.aws_env(), &h.queue.url, &["--file", &file]).await;
         assert!(out.status.success(), "{}", stdout(&out));
         h.wait_queue_empty().await;
         let inventory = h.peers.inventory.clone();

@@ -9,16 +9,16 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use reservation_sim::{SqsFault, SqsOperation};
+use support::Harness;
 use support::bodies;
-use support::fast_sqs::FastHarness;
 
 /// Found by attacking the promise: the single acker awaited the DLQ send inline (3 attempts
 /// of 30 s), so while the DLQ hung no message of the pod was deleted, dozens were redelivered,
 /// and `/health` said ok.
 #[tokio::test]
 async fn a_hanging_dead_letter_queue_holds_up_no_delete() {
-    let h = FastHarness::start().await;
-    h.sqs.sim.inject(
+    let h = Harness::start().await;
+    h.sqs.sim().inject(
         SqsOperation::SendMessage,
         Some("events-dlq"),
         SqsFault::Delay(Duration::from_secs(120)),
@@ -30,7 +30,7 @@ async fn a_hanging_dead_letter_queue_holds_up_no_delete() {
     }
     let w = h.worker(&[("REDELIVERY_BACKOFF_BASE_SECS", "1")]).await;
     h.queue.send("{poison").await;
-    support::eventually("the DLQ send hangs", || h.sqs.sim.stats().faulted >= 1).await;
+    support::eventually("the DLQ send hangs", || h.sqs.sim().stats().faulted >= 1).await;
 
     for (i, r) in rids.iter().enumerate() {
         h.queue.send(&bodies::expired(&format!("env-{i}"), r)).await;
@@ -38,7 +38,7 @@ async fn a_hanging_dead_letter_queue_holds_up_no_delete() {
     // Within the first DLQ attempt's hang: the old acker deleted nothing for 30 s and more.
     let t = Instant::now();
     support::eventually("every valid event deleted", || {
-        h.sqs.sim.stats().messages_deleted == rids.len() as u64
+        h.sqs.sim().stats().messages_deleted == rids.len() as u64
     })
     .await;
     assert!(
@@ -46,7 +46,7 @@ async fn a_hanging_dead_letter_queue_holds_up_no_delete() {
         "deletes waited for the DLQ: {:?}",
         t.elapsed()
     );
-    let stats = h.sqs.sim.stats();
+    let stats = h.sqs.sim().stats();
     assert_eq!(
         stats.messages_received,
         rids.len() as u64 + 1,
@@ -54,7 +54,7 @@ async fn a_hanging_dead_letter_queue_holds_up_no_delete() {
     );
 
     // Once the DLQ answers, the poison gets there with its reason, and health is ok.
-    h.sqs.sim.clear_faults();
+    h.sqs.sim().clear_faults();
     let letters = h.dlq.receive_n(1).await;
     assert_eq!(
         letters[0].attributes.get("ReasonClass").map(String::as_str),
@@ -70,7 +70,7 @@ async fn a_hanging_dead_letter_queue_holds_up_no_delete() {
 /// reason.
 #[tokio::test]
 async fn a_dead_letter_near_the_size_limit_fits_and_keeps_its_reason() {
-    let h = FastHarness::start().await;
+    let h = Harness::start().await;
     let body = format!("{{{}", "x".repeat(262_103));
     assert_eq!(body.len(), 262_104);
     let _w = h.worker(&[]).await;
@@ -86,7 +86,7 @@ async fn a_dead_letter_near_the_size_limit_fits_and_keeps_its_reason() {
     );
     assert_eq!(letter.receive_count, 1);
     h.queue.wait_empty().await;
-    let stats = h.sqs.sim.stats();
+    let stats = h.sqs.sim().stats();
     assert_eq!(
         stats.send_message, 2,
         "the test's send and one DLQ send, none refused: {stats:?}"
@@ -103,7 +103,7 @@ async fn a_dead_letter_near_the_size_limit_fits_and_keeps_its_reason() {
 /// end within the timeout plus the documented 5 s margin.
 #[tokio::test]
 async fn shutdown_ends_on_time_when_sqs_never_answers() {
-    let h = FastHarness::start().await;
+    let h = Harness::start().await;
     for r in ["r-1", "r-2", "r-3"] {
         h.peers.hold(r);
     }
@@ -114,14 +114,14 @@ async fn shutdown_ends_on_time_when_sqs_never_answers() {
         SqsOperation::ChangeMessageVisibility,
     ] {
         h.sqs
-            .sim
+            .sim()
             .inject(op, None, SqsFault::Delay(Duration::from_secs(300)), None);
     }
     for (i, r) in ["r-1", "r-2", "r-3"].iter().enumerate() {
         h.queue.send(&bodies::expired(&format!("env-{i}"), r)).await;
     }
     support::eventually("all three applied", || h.peers.total_calls() == 6).await;
-    support::eventually("their deletes hang", || h.sqs.sim.stats().faulted >= 1).await;
+    support::eventually("their deletes hang", || h.sqs.sim().stats().faulted >= 1).await;
 
     let t = Instant::now();
     w.signal("TERM");
@@ -142,7 +142,7 @@ async fn shutdown_ends_on_time_when_sqs_never_answers() {
 /// the worker without draining. It now drains like SIGTERM.
 #[tokio::test]
 async fn sighup_drains_like_sigterm() {
-    let h = FastHarness::start().await;
+    let h = Harness::start().await;
     h.peers.hold("r-hup");
     h.peers.inventory.set_latency(Duration::from_millis(1500));
     let mut w = h.worker(&[("SHUTDOWN_TIMEOUT_SECS", "10")]).await;

@@ -1,5 +1,7 @@
 //! Each event type and envelope form reaches the peers as the contract says: the two calls in
 //! order, with every field and the envelope id as idempotency key; then the message is deleted.
+//! The three workflows run on moto, so the worker binary is proved against a second SQS
+//! implementation too; the rest on the fast endpoint.
 
 use crate::support;
 
@@ -29,7 +31,7 @@ fn call_order(h: &Harness, rid: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn reservation_expired_releases_the_hold_then_marks_expired() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     h.peers.hold("r-exp");
     let _w = h.worker(&[("RESERVATION_API_TOKEN", "tok-123")]).await;
     h.queue.send(&bodies::expired("env-exp", "r-exp")).await;
@@ -75,7 +77,7 @@ async fn reservation_expired_releases_the_hold_then_marks_expired() {
 
 #[tokio::test]
 async fn payment_approved_confirms_then_commits() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     h.peers.hold("r-ok");
     let _w = h.worker(&[]).await;
     h.queue.send(&bodies::approved("env-ok", "r-ok")).await;
@@ -112,7 +114,7 @@ async fn payment_approved_confirms_then_commits() {
 
 #[tokio::test]
 async fn payment_failed_cancels_then_releases() {
-    let h = Harness::start().await;
+    let h = Harness::on_moto().await;
     h.peers.hold("r-fail");
     let _w = h.worker(&[]).await;
     h.queue.send(&bodies::failed("env-fail", "r-fail")).await;

@@ -8,7 +8,6 @@ use reservation_sim::{SqsSim, serve_sqs};
 use tokio_util::sync::CancellationToken;
 
 use super::moto::{REGION, TestQueue, client, create_queue, create_queue_with};
-use super::{TestPeers, WorkerProcess};
 
 /// The endpoint on a free loopback port, with an SDK client pointed at it; stopped on drop.
 pub(crate) struct FastSqs {
@@ -72,49 +71,5 @@ impl FastSqs {
         attrs: &[(QueueAttributeName, &str)],
     ) -> TestQueue {
         create_queue_with(&self.client, name, None, attrs).await
-    }
-}
-
-/// [`super::Harness`] on the fast endpoint: a source queue whose RedrivePolicy names a DLQ
-/// (maxReceiveCount 5), and both peers.
-pub(crate) struct FastHarness {
-    pub sqs: FastSqs,
-    pub queue: TestQueue,
-    pub dlq: TestQueue,
-    pub peers: TestPeers,
-}
-
-impl FastHarness {
-    pub(crate) async fn start() -> FastHarness {
-        Self::with_queue("").await
-    }
-
-    /// FIFO queues (content-based deduplication).
-    pub(crate) async fn start_fifo() -> FastHarness {
-        Self::with_queue(".fifo").await
-    }
-
-    async fn with_queue(suffix: &str) -> FastHarness {
-        let sqs = FastSqs::start().await;
-        let dlq = sqs.create_queue(&format!("events-dlq{suffix}"), None).await;
-        let queue = sqs
-            .create_queue(&format!("events{suffix}"), Some((&dlq, 5)))
-            .await;
-        FastHarness {
-            sqs,
-            queue,
-            dlq,
-            peers: TestPeers::start().await,
-        }
-    }
-
-    /// The environment that points a worker at these servers, fast settings for tests.
-    pub(crate) fn env(&self) -> Vec<(String, String)> {
-        super::worker_env(self.sqs.aws_env(), &self.queue, &self.peers)
-    }
-
-    /// Starts the worker with `env()` plus `extra` (later entries win) and waits for `/ready`.
-    pub(crate) async fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
-        super::start_worker(self.env(), extra).await
     }
 }

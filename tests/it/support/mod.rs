@@ -1,4 +1,6 @@
-//! Shared test servers: a real moto SQS server and the crate's fast SQS endpoint, the two peers
+//! Shared test servers: the crate's fast SQS endpoint (what scenarios run on unless they ask
+//! for moto: `conformance` proves the two agree where the tests rely on it) and a real moto
+//! server (Secrets Manager, the chaos soak, the three workflows end to end), the two peers
 //! (the crate's simulators, which record calls and take scripted faults), and the real worker
 //! binary as a child process.
 
@@ -31,38 +33,104 @@ pub(crate) async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
     }
 }
 
-/// Everything one scenario needs: moto with a source queue and a DLQ (redrive policy set), and
-/// both peers. Dropping it stops them.
+/// The SQS server of a scenario: the project's fast endpoint (the default: the conformance
+/// suite proves it behaves as moto does where the tests rely on it, and it starts in
+/// microseconds instead of a Python process per test), or a real moto server.
+pub(crate) enum SqsServer {
+    Fast(fast_sqs::FastSqs),
+    Moto(Moto),
+}
+
+impl SqsServer {
+    /// The endpoint URL.
+    pub(crate) fn endpoint(&self) -> &str {
+        match self {
+            SqsServer::Fast(s) => &s.endpoint,
+            SqsServer::Moto(m) => &m.endpoint,
+        }
+    }
+
+    /// The AWS variables that point the SDK (and the worker) at this server.
+    pub(crate) fn aws_env(&self) -> Vec<(String, String)> {
+        match self {
+            SqsServer::Fast(s) => s.aws_env(),
+            SqsServer::Moto(m) => m.aws_env(),
+        }
+    }
+
+    /// An SDK client of this server.
+    pub(crate) fn client(&self) -> &aws_sdk_sqs::Client {
+        match self {
+            SqsServer::Fast(s) => &s.client,
+            SqsServer::Moto(m) => &m.client,
+        }
+    }
+
+    /// AWS settings pointing at this server, for building the worker's own `Queue` in a test.
+    pub(crate) async fn sdk_config(&self) -> aws_config::SdkConfig {
+        moto::sdk_config(self.endpoint()).await
+    }
+
+    /// Creates a queue; `redrive` = (DLQ, maxReceiveCount) sets a RedrivePolicy.
+    pub(crate) async fn create_queue(
+        &self,
+        name: &str,
+        redrive: Option<(&TestQueue, u32)>,
+    ) -> TestQueue {
+        moto::create_queue(self.client(), name, redrive).await
+    }
+
+    /// The fast endpoint's simulator, to script faults and read its counters.
+    pub(crate) fn sim(&self) -> &reservation_sim::SqsSim {
+        match self {
+            SqsServer::Fast(s) => &s.sim,
+            SqsServer::Moto(_) => {
+                panic!("a scenario that scripts SQS faults runs on the fast endpoint")
+            }
+        }
+    }
+}
+
+/// Everything one scenario needs: an SQS server with a source queue and a DLQ (redrive policy
+/// set, maxReceiveCount 5), and both peers. Dropping it stops them.
 pub(crate) struct Harness {
-    pub moto: Moto,
+    pub sqs: SqsServer,
     pub queue: TestQueue,
     pub dlq: TestQueue,
     pub peers: TestPeers,
 }
 
 impl Harness {
-    /// A standard queue whose RedrivePolicy names the DLQ (maxReceiveCount 5).
+    /// A standard queue on the fast endpoint.
     pub(crate) async fn start() -> Harness {
-        Self::with_queue(false).await
+        Self::with_queue(SqsServer::Fast(fast_sqs::FastSqs::start().await), false).await
     }
 
-    /// A FIFO queue (content-based deduplication) with a FIFO DLQ.
+    /// A FIFO queue (content-based deduplication) with a FIFO DLQ, on the fast endpoint.
     pub(crate) async fn start_fifo() -> Harness {
-        Self::with_queue(true).await
+        Self::with_queue(SqsServer::Fast(fast_sqs::FastSqs::start().await), true).await
     }
 
-    async fn with_queue(fifo: bool) -> Harness {
-        let moto = Moto::start().await;
+    /// A standard queue on a real moto server: for the scenarios where a second, independent
+    /// SQS implementation is the point.
+    pub(crate) async fn on_moto() -> Harness {
+        Self::with_queue(SqsServer::Moto(Moto::start().await), false).await
+    }
+
+    /// A FIFO queue on a real moto server.
+    pub(crate) async fn on_moto_fifo() -> Harness {
+        Self::with_queue(SqsServer::Moto(Moto::start().await), true).await
+    }
+
+    async fn with_queue(sqs: SqsServer, fifo: bool) -> Harness {
         let suffix = if fifo { ".fifo" } else { "" };
-        let dlq = moto
-            .create_queue(&format!("events-dlq{suffix}"), None)
-            .await;
-        let queue = moto
+        let dlq = sqs.create_queue(&format!("events-dlq{suffix}"), None).await;
+        let queue = sqs
             .create_queue(&format!("events{suffix}"), Some((&dlq, 5)))
             .await;
         let peers = TestPeers::start().await;
         Harness {
-            moto,
+            sqs,
             queue,
             dlq,
             peers,
@@ -71,7 +139,7 @@ impl Harness {
 
     /// The environment that points a worker at these servers, fast settings for tests.
     pub(crate) fn env(&self) -> Vec<(String, String)> {
-        worker_env(self.moto.aws_env(), &self.queue, &self.peers)
+        worker_env(self.sqs.aws_env(), &self.queue, &self.peers)
     }
 
     /// Starts the worker with `env()` plus `extra` (later entries win) and waits for `/ready`.

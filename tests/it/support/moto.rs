@@ -97,12 +97,7 @@ impl Moto {
 
     /// AWS settings pointing at this server, for building the worker's own `Queue` in a test.
     pub(crate) async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-            .load()
-            .await
+        sdk_config(&self.endpoint).await
     }
 
     /// The AWS variables that point the SDK (and the worker) at this server.
@@ -127,6 +122,16 @@ impl Moto {
     ) -> TestQueue {
         create_queue(&self.client, name, redrive).await
     }
+}
+
+/// AWS settings pointing at `endpoint` (moto or the fast endpoint).
+pub(crate) async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await
 }
 
 /// Creates a queue on whatever endpoint `client` points at (moto or the fast endpoint). A
