@@ -302,14 +302,16 @@ on_both_endpoints!(
 async fn visibility_expiry_redelivers(s: &Sqs) {
     let url = s.create("q", &[]).await;
     s.send(&url, "again").await;
+    let received_at = Instant::now();
     let first = s.receive(&url, 1, 1, 0).await.remove(0);
     assert_eq!(receive_count(&first), 1);
     assert!(s.receive(&url, 1, 1, 0).await.is_empty(), "invisible");
     assert_eq!(s.depth(&url).await, (0, 1, 0));
-    // The long poll ends when the visibility does (1 s), well inside its 5 s.
-    let started = Instant::now();
+    // The long poll ends when the visibility does (1 s), well inside its 5 s, and not before.
     let second = s.receive(&url, 1, 30, 5).await.remove(0);
-    assert!(started.elapsed() < Duration::from_secs(4), "{started:?}");
+    let elapsed = received_at.elapsed();
+    assert!(elapsed >= Duration::from_millis(900), "early: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(4), "late: {elapsed:?}");
     assert_eq!(receive_count(&second), 2);
     assert_eq!(second.message_id(), first.message_id());
     assert_ne!(second.receipt_handle(), first.receipt_handle());
