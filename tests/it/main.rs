@@ -8,6 +8,7 @@ mod backpressure;
 mod chaos;
 mod circuit;
 mod config;
+mod conformance;
 mod corpus;
 mod dead_letter;
 mod debug;

@@ -1,6 +1,6 @@
 //! The project's fast SQS endpoint (`SqsSim`) served in-process: for tests that need SQS to
 //! misbehave on cue (throttle, fail or hang one operation on one queue) or to behave like a lax
-//! FIFO emulator. `tests/sqs_sim.rs` checks it against what moto and SQS do.
+//! FIFO emulator. `conformance` runs the same SQS behaviours against it and against moto.
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;

@@ -8,6 +8,7 @@
 //! `http://<Host header>/000000000000/<name>` and requests name the queue by the URL's last
 //! path segment. The queue rules live in [`queue`]; the JSON shapes in [`wire`].
 
+mod digest;
 mod queue;
 mod wire;
 
@@ -731,6 +732,7 @@ impl SqsSim {
         let mut req: wire::SendEntry = parse(body)?;
         let q = self.queue_of(req.queue_url.take().as_deref())?;
         let m = self.new_message(req)?;
+        let (body_md5, attributes_md5) = digests(&m);
         let sent = q.lock().send(self.now(), m)?;
         if sent.enqueued {
             bump(&self.inner.counters.messages_sent, 1);
@@ -739,6 +741,8 @@ impl SqsSim {
         json(&SendResult {
             id: None,
             message_id: sent.message_id,
+            md5_of_message_body: body_md5,
+            md5_of_message_attributes: attributes_md5,
             sequence_number: sent.sequence_number,
         })
     }
@@ -776,12 +780,18 @@ impl SqsSim {
         {
             let mut state = q.lock();
             for (id, m) in messages {
-                match m.and_then(|m| state.send(now, m)) {
-                    Ok(sent) => {
+                let sent = m.and_then(|m| {
+                    let (body_md5, attributes_md5) = digests(&m);
+                    Ok((state.send(now, m)?, body_md5, attributes_md5))
+                });
+                match sent {
+                    Ok((sent, body_md5, attributes_md5)) => {
                         enqueued += usize::from(sent.enqueued);
                         out.successful.push(SendResult {
                             id: Some(id),
                             message_id: sent.message_id,
+                            md5_of_message_body: body_md5,
+                            md5_of_message_attributes: attributes_md5,
                             sequence_number: sent.sequence_number,
                         });
                     }
@@ -1109,11 +1119,21 @@ fn render_messages(
             message_id: &d.data.message_id,
             receipt_handle: &d.receipt,
             body: &d.data.body,
+            md5_of_body: digest::md5_hex(d.data.body.as_bytes()),
+            md5_of_message_attributes: digest::attributes_md5(u.iter().copied()),
             attributes: (!s.is_empty()).then_some(Pairs(s.as_slice())),
             message_attributes: (!u.is_empty()).then_some(Pairs(u.as_slice())),
         })
         .collect();
     json(&wire::ReceiveMessageResponse { messages })
+}
+
+/// SendMessage's digests of a message: of its body and of its attributes.
+fn digests(m: &NewMessage) -> (String, Option<String>) {
+    (
+        digest::md5_hex(m.body.as_bytes()),
+        digest::attributes_md5(m.attributes.iter().map(|(k, v)| (k.as_str(), v))),
+    )
 }
 
 #[derive(Clone)]

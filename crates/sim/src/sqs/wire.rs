@@ -300,14 +300,21 @@ impl<K: Serialize, V: Serialize> Serialize for Pairs<'_, K, V> {
     }
 }
 
-/// One received message as ReceiveMessage returns it. The SDK does not check MD5 digests
-/// (1.119 has no such interceptor), so none are sent.
+/// One received message as ReceiveMessage returns it, with SQS's digests (of the body, and of
+/// the message attributes returned).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub(super) struct WireMessage<'a> {
     pub message_id: &'a str,
     pub receipt_handle: &'a str,
     pub body: &'a str,
+    #[serde(rename = "MD5OfBody")]
+    pub md5_of_body: String,
+    #[serde(
+        rename = "MD5OfMessageAttributes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub md5_of_message_attributes: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Pairs<'a, &'static str, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -328,6 +335,13 @@ pub(super) struct SendResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub message_id: String,
+    #[serde(rename = "MD5OfMessageBody")]
+    pub md5_of_message_body: String,
+    #[serde(
+        rename = "MD5OfMessageAttributes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub md5_of_message_attributes: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<String>,
 }
