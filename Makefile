@@ -63,7 +63,7 @@ test: ## Everything CI runs: fmt --check, clippy, unit + integration tests (inst
 chaos: ## Chaos soak: 10,000 events through killed, restarted and doubled workers, faulty peers; prints the audit (CHAOS_EVENTS, CHAOS_SEED)
 	@$(NEED_CARGO)
 	@$(INSTALL_MOTO)
-	MOTO_SERVER="$(MOTO_SERVER)" CHAOS_EVENTS="$${CHAOS_EVENTS:-10000}" $(CARGO) test --test it chaos:: -- --nocapture
+	MOTO_SERVER="$(MOTO_SERVER)" CHAOS_EVENTS="$${CHAOS_EVENTS:-10000}" CHAOS_SQS="$${CHAOS_SQS:-moto}" $(CARGO) test --test it chaos:: -- --nocapture
 
 test-integration: ## Integration tests only (tests/it, one binary) against moto
 	@$(NEED_CARGO)

@@ -2,10 +2,12 @@
 //! peers fail at random, connections are reset, workers are SIGKILLed, SIGTERMed and run two
 //! at once — then an audit of what the peers, the queues and the workers' metrics say.
 //!
-//! Sizes and seed: `CHAOS_EVENTS` (default 1,000; `make chaos` runs 10,000) and `CHAOS_SEED`
-//! (default fixed, printed, so a failure can be re-run). Everything is real: moto for SQS (a
-//! standard queue whose RedrivePolicy names a DLQ), the crate's simulators as tonic and HTTP
-//! servers behind a resetting TCP proxy each, and the worker binary as child processes.
+//! Sizes, seed and SQS server: `CHAOS_EVENTS` (default 1,000; `make chaos` runs 10,000),
+//! `CHAOS_SEED` (default fixed, printed, so a failure can be re-run) and `CHAOS_SQS` (`fast`,
+//! the default: the project's fast endpoint, which the conformance suite holds to moto's
+//! behaviour; `moto`, which `make chaos` uses). Everything is real: an SQS server (a standard
+//! queue whose RedrivePolicy names a DLQ), the crate's simulators as tonic and HTTP servers
+//! behind a resetting TCP proxy each, and the worker binary as child processes.
 //!
 //! Why the settings are what they are:
 //! * `maxReceiveCount` 10: a valid event is received again only after a kill (2), the drain
@@ -59,7 +61,8 @@ use support::chaos::{
     Audit, PoisonBody, ResetProxy, Scrape, finished_by_outcome, poison_bodies, queue_depth,
     read_all, scrape,
 };
-use support::{Moto, TestPeers, TestQueue, WorkerProcess, bodies};
+use support::fast_sqs::FastSqs;
+use support::{Moto, SqsServer, TestPeers, TestQueue, WorkerProcess, bodies};
 
 const DEFAULT_EVENTS: usize = 1_000;
 const DEFAULT_SEED: u64 = 20_261_121;
@@ -495,9 +498,13 @@ async fn chaos_soak_applies_every_valid_event_exactly_once() {
     eprintln!("chaos: {events} events, CHAOS_SEED={seed}");
     let started = Instant::now();
 
-    let moto = Moto::start().await;
-    let dlq = moto.create_queue("chaos-events-dlq", None).await;
-    let queue = moto
+    let sqs = match std::env::var("CHAOS_SQS").as_deref() {
+        Ok("moto") => SqsServer::Moto(Moto::start().await),
+        Ok("fast") | Err(_) => SqsServer::Fast(FastSqs::start().await),
+        Ok(other) => panic!("CHAOS_SQS={other:?}: expected fast or moto"),
+    };
+    let dlq = sqs.create_queue("chaos-events-dlq", None).await;
+    let queue = sqs
         .create_queue("chaos-events", Some((&dlq, MAX_RECEIVE_COUNT)))
         .await;
     // The workers ask for this visibility on every receive anyway; the queue's own default
@@ -544,7 +551,7 @@ async fn chaos_soak_applies_every_valid_event_exactly_once() {
     let sent = Arc::new(AtomicU64::new(0));
     let sending = tokio::spawn(send_all(queue.clone(), load.clone(), sent.clone()));
 
-    let mut env = moto.aws_env();
+    let mut env = sqs.aws_env();
     for (k, v) in [
         ("SQS_QUEUE_URL", queue.url.clone()),
         ("SQS_WAIT_TIME", "1".into()),

@@ -789,22 +789,19 @@ async fn a_killed_redrive_leaves_nothing_hidden_for_long() {
     }
     signal(&child, "KILL");
     let _ = child.wait().await;
-    let killed = tokio::time::Instant::now();
     assert!(h.dlq.depth().await.1 > 0, "the killed run held messages");
-    // The hold is 30 s, renewed every 10 s while the run lasted.
-    let limit = Duration::from_secs(40);
-    loop {
-        let (_, hidden) = h.dlq.depth().await;
-        if hidden == 0 {
-            break;
-        }
-        assert!(
-            killed.elapsed() < limit,
-            "{hidden} message(s) still hidden {:?} after the kill",
-            killed.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // The hold is 30 s, renewed every 10 s while the run lasted: whatever the killed run held
+    // comes back within 30 s of the kill. The endpoint says when, so the test need not wait.
+    let dlq_name = h.dlq.url.rsplit('/').next().expect("queue name");
+    let longest = h
+        .sqs
+        .sim()
+        .longest_hold(dlq_name)
+        .expect("messages in flight");
+    assert!(
+        longest <= Duration::from_secs(30),
+        "a message stays hidden {longest:?} after the kill"
+    );
 }
 
 #[tokio::test]

@@ -365,6 +365,15 @@ impl SqsSim {
         Some(rule.fault)
     }
 
+    /// How much longer the queue named `queue` hides its longest-hidden in-flight message
+    /// (`None` when nothing is in flight, or there is no such queue): what a test asks after
+    /// a consumer died holding messages, without waiting out their visibility.
+    pub fn longest_hold(&self, queue: &str) -> Option<Duration> {
+        let q = self.queue(queue).ok()?;
+        let now = self.now();
+        q.lock().longest_hold(now)
+    }
+
     /// Counts of calls per operation and of messages sent, received, deleted and
     /// dead-lettered, for the benchmark report.
     pub fn stats(&self) -> SqsStats {

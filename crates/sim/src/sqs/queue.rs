@@ -829,6 +829,18 @@ impl QueueState {
         self.delayed = 0;
     }
 
+    /// How long the longest-hidden in-flight message stays hidden from `now`.
+    pub(super) fn longest_hold(&mut self, now: Now) -> Option<Duration> {
+        self.promote(now);
+        self.messages
+            .values()
+            .filter_map(|m| match m.state {
+                State::InFlight { until, .. } => Some(until.saturating_duration_since(now.at)),
+                _ => None,
+            })
+            .max()
+    }
+
     /// Counts after making visible what is due.
     pub(super) fn depth(&mut self, now: Now) -> Depth {
         self.promote(now);
@@ -981,6 +993,20 @@ mod tests {
         );
         let again = q.receive(later, 10, VIS, None).delivered.remove(0);
         assert_eq!(again.receive_count, 2);
+    }
+
+    #[test]
+    fn the_longest_hold_is_the_last_in_flight_message_to_come_back() {
+        let now = now0();
+        let mut q = queue("q", &[]);
+        assert_eq!(q.longest_hold(now), None);
+        q.send(now, msg("a", "b", None)).unwrap();
+        q.send(now, msg("b", "b", None)).unwrap();
+        q.receive(now, 1, Duration::from_secs(30), None);
+        q.receive(now, 1, Duration::from_secs(10), None);
+        let later = now.after(Duration::from_secs(5));
+        assert_eq!(q.longest_hold(later), Some(Duration::from_secs(25)));
+        assert_eq!(q.longest_hold(now.after(Duration::from_secs(30))), None);
     }
 
     #[test]
