@@ -20,18 +20,20 @@
 FROM rust:1.95.0-bookworm AS sources
 WORKDIR /src
 # The manifests, the build script and its protos, and placeholder sources for every target
-# the manifests name (cargo refuses to build when one is missing). The bench and the
-# simulators' crate (a workspace member cargo must load, never built here: every build names
-# `-p reservation-worker`) keep their placeholders for good.
+# the manifests name (cargo refuses to build when one is missing). The bench, the simulators'
+# crate and the test tooling's crate (workspace members cargo must load, never built here:
+# every build names `-p reservation-worker`) keep their placeholders for good.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY crates/sim/Cargo.toml ./crates/sim/
+COPY crates/testkit/Cargo.toml ./crates/testkit/
 COPY proto ./proto
-RUN mkdir src benches crates/sim/src \
+RUN mkdir src benches crates/sim/src crates/testkit/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > benches/worker.rs \
     && touch crates/sim/src/lib.rs \
-    && echo 'fn main() {}' > crates/sim/src/main.rs
+    && echo 'fn main() {}' > crates/sim/src/main.rs \
+    && touch crates/testkit/src/lib.rs
 
 # ---- builder: glibc ----------------------------------------------------------------------
 FROM sources AS builder

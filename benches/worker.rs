@@ -19,9 +19,6 @@
 mod dedupe;
 #[path = "worker/floor.rs"]
 mod floor;
-#[path = "../tests/it/support/moto.rs"]
-#[allow(dead_code)]
-mod moto;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -42,11 +39,13 @@ use futures::{StreamExt, TryStreamExt};
 use reservation_sim::{
     InventorySim, ReservationSim, SqsSim, SqsStats, serve_inventory, serve_reservation, serve_sqs,
 };
+// moto, and the SDK client the tests use, from the shared test tooling.
+use reservation_testkit::moto;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Used by the moto support module for its own waits.
+/// How long a worker may take to become ready or to exit after SIGTERM.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The worker binary `cargo bench` built (release profile).

@@ -66,7 +66,9 @@ expect cargo-targets "Cargo.lock kept out of the context (--locked fails)" 'p;d'
 expect cargo-targets "static builder without the sources stage's files" '/^COPY --from=sources/d'
 expect cargo-targets "dependency build in another WORKDIR" '/^FROM sources AS builder/a WORKDIR /elsewhere'
 expect cargo-targets "the simulators' manifest kept out of the context (cargo cannot load the workspace)" 'p;d' '/^!crates\/sim\/Cargo.toml$/d'
-expect worker-only-build "a build without -p reservation-worker (would compile the simulators)" 's/ -p reservation-worker//'
+expect cargo-targets "the test tooling's manifest kept out of the context (cargo cannot load the workspace)" 'p;d' '/^!crates\/testkit\/Cargo.toml$/d'
+expect cargo-targets "no placeholder for the test tooling's [lib]" '/touch crates\/testkit\/src\/lib.rs/d'
+expect worker-only-build "a build without -p reservation-worker (would compile the simulators and the test tooling)" 's/ -p reservation-worker//'
 [[ "$fails" -eq 0 ]] || { say "$fails self-test case(s) went wrong"; exit 1; }
 
 # 3. hadolint.

@@ -388,7 +388,7 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
          else "no 'cargo build --release --locked' in a builder stage")
 
     # Only the worker ships: every build names its package, so a workspace member (the
-    # simulators) is never compiled into the image's builder.
+    # simulators, the test tooling) is never compiled into the image's builder.
     package = tomllib_load(context / "Cargo.toml").get("package", {}).get("name", "")
     calls = [(i.line, m[0]) for s in st for i in s["instrs"] if i.cmd == "RUN"
              for m in re.finditer(r"cargo\s+build\b[^&|;]*", i.args)]

@@ -358,8 +358,9 @@ Send more from another shell:
     $BIN send --count 30
 Ctrl-C stops everything.
 EOF
-# Until the worker exits or a signal arrives; either way the EXIT trap cleans up. A signal to
-# the terminal's group ends the sleep at once; one to this script alone acts within a second.
-while alive "$WORKER_PID"; do sleep 1; done
+# Until the worker exits or a signal arrives; either way the EXIT trap cleans up. `wait` returns
+# as soon as a trapped signal arrives. (A loop of `alive` and `sleep 1` here once let a Ctrl-C go
+# unanswered: bash can lose a SIGINT that lands while it forks the loop's commands.)
+wait "$WORKER_PID" 2>/dev/null || true
 echo "dev: the worker exited; see $DEV/worker.log" >&2
 exit 1

@@ -6,10 +6,25 @@ use crate::support;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 
-/// The endpoint under test, with helpers of its own for the calls checked here.
-use support::fast_sqs::FastSqs as Sim;
+use support::fast_sqs::FastSqs;
+
+/// The endpoint under test (testkit's `FastSqs`, fields reached through `Deref`), with helpers
+/// of its own for the calls checked here.
+struct Sim(FastSqs);
+
+impl std::ops::Deref for Sim {
+    type Target = FastSqs;
+
+    fn deref(&self) -> &FastSqs {
+        &self.0
+    }
+}
 
 impl Sim {
+    async fn start() -> Sim {
+        Sim(FastSqs::start().await)
+    }
+
     async fn create(&self, name: &str, attrs: &[(QueueAttributeName, &str)]) -> String {
         let mut req = self.client.create_queue().queue_name(name);
         for (k, v) in attrs {

@@ -1,245 +1,36 @@
-//! Shared test servers: the crate's fast SQS endpoint (what scenarios run on unless they ask
-//! for moto: `conformance` proves the two agree where the tests rely on it) and a real moto
-//! server (Secrets Manager, the chaos soak, the three workflows end to end), the two peers
-//! (the crate's simulators, which record calls and take scripted faults), and the real worker
-//! binary as a child process.
+//! The shared test servers, from `reservation-testkit` (crates/testkit): the fast SQS endpoint
+//! and moto, the two peers, the worker binary as a child process, the OTLP receiver, the chaos
+//! pieces. testkit cannot name the worker binary (`CARGO_BIN_EXE_*` exists only here), so this
+//! module does, and fills it into testkit's harness types under the names the tests use.
 
-#![allow(dead_code)]
+pub(crate) use reservation_testkit::{
+    Moto, PATIENCE, Received, SqsServer, TestPeers, TestQueue, bodies, chaos, eventually, moto,
+    otlp,
+};
 
-pub(crate) mod chaos;
-pub(crate) mod fast_sqs;
-pub(crate) mod moto;
-pub(crate) mod otlp;
-pub(crate) mod peers;
-pub(crate) mod worker;
+/// The worker binary cargo built for these tests.
+pub(crate) enum Worker {}
 
-use std::time::Duration;
-
-pub(crate) use moto::{Moto, Received, TestQueue};
-pub(crate) use peers::TestPeers;
-pub(crate) use worker::WorkerProcess;
-
-/// Long enough for anything that should happen; tests wait for conditions, never sleep-and-hope.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Polls `cond` until it holds or `PATIENCE` runs out (then panics with `what`).
-pub(crate) async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !cond() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+impl reservation_testkit::WorkerBinary for Worker {
+    const PATH: &'static str = worker::BIN;
 }
 
-/// The SQS server of a scenario: the project's fast endpoint (the default: the conformance
-/// suite proves it behaves as moto does where the tests rely on it, and it starts in
-/// microseconds instead of a Python process per test), or a real moto server.
-pub(crate) enum SqsServer {
-    Fast(fast_sqs::FastSqs),
-    Moto(Moto),
+pub(crate) type Harness = reservation_testkit::Harness<Worker>;
+pub(crate) type WorkerProcess = reservation_testkit::WorkerProcess<Worker>;
+
+pub(crate) mod fast_sqs {
+    pub(crate) use reservation_testkit::fast_sqs::FastSqs;
 }
 
-impl SqsServer {
-    /// The endpoint URL.
-    pub(crate) fn endpoint(&self) -> &str {
-        match self {
-            SqsServer::Fast(s) => &s.endpoint,
-            SqsServer::Moto(m) => &m.endpoint,
-        }
-    }
+pub(crate) mod worker {
+    use std::path::Path;
 
-    /// The AWS variables that point the SDK (and the worker) at this server.
-    pub(crate) fn aws_env(&self) -> Vec<(String, String)> {
-        match self {
-            SqsServer::Fast(s) => s.aws_env(),
-            SqsServer::Moto(m) => m.aws_env(),
-        }
-    }
+    pub(crate) use reservation_testkit::worker::{Ran, top_level_keys};
 
-    /// An SDK client of this server.
-    pub(crate) fn client(&self) -> &aws_sdk_sqs::Client {
-        match self {
-            SqsServer::Fast(s) => &s.client,
-            SqsServer::Moto(m) => &m.client,
-        }
-    }
+    pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_reservation-worker");
 
-    /// AWS settings pointing at this server, for building the worker's own `Queue` in a test.
-    pub(crate) async fn sdk_config(&self) -> aws_config::SdkConfig {
-        moto::sdk_config(self.endpoint()).await
-    }
-
-    /// Creates a queue; `redrive` = (DLQ, maxReceiveCount) sets a RedrivePolicy.
-    pub(crate) async fn create_queue(
-        &self,
-        name: &str,
-        redrive: Option<(&TestQueue, u32)>,
-    ) -> TestQueue {
-        moto::create_queue(self.client(), name, redrive).await
-    }
-
-    /// The fast endpoint's simulator, to script faults and read its counters.
-    pub(crate) fn sim(&self) -> &reservation_sim::SqsSim {
-        match self {
-            SqsServer::Fast(s) => &s.sim,
-            SqsServer::Moto(_) => {
-                panic!("a scenario that scripts SQS faults runs on the fast endpoint")
-            }
-        }
-    }
-}
-
-/// Everything one scenario needs: an SQS server with a source queue and a DLQ (redrive policy
-/// set, maxReceiveCount 5), and both peers. Dropping it stops them.
-pub(crate) struct Harness {
-    pub sqs: SqsServer,
-    pub queue: TestQueue,
-    pub dlq: TestQueue,
-    pub peers: TestPeers,
-}
-
-impl Harness {
-    /// A standard queue on the fast endpoint.
-    pub(crate) async fn start() -> Harness {
-        Self::with_queue(SqsServer::Fast(fast_sqs::FastSqs::start().await), false).await
-    }
-
-    /// A FIFO queue (content-based deduplication) with a FIFO DLQ, on the fast endpoint.
-    pub(crate) async fn start_fifo() -> Harness {
-        Self::with_queue(SqsServer::Fast(fast_sqs::FastSqs::start().await), true).await
-    }
-
-    /// A standard queue on a real moto server: for the scenarios where a second, independent
-    /// SQS implementation is the point.
-    pub(crate) async fn on_moto() -> Harness {
-        Self::with_queue(SqsServer::Moto(Moto::start().await), false).await
-    }
-
-    /// A FIFO queue on a real moto server.
-    pub(crate) async fn on_moto_fifo() -> Harness {
-        Self::with_queue(SqsServer::Moto(Moto::start().await), true).await
-    }
-
-    async fn with_queue(sqs: SqsServer, fifo: bool) -> Harness {
-        let suffix = if fifo { ".fifo" } else { "" };
-        let dlq = sqs.create_queue(&format!("events-dlq{suffix}"), None).await;
-        let queue = sqs
-            .create_queue(&format!("events{suffix}"), Some((&dlq, 5)))
-            .await;
-        let peers = TestPeers::start().await;
-        Harness {
-            sqs,
-            queue,
-            dlq,
-            peers,
-        }
-    }
-
-    /// The environment that points a worker at these servers, fast settings for tests.
-    pub(crate) fn env(&self) -> Vec<(String, String)> {
-        worker_env(self.sqs.aws_env(), &self.queue, &self.peers)
-    }
-
-    /// Starts the worker with `env()` plus `extra` (later entries win) and waits for `/ready`.
-    pub(crate) async fn worker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
-        start_worker(self.env(), extra).await
-    }
-
-    /// Queues `n` expiry events (`env-i` for reservation `ri`, each held) whose inventory call
-    /// takes `latency`, so a worker's slots stay busy; returns the reservation ids.
-    pub(crate) async fn send_slow_events(&self, n: usize, latency: Duration) -> Vec<String> {
-        let rids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
-        for r in &rids {
-            self.peers.hold(r);
-        }
-        self.peers.inventory.set_latency(latency);
-        for (i, r) in rids.iter().enumerate() {
-            self.queue
-                .send(&bodies::expired(&format!("env-{i}"), r))
-                .await;
-        }
-        rids
-    }
-
-    /// Waits until the source queue holds nothing, visible or in flight.
-    pub(crate) async fn wait_queue_empty(&self) {
-        self.queue.wait_empty().await;
-    }
-}
-
-/// The environment of a worker on `queue` with `peers`, behind the SQS endpoint of `aws`, with
-/// fast settings for tests.
-pub(crate) fn worker_env(
-    mut aws: Vec<(String, String)>,
-    queue: &TestQueue,
-    peers: &TestPeers,
-) -> Vec<(String, String)> {
-    for (k, v) in [
-        ("SQS_QUEUE_URL", queue.url.as_str()),
-        ("SQS_WAIT_TIME", "1"),
-        ("INVENTORY_GRPC_ADDR", peers.inventory_addr.as_str()),
-        ("RESERVATION_API_BASE", peers.reservation_base.as_str()),
-        ("BACKOFF_BASE_MS", "20"),
-        ("BACKOFF_MAX_MS", "200"),
-        ("SERVER_PORT", "0"),
-        ("GRPC_DEBUG_PORT", "0"),
-        ("LOG_LEVEL", "info,reservation_worker=debug"),
-    ] {
-        aws.push((k.to_string(), v.to_string()));
-    }
-    aws
-}
-
-/// Starts the worker with `env` plus `extra` (later entries win) and waits for `/ready`.
-pub(crate) async fn start_worker(
-    mut env: Vec<(String, String)>,
-    extra: &[(&str, &str)],
-) -> WorkerProcess {
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let w = WorkerProcess::spawn(&env);
-    w.wait_ready().await;
-    w
-}
-
-/// Message bodies in the documented envelope form.
-pub(crate) mod bodies {
-    use serde_json::{Value, json};
-
-    pub(crate) fn documented(id: &str, event_type: &str, detail: Value) -> String {
-        json!({"id": id, "type": event_type, "source": "tests", "detail": detail, "time": "2026-11-21T00:00:00Z", "trace_id": "trace-from-body"}).to_string()
-    }
-
-    pub(crate) fn eventbridge(id: &str, event_type: &str, detail: Value) -> String {
-        json!({"version": "0", "id": id, "detail-type": event_type, "source": "tests", "account": "123456789012", "time": "2026-11-21T00:00:00Z", "region": "ap-northeast-2", "resources": [], "detail": detail}).to_string()
-    }
-
-    pub(crate) fn sns(inner: &str) -> String {
-        json!({"Type": "Notification", "MessageId": "sns-msg-1", "TopicArn": "arn:aws:sns:ap-northeast-2:123456789012:t", "Message": inner, "Timestamp": "2026-11-21T00:00:00Z"}).to_string()
-    }
-
-    pub(crate) fn expired(id: &str, rid: &str) -> String {
-        documented(
-            id,
-            "reservation.expired",
-            json!({"reservation_id": rid, "event_id": "evt-1", "qty": 2, "seat_ids": ["A-1", "A-2"]}),
-        )
-    }
-
-    pub(crate) fn approved(id: &str, rid: &str) -> String {
-        documented(id, "payment.approved", approved_detail(rid))
-    }
-
-    pub(crate) fn approved_detail(rid: &str) -> Value {
-        json!({"reservation_id": rid, "payment_intent_id": "pi-1", "amount": 50000, "currency": "KRW", "event_id": "evt-1", "user_id": "user-1", "seat_ids": ["A-1", "A-2"], "qty": 2})
-    }
-
-    pub(crate) fn failed(id: &str, rid: &str) -> String {
-        documented(
-            id,
-            "payment.failed",
-            json!({"reservation_id": rid, "payment_intent_id": "pi-2", "amount": 50000, "event_id": "evt-1", "user_id": "user-1", "seat_ids": ["A-1", "A-2"], "qty": 2, "error_code": "card_declined", "error_message": "declined"}),
-        )
+    /// Runs the worker binary with exactly `env` (plus PATH) and `args`.
+    pub(crate) async fn run(env: &[(String, String)], args: &[&str]) -> Ran {
+        reservation_testkit::worker::run(Path::new(BIN), env, args).await
     }
 }

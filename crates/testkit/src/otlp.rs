@@ -20,14 +20,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// OTLP span kinds, as numbered in the protocol.
-pub(crate) const KIND_CLIENT: i32 = 3;
-pub(crate) const KIND_PRODUCER: i32 = 4;
-pub(crate) const KIND_CONSUMER: i32 = 5;
+pub const KIND_CLIENT: i32 = 3;
+pub const KIND_PRODUCER: i32 = 4;
+pub const KIND_CONSUMER: i32 = 5;
 
 /// One received span, flattened for assertions. Ids are lowercase hex; a root span's
 /// parent is the empty string.
 #[derive(Debug, Clone)]
-pub(crate) struct ReceivedSpan {
+pub struct ReceivedSpan {
     pub name: String,
     pub kind: i32,
     pub trace_id: String,
@@ -42,13 +42,13 @@ pub(crate) struct ReceivedSpan {
 }
 
 impl ReceivedSpan {
-    pub(crate) fn attr(&self, key: &str) -> Option<&str> {
+    pub fn attr(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
     }
 }
 
 /// The receiver; stopped on drop.
-pub(crate) struct OtlpReceiver {
+pub struct OtlpReceiver {
     /// `http://127.0.0.1:port` of the gRPC service.
     pub grpc_endpoint: String,
     /// `http://127.0.0.1:port`, the base URL of the HTTP receiver (it serves `/v1/traces`).
@@ -75,7 +75,7 @@ impl TraceService for Store {
 }
 
 impl OtlpReceiver {
-    pub(crate) async fn start() -> OtlpReceiver {
+    pub async fn start() -> OtlpReceiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
 
@@ -136,7 +136,7 @@ impl OtlpReceiver {
     }
 
     /// Every span received so far, in arrival order.
-    pub(crate) fn spans(&self) -> Vec<ReceivedSpan> {
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
         let mut out = Vec::new();
         for (via, req) in self.received.lock().expect("store").iter() {
             for rs in &req.resource_spans {
@@ -166,12 +166,12 @@ impl OtlpReceiver {
 
     /// Everything received, every string included (escaped as `Debug` writes it), for tests
     /// that grep all of it.
-    pub(crate) fn all_text(&self) -> String {
+    pub fn all_text(&self) -> String {
         format!("{:?}", self.received.lock().expect("store"))
     }
 
     /// The spans named `name`.
-    pub(crate) fn named(&self, name: &str) -> Vec<ReceivedSpan> {
+    pub fn named(&self, name: &str) -> Vec<ReceivedSpan> {
         self.spans()
             .into_iter()
             .filter(|s| s.name == name)

@@ -7,10 +7,10 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use reservation_sim::{SqsSim, serve_sqs};
 use tokio_util::sync::CancellationToken;
 
-use super::moto::{REGION, TestQueue, client, create_queue, create_queue_with};
+use crate::moto::{REGION, TestQueue, client, create_queue, create_queue_with};
 
 /// The endpoint on a free loopback port, with an SDK client pointed at it; stopped on drop.
-pub(crate) struct FastSqs {
+pub struct FastSqs {
     pub sim: SqsSim,
     pub endpoint: String,
     pub client: Client,
@@ -24,7 +24,7 @@ impl Drop for FastSqs {
 }
 
 impl FastSqs {
-    pub(crate) async fn start() -> FastSqs {
+    pub async fn start() -> FastSqs {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -41,7 +41,7 @@ impl FastSqs {
     }
 
     /// The AWS variables that point the SDK (and the worker) at this endpoint.
-    pub(crate) fn aws_env(&self) -> Vec<(String, String)> {
+    pub fn aws_env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -54,18 +54,14 @@ impl FastSqs {
         .collect()
     }
 
-    /// Creates a queue, as [`super::Moto::create_queue`] does.
-    pub(crate) async fn create_queue(
-        &self,
-        name: &str,
-        redrive: Option<(&TestQueue, u32)>,
-    ) -> TestQueue {
+    /// Creates a queue, as [`crate::Moto::create_queue`] does.
+    pub async fn create_queue(&self, name: &str, redrive: Option<(&TestQueue, u32)>) -> TestQueue {
         create_queue(&self.client, name, redrive).await
     }
 
     /// Creates a queue with the given attributes (what moto does not model: SQS's 256 KiB
     /// request limit, `RedriveAllowPolicy`).
-    pub(crate) async fn create_queue_with(
+    pub async fn create_queue_with(
         &self,
         name: &str,
         attrs: &[(QueueAttributeName, &str)],

@@ -8,10 +8,10 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 
-pub(crate) const REGION: &str = "ap-northeast-2";
+pub const REGION: &str = "ap-northeast-2";
 
 /// A running moto server.
-pub(crate) struct Moto {
+pub struct Moto {
     pub endpoint: String,
     pub client: Client,
     /// The `sh` wrapper that started moto.
@@ -20,12 +20,13 @@ pub(crate) struct Moto {
     pid: String,
 }
 
-/// Where moto_server is: `MOTO_SERVER`, the project's `.venv`, or `PATH`.
+/// Where moto_server is: `MOTO_SERVER`, the workspace root's `.venv` (where `make test`
+/// installs it), or `PATH`.
 fn moto_binary() -> String {
     if let Ok(p) = std::env::var("MOTO_SERVER") {
         return p;
     }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/moto_server");
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/moto_server");
     if std::path::Path::new(venv).exists() {
         return venv.to_string();
     }
@@ -40,7 +41,7 @@ fn free_port() -> u16 {
 }
 
 impl Moto {
-    pub(crate) async fn start() -> Moto {
+    pub async fn start() -> Moto {
         for _ in 0..5 {
             let port = free_port();
             // The shell wrapper prints moto's pid, then kills moto when our stdin pipe closes:
@@ -96,12 +97,12 @@ impl Moto {
     }
 
     /// AWS settings pointing at this server, for building the worker's own `Queue` in a test.
-    pub(crate) async fn sdk_config(&self) -> aws_config::SdkConfig {
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         sdk_config(&self.endpoint).await
     }
 
     /// The AWS variables that point the SDK (and the worker) at this server.
-    pub(crate) fn aws_env(&self) -> Vec<(String, String)> {
+    pub fn aws_env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -115,11 +116,7 @@ impl Moto {
     }
 
     /// Creates a queue; `redrive` = (DLQ, maxReceiveCount) sets a RedrivePolicy.
-    pub(crate) async fn create_queue(
-        &self,
-        name: &str,
-        redrive: Option<(&TestQueue, u32)>,
-    ) -> TestQueue {
+    pub async fn create_queue(&self, name: &str, redrive: Option<(&TestQueue, u32)>) -> TestQueue {
         create_queue(&self.client, name, redrive).await
     }
 }
@@ -137,7 +134,7 @@ pub(crate) async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 /// Creates a queue on whatever endpoint `client` points at (moto or the fast endpoint). A
 /// `.fifo` name makes a FIFO queue with content-based deduplication; `redrive` = (DLQ,
 /// maxReceiveCount) sets a RedrivePolicy.
-pub(crate) async fn create_queue(
+pub async fn create_queue(
     client: &Client,
     name: &str,
     redrive: Option<(&TestQueue, u32)>,
@@ -146,7 +143,7 @@ pub(crate) async fn create_queue(
 }
 
 /// [`create_queue`] with more attributes (a `RedriveAllowPolicy`, a `MaximumMessageSize`).
-pub(crate) async fn create_queue_with(
+pub async fn create_queue_with(
     client: &Client,
     name: &str,
     redrive: Option<(&TestQueue, u32)>,
@@ -207,7 +204,7 @@ impl Drop for Moto {
     }
 }
 
-pub(crate) fn client(endpoint: &str) -> Client {
+pub fn client(endpoint: &str) -> Client {
     let conf = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
@@ -219,7 +216,7 @@ pub(crate) fn client(endpoint: &str) -> Client {
 
 /// A queue on the test server.
 #[derive(Clone)]
-pub(crate) struct TestQueue {
+pub struct TestQueue {
     pub client: Client,
     pub url: String,
     pub arn: String,
@@ -227,7 +224,7 @@ pub(crate) struct TestQueue {
 
 /// A message as a test sees it after receiving it.
 #[derive(Debug, Clone)]
-pub(crate) struct Received {
+pub struct Received {
     pub message_id: String,
     pub receipt: String,
     pub body: String,
@@ -260,12 +257,12 @@ impl From<&aws_sdk_sqs::types::Message> for Received {
 
 impl TestQueue {
     /// Sends a body; returns the SQS MessageId.
-    pub(crate) async fn send(&self, body: &str) -> String {
+    pub async fn send(&self, body: &str) -> String {
         self.send_with(body, &[], None).await
     }
 
     /// Sends a body with string attributes and, on FIFO queues, a group.
-    pub(crate) async fn send_with(
+    pub async fn send_with(
         &self,
         body: &str,
         attrs: &[(&str, &str)],
@@ -298,8 +295,8 @@ impl TestQueue {
     }
 
     /// Waits until the queue holds nothing, visible or in flight.
-    pub(crate) async fn wait_empty(&self) {
-        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+    pub async fn wait_empty(&self) {
+        let deadline = tokio::time::Instant::now() + crate::PATIENCE;
         loop {
             let (visible, in_flight) = self.depth().await;
             if visible + in_flight == 0 {
@@ -316,7 +313,7 @@ impl TestQueue {
     }
 
     /// (visible, in flight) from GetQueueAttributes.
-    pub(crate) async fn depth(&self) -> (u64, u64) {
+    pub async fn depth(&self) -> (u64, u64) {
         let out = self
             .client
             .get_queue_attributes()
@@ -340,7 +337,7 @@ impl TestQueue {
 
     /// Receives what is visible now (short poll, several rounds), leaving it in flight for
     /// `visibility` seconds.
-    pub(crate) async fn receive(&self, visibility: i32) -> Vec<Received> {
+    pub async fn receive(&self, visibility: i32) -> Vec<Received> {
         let mut all = Vec::new();
         for _ in 0..3 {
             let out = self
@@ -365,9 +362,9 @@ impl TestQueue {
     }
 
     /// Waits until `n` messages can be received (each left in flight for 60 s), returning them.
-    pub(crate) async fn receive_n(&self, n: usize) -> Vec<Received> {
+    pub async fn receive_n(&self, n: usize) -> Vec<Received> {
         let mut got = Vec::new();
-        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        let deadline = tokio::time::Instant::now() + crate::PATIENCE;
         while got.len() < n {
             got.extend(self.receive(60).await);
             if got.len() >= n {

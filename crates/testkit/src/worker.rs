@@ -2,26 +2,54 @@
 //! collected, stopped with real signals.
 
 use std::io::{BufRead, BufReader};
+use std::marker::PhantomData;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A running `reservation-worker`.
-pub(crate) struct WorkerProcess {
+/// Names the worker binary to start. testkit cannot name it itself: cargo defines
+/// `CARGO_BIN_EXE_reservation-worker` only while it compiles the worker package's own
+/// integration tests and benches. So the test crate names it once, with a type, and uses the
+/// harness types with that type filled in:
+///
+/// ```ignore
+/// pub(crate) enum Worker {}
+/// impl reservation_testkit::WorkerBinary for Worker {
+///     const PATH: &'static str = env!("CARGO_BIN_EXE_reservation-worker");
+/// }
+/// pub(crate) type Harness = reservation_testkit::Harness<Worker>;
+/// pub(crate) type WorkerProcess = reservation_testkit::WorkerProcess<Worker>;
+/// ```
+///
+/// [`WorkerProcess::spawn_at`] and [`run`] take a path instead, for a binary named at run time.
+pub trait WorkerBinary {
+    /// The binary's path.
+    const PATH: &'static str;
+}
+
+/// A running `reservation-worker`; `W` names the binary [`WorkerProcess::spawn`] starts.
+pub struct WorkerProcess<W> {
     child: Child,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
     /// The threads copying stdout and stderr; they end at the pipes' EOF, after the process.
     readers: Vec<std::thread::JoinHandle<()>>,
+    binary: PhantomData<fn() -> W>,
 }
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_reservation-worker");
+impl<W: WorkerBinary> WorkerProcess<W> {
+    /// Starts the worker `W` names with exactly `env` (plus PATH): nothing leaks in from the
+    /// test's own environment, so a developer's AWS settings can never point a test at real AWS.
+    pub fn spawn(env: &[(String, String)]) -> WorkerProcess<W> {
+        Self::spawn_at(Path::new(W::PATH), env)
+    }
+}
 
-impl WorkerProcess {
-    /// Starts the worker with exactly `env` (plus PATH): nothing leaks in from the test's own
-    /// environment, so a developer's AWS settings can never point a test at real AWS.
-    pub(crate) fn spawn(env: &[(String, String)]) -> WorkerProcess {
-        let mut cmd = Command::new(BIN);
+impl<W> WorkerProcess<W> {
+    /// Starts the worker binary at `bin` with exactly `env` (plus PATH), as [`Self::spawn`].
+    pub fn spawn_at(bin: &Path, env: &[(String, String)]) -> WorkerProcess<W> {
+        let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -56,23 +84,24 @@ impl WorkerProcess {
             logs,
             stderr,
             readers,
+            binary: PhantomData,
         }
     }
 
     /// Waits until every line the process wrote has been collected. Call it after the process
     /// exited (its pipes then reach EOF), before counting log lines.
-    pub(crate) fn finish_logs(&mut self) {
+    pub fn finish_logs(&mut self) {
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// JSON log lines parsed; non-JSON lines are skipped.
-    pub(crate) fn json_logs(&self) -> Vec<serde_json::Value> {
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
         self.logs
             .lock()
             .expect("logs")
@@ -82,7 +111,7 @@ impl WorkerProcess {
     }
 
     /// Log lines whose `msg` equals `msg`.
-    pub(crate) fn logs_with_message(&self, msg: &str) -> Vec<serde_json::Value> {
+    pub fn logs_with_message(&self, msg: &str) -> Vec<serde_json::Value> {
         self.json_logs()
             .into_iter()
             .filter(|v| v.get("msg").and_then(|m| m.as_str()) == Some(msg))
@@ -91,8 +120,8 @@ impl WorkerProcess {
 
     /// Log lines whose `msg` equals `msg`, once there is at least one: lines are read from the
     /// pipe by another thread, so one written just before `/ready` answered may not be here yet.
-    pub(crate) async fn wait_logs(&self, msg: &str) -> Vec<serde_json::Value> {
-        super::eventually(&format!("a log line {msg:?}"), || {
+    pub async fn wait_logs(&self, msg: &str) -> Vec<serde_json::Value> {
+        crate::eventually(&format!("a log line {msg:?}"), || {
             !self.logs_with_message(msg).is_empty()
         })
         .await;
@@ -100,27 +129,27 @@ impl WorkerProcess {
     }
 
     /// Every stdout line so far, as written.
-    pub(crate) fn raw_logs(&self) -> Vec<String> {
+    pub fn raw_logs(&self) -> Vec<String> {
         self.logs.lock().expect("logs").clone()
     }
 
     /// Every stderr line so far.
-    pub(crate) fn raw_stderr(&self) -> Vec<String> {
+    pub fn raw_stderr(&self) -> Vec<String> {
         self.stderr.lock().expect("stderr").clone()
     }
 
     /// The port the worker's HTTP server bound (it logs it at start).
-    pub(crate) async fn http_port(&self) -> u16 {
+    pub async fn http_port(&self) -> u16 {
         self.logged_port("http server listening").await
     }
 
     /// The port of the gRPC debug server.
-    pub(crate) async fn grpc_port(&self) -> u16 {
+    pub async fn grpc_port(&self) -> u16 {
         self.logged_port("grpc debug server listening").await
     }
 
     async fn logged_port(&self, message: &str) -> u16 {
-        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        let deadline = tokio::time::Instant::now() + crate::PATIENCE;
         loop {
             if let Some(p) = self
                 .logs_with_message(message)
@@ -140,7 +169,7 @@ impl WorkerProcess {
     }
 
     /// GET a path on the worker's HTTP port; returns (status, body).
-    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         let port = self.http_port().await;
         let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
             .await
@@ -150,8 +179,8 @@ impl WorkerProcess {
     }
 
     /// Waits until `/ready` answers 200.
-    pub(crate) async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + crate::PATIENCE;
         loop {
             if let Some((200, _)) = self.get("/ready").await {
                 return;
@@ -168,7 +197,7 @@ impl WorkerProcess {
     }
 
     /// Sends a signal by name (TERM, INT, KILL).
-    pub(crate) fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
@@ -180,7 +209,7 @@ impl WorkerProcess {
 
     /// Waits for the process to exit, up to `limit`, then for every line it wrote; panics if it
     /// does not exit.
-    pub(crate) async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -195,12 +224,12 @@ impl WorkerProcess {
     }
 
     /// Whether the process is still running.
-    pub(crate) fn running(&mut self) -> bool {
+    pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
 
-impl Drop for WorkerProcess {
+impl<W> Drop for WorkerProcess<W> {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -209,7 +238,7 @@ impl Drop for WorkerProcess {
 
 /// The top-level keys of a JSON object line in order, repeats included (a map type would
 /// silently keep one of two equal keys). `None` when the line is not a JSON object.
-pub(crate) fn top_level_keys(line: &str) -> Option<Vec<String>> {
+pub fn top_level_keys(line: &str) -> Option<Vec<String>> {
     struct Keys;
     impl<'de> serde::de::Visitor<'de> for Keys {
         type Value = Vec<String>;
@@ -232,17 +261,17 @@ pub(crate) fn top_level_keys(line: &str) -> Option<Vec<String>> {
 }
 
 /// What a command printed and how it ended.
-pub(crate) struct Ran {
+pub struct Ran {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
-/// Runs the binary with exactly `env` (plus PATH) and `args`.
-pub(crate) async fn run(env: &[(String, String)], args: &[&str]) -> Ran {
+/// Runs the worker binary at `bin` with exactly `env` (plus PATH) and `args`.
+pub async fn run(bin: &Path, env: &[(String, String)], args: &[&str]) -> Ran {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(BIN)
+        tokio::process::Command::new(bin)
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A tonic inventory server and an HTTP reservation server, stopped on drop.
-pub(crate) struct TestPeers {
+pub struct TestPeers {
     pub inventory: InventorySim,
     pub reservations: ReservationSim,
     /// `127.0.0.1:port`, the form operators write in `INVENTORY_GRPC_ADDR`.
@@ -17,7 +17,7 @@ pub(crate) struct TestPeers {
 }
 
 impl TestPeers {
-    pub(crate) async fn start() -> TestPeers {
+    pub async fn start() -> TestPeers {
         let inventory = InventorySim::new();
         let reservations = ReservationSim::new();
         // Tests name their reservations; an unknown one is a lookup failure, not a demo record.
@@ -51,13 +51,13 @@ impl TestPeers {
     }
 
     /// Seeds a HELD reservation (the reservation API refuses PATCHes of unknown ids).
-    pub(crate) fn hold(&self, reservation_id: &str) {
+    pub fn hold(&self, reservation_id: &str) {
         self.reservations
             .seed(reservation_sim::Reservation::held(reservation_id));
     }
 
     /// Total calls both peers received.
-    pub(crate) fn total_calls(&self) -> usize {
+    pub fn total_calls(&self) -> usize {
         self.inventory.calls().len() + self.reservations.calls().len()
     }
 }

@@ -1,4 +1,4 @@
-//! Pieces of the chaos soak (`tests/chaos.rs`): a TCP proxy that resets connections, the
+//! Pieces of the chaos soak (the worker's `tests/it/chaos.rs`): a TCP proxy that resets connections, the
 //! poison bodies taken from the bad-input corpus, Prometheus text parsing, queue helpers
 //! and the audit table.
 
@@ -16,13 +16,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::{Received, TestQueue};
+use crate::{Received, TestQueue};
 
 /// A loopback TCP proxy in front of a peer that, for a share of the chunks the client sends,
 /// forwards the chunk, waits a moment (so the peer may well apply it) and then resets the
 /// client's connection (SO_LINGER 0, so the client sees a real RST, not a FIN). Stopped on
 /// drop.
-pub(crate) struct ResetProxy {
+pub struct ResetProxy {
     /// Where the worker should connect instead of the peer.
     pub addr: SocketAddr,
     resets: Arc<AtomicU64>,
@@ -32,7 +32,7 @@ pub(crate) struct ResetProxy {
 impl ResetProxy {
     /// Proxies to `upstream`, resetting after a chunk with probability `rate` (drawn from a
     /// generator seeded with `seed`).
-    pub(crate) async fn start(upstream: SocketAddr, rate: f64, seed: u64) -> ResetProxy {
+    pub async fn start(upstream: SocketAddr, rate: f64, seed: u64) -> ResetProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let resets = Arc::new(AtomicU64::new(0));
@@ -68,7 +68,7 @@ impl ResetProxy {
     }
 
     /// How many connections were reset so far.
-    pub(crate) fn resets(&self) -> u64 {
+    pub fn resets(&self) -> u64 {
         self.resets.load(Ordering::Relaxed)
     }
 }
@@ -139,9 +139,9 @@ async fn pump(
     }
 }
 
-/// A body from `tests/corpus/` that the worker must dead-letter with `class`.
+/// A body from the workspace's `tests/corpus/` that the worker must dead-letter with `class`.
 #[derive(Debug, Clone)]
-pub(crate) struct PoisonBody {
+pub struct PoisonBody {
     pub file: String,
     pub body: String,
     pub class: String,
@@ -151,8 +151,9 @@ pub(crate) struct PoisonBody {
 
 /// The corpus bodies that can be sent as they are: plain `*.json` files without flags (no
 /// generated giants, no bodies SQS refuses, no binary attributes), sorted by file name.
-pub(crate) fn poison_bodies() -> Vec<PoisonBody> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+pub fn poison_bodies() -> Vec<PoisonBody> {
+    // The corpus belongs to the worker's tests: the workspace root's `tests/corpus/`.
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/corpus"));
     let tsv = std::fs::read_to_string(dir.join("expected.tsv")).expect("expected.tsv");
     let mut out = Vec::new();
     for line in tsv.lines() {
@@ -182,7 +183,7 @@ pub(crate) fn poison_bodies() -> Vec<PoisonBody> {
 /// One scrape of a worker's `/metrics`: `worker_events_total` by outcome (summed over
 /// types), and a few other series by name.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Scrape {
+pub struct Scrape {
     pub events: BTreeMap<String, u64>,
     pub active: u64,
     pub received: u64,
@@ -190,7 +191,7 @@ pub(crate) struct Scrape {
 
 impl Scrape {
     /// Parses the Prometheus text exposition.
-    pub(crate) fn parse(text: &str) -> Scrape {
+    pub fn parse(text: &str) -> Scrape {
         let mut s = Scrape::default();
         for line in text.lines() {
             if line.starts_with('#') {
@@ -217,7 +218,7 @@ impl Scrape {
     }
 
     /// Deliveries finished with `outcome`.
-    pub(crate) fn outcome(&self, outcome: &str) -> u64 {
+    pub fn outcome(&self, outcome: &str) -> u64 {
         self.events.get(outcome).copied().unwrap_or(0)
     }
 }
@@ -229,7 +230,7 @@ fn label(labels: &str, name: &str) -> Option<String> {
 }
 
 /// GETs `/metrics` of the worker whose HTTP port is `port`; `None` when it does not answer.
-pub(crate) async fn scrape(http: &reqwest::Client, port: u16) -> Option<Scrape> {
+pub async fn scrape(http: &reqwest::Client, port: u16) -> Option<Scrape> {
     let resp = http
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .timeout(Duration::from_secs(2))
@@ -244,7 +245,7 @@ pub(crate) async fn scrape(http: &reqwest::Client, port: u16) -> Option<Scrape> 
 
 /// `message finished` log lines by outcome: the worker writes one per finished delivery,
 /// right after counting it in `worker_events_total`.
-pub(crate) fn finished_by_outcome(logs: &[serde_json::Value]) -> BTreeMap<String, u64> {
+pub fn finished_by_outcome(logs: &[serde_json::Value]) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for line in logs {
         if line.get("msg").and_then(|m| m.as_str()) == Some("message finished")
@@ -257,7 +258,7 @@ pub(crate) fn finished_by_outcome(logs: &[serde_json::Value]) -> BTreeMap<String
 }
 
 /// Visible + in flight + delayed, from GetQueueAttributes.
-pub(crate) async fn queue_depth(queue: &TestQueue) -> u64 {
+pub async fn queue_depth(queue: &TestQueue) -> u64 {
     let Ok(out) = queue
         .client
         .get_queue_attributes()
@@ -287,7 +288,7 @@ pub(crate) async fn queue_depth(queue: &TestQueue) -> u64 {
 
 /// Reads every message on `queue`, leaving each in flight for 5 minutes so none is read
 /// twice; stops after three empty receives in a row.
-pub(crate) async fn read_all(queue: &TestQueue) -> Vec<Received> {
+pub async fn read_all(queue: &TestQueue) -> Vec<Received> {
     let mut all = Vec::new();
     let mut empty = 0;
     while empty < 3 {
@@ -315,24 +316,19 @@ pub(crate) async fn read_all(queue: &TestQueue) -> Vec<Received> {
 
 /// The audit: one row per check, printed as a table.
 #[derive(Debug, Default)]
-pub(crate) struct Audit {
+pub struct Audit {
     rows: Vec<(String, String, String, bool)>,
 }
 
 impl Audit {
     /// A check whose actual value must equal the expected one.
-    pub(crate) fn eq<T: PartialEq + std::fmt::Display>(
-        &mut self,
-        check: &str,
-        expected: T,
-        actual: T,
-    ) {
+    pub fn eq<T: PartialEq + std::fmt::Display>(&mut self, check: &str, expected: T, actual: T) {
         let ok = expected == actual;
         self.row(check, expected.to_string(), actual.to_string(), ok);
     }
 
     /// A check whose actual value must lie in `lo..=hi`.
-    pub(crate) fn within(&mut self, check: &str, lo: u64, hi: u64, actual: u64) {
+    pub fn within(&mut self, check: &str, lo: u64, hi: u64, actual: u64) {
         let expected = if lo == hi {
             lo.to_string()
         } else {
@@ -347,12 +343,12 @@ impl Audit {
     }
 
     /// A check with its own verdict.
-    pub(crate) fn row(&mut self, check: &str, expected: String, actual: String, ok: bool) {
+    pub fn row(&mut self, check: &str, expected: String, actual: String, ok: bool) {
         self.rows.push((check.to_owned(), expected, actual, ok));
     }
 
     /// The failed checks' names.
-    pub(crate) fn failures(&self) -> Vec<String> {
+    pub fn failures(&self) -> Vec<String> {
         self.rows
             .iter()
             .filter(|r| !r.3)
@@ -361,7 +357,7 @@ impl Audit {
     }
 
     /// The table: check | expected | actual | ok.
-    pub(crate) fn table(&self) -> String {
+    pub fn table(&self) -> String {
         let w0 = self
             .rows
             .iter()
@@ -409,7 +405,7 @@ impl Audit {
 /// A loopback TCP proxy in front of a peer that can be taken down: while down, it closes the
 /// connections it holds and every new one as soon as it is accepted, as a peer that has gone
 /// away behind a load balancer looks to a client. Stopped on drop.
-pub(crate) struct Outage {
+pub struct Outage {
     /// Where the worker should connect instead of the peer.
     pub addr: SocketAddr,
     down: tokio::sync::watch::Sender<bool>,
@@ -418,7 +414,7 @@ pub(crate) struct Outage {
 
 impl Outage {
     /// Proxies to `upstream`, up.
-    pub(crate) async fn start(upstream: SocketAddr) -> Outage {
+    pub async fn start(upstream: SocketAddr) -> Outage {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (down, _) = tokio::sync::watch::channel(false);
@@ -455,12 +451,12 @@ impl Outage {
     }
 
     /// The peer goes down: every connection through the proxy is closed from now on.
-    pub(crate) fn begin(&self) {
+    pub fn begin(&self) {
         self.down.send_replace(true);
     }
 
     /// The peer is back.
-    pub(crate) fn end(&self) {
+    pub fn end(&self) {
         self.down.send_replace(false);
     }
 }
