@@ -213,8 +213,8 @@ fn secret_name_missing() -> ConfigError {
 
 /// The default runtime threads: one per [`SLOTS_PER_THREAD`] slots, at most one per CPU this
 /// process may use (cgroup limits included). Threads beyond the work only cost CPU: each
-/// handoff between them is a futex wake and a context switch (with one thread instead of two,
-/// `make bench` spent ~20% less CPU per event at the same rate).
+/// handoff between them is a futex wake and a context switch (what one thread instead of two
+/// saves is measured in docs/performance.md).
 fn default_threads(concurrency: usize) -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     concurrency.div_ceil(SLOTS_PER_THREAD).clamp(1, cpus)
