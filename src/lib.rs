@@ -72,9 +72,32 @@ pub enum RunError {
     Reservations(#[from] client::reservation::ReservationClientError),
 }
 
+/// The worker's two ports: health, readiness and metrics (HTTP), and the gRPC debug service.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: TcpListener,
+}
+
 /// Runs the worker until `shutdown` is cancelled, then drains: stop receiving at once, let
 /// in-flight work finish within the shutdown timeout, release the rest, flush the acker.
+/// Binds the configured ports and reaches SQS the SDK's usual way, then [`serve`]s.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let listeners = Listeners {
+        http: bind("SERVER_PORT", config.server_port).await?,
+        grpc: bind("GRPC_DEBUG_PORT", config.grpc_debug_port).await?,
+    };
+    let queue = SqsQueue::from_config(&config).await;
+    serve(config, listeners, queue, shutdown).await
+}
+
+/// [`run`] on listeners and a queue the caller made: a test starts the whole worker in its own
+/// process this way, on loopback ports of its choosing and an SQS endpoint of its own.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    queue: SqsQueue,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let status = Arc::new(WorkerStatus::default());
     let servers_stop = CancellationToken::new();
     metrics().set_pool_capacity(config.concurrency);
@@ -101,22 +124,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         shutdown.clone(),
     );
 
-    let http_listener = bind("SERVER_PORT", config.server_port).await?;
-    let grpc_listener = bind("GRPC_DEBUG_PORT", config.grpc_debug_port).await?;
-    log_listening("http server listening", &http_listener);
-    log_listening("grpc debug server listening", &grpc_listener);
+    log_listening("http server listening", &listeners.http);
+    log_listening("grpc debug server listening", &listeners.grpc);
     let http = tokio::spawn(server::http::serve(
-        http_listener,
+        listeners.http,
         status.clone(),
         servers_stop.clone(),
     ));
     let grpc = tokio::spawn(server::grpc::serve(
-        grpc_listener,
+        listeners.grpc,
         server::grpc::Debug::new(&config, status.clone(), peers.clone()),
         servers_stop.clone(),
     ));
-
-    let queue = SqsQueue::from_config(&config).await;
 
     if let Some(dlq) = reach_queue(&queue, &config, &status, &shutdown).await {
         let settings = PipelineSettings {

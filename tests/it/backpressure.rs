@@ -11,9 +11,8 @@ use support::Harness;
 async fn a_full_pool_leaves_the_rest_on_the_queue() {
     let h = Harness::start().await;
     let rids = h.send_slow_events(8, Duration::from_millis(1500)).await;
-    let _w = h
-        .worker(&[("WORKER_CONCURRENCY", "2"), ("SQS_WAIT_TIME", "1")])
-        .await;
+    let w =
+        support::InProcess::start(&h, &[("WORKER_CONCURRENCY", "2"), ("SQS_WAIT_TIME", "1")]).await;
     support::eventually("pool busy", || h.peers.inventory.calls().len() >= 2).await;
     // While the two slots are busy, the queue holds exactly two messages in flight.
     let mut max_in_flight = 0;
@@ -42,4 +41,5 @@ async fn a_full_pool_leaves_the_rest_on_the_queue() {
         8,
         "each processed once, none dropped"
     );
+    w.stop().await;
 }

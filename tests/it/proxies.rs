@@ -42,7 +42,7 @@ async fn redirects_and_pages_in_front_of_the_api_are_retried_not_taken_for_succe
     for f in faults {
         h.peers.reservations.push_fault(HttpRoute::Patch, f);
     }
-    let _w = h.worker(&[("MAX_RETRIES", "10")]).await;
+    let _w = support::InProcess::start(&h, &[("MAX_RETRIES", "10")]).await;
     h.queue
         .send(&bodies::approved("env-see-other", "r-see-other"))
         .await;
@@ -108,7 +108,7 @@ async fn plain_http_answers_in_front_of_the_inventory_service_are_retried() {
     for r in &rids {
         h.peers.hold(r);
     }
-    let _w = h.worker(&[("MAX_RETRIES", "10")]).await;
+    let _w = support::InProcess::start(&h, &[("MAX_RETRIES", "10")]).await;
     for (i, r) in rids.iter().enumerate() {
         h.queue.send(&bodies::expired(&format!("env-{i}"), r)).await;
     }
@@ -155,7 +155,7 @@ async fn every_reservation_id_is_one_path_segment_or_refused() {
     for r in accepted {
         h.peers.hold(r);
     }
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     for (i, r) in accepted.iter().chain(refused.iter()).enumerate() {
         let body = bodies::documented(
             &format!("env-{i}"),

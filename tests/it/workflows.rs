@@ -33,7 +33,7 @@ fn call_order(h: &Harness, rid: &str) -> Vec<String> {
 async fn reservation_expired_releases_the_hold_then_marks_expired() {
     let h = Harness::on_moto().await;
     h.peers.hold("r-exp");
-    let _w = h.worker(&[("RESERVATION_API_TOKEN", "tok-123")]).await;
+    let _w = support::InProcess::start(&h, &[("RESERVATION_API_TOKEN", "tok-123")]).await;
     h.queue.send(&bodies::expired("env-exp", "r-exp")).await;
     eventually("both calls", || h.peers.total_calls() == 2).await;
     h.wait_queue_empty().await;
@@ -79,7 +79,7 @@ async fn reservation_expired_releases_the_hold_then_marks_expired() {
 async fn payment_approved_confirms_then_commits() {
     let h = Harness::on_moto().await;
     h.peers.hold("r-ok");
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     h.queue.send(&bodies::approved("env-ok", "r-ok")).await;
     eventually("both calls", || h.peers.total_calls() == 2).await;
     h.wait_queue_empty().await;
@@ -116,7 +116,7 @@ async fn payment_approved_confirms_then_commits() {
 async fn payment_failed_cancels_then_releases() {
     let h = Harness::on_moto().await;
     h.peers.hold("r-fail");
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     h.queue.send(&bodies::failed("env-fail", "r-fail")).await;
     eventually("both calls", || h.peers.total_calls() == 2).await;
     h.wait_queue_empty().await;
@@ -139,7 +139,7 @@ async fn payment_failed_cancels_then_releases() {
 async fn payment_without_inventory_fields_looks_the_reservation_up_first() {
     let h = Harness::start().await;
     h.peers.hold("r-look");
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     let body = bodies::documented(
         "env-look",
         "payment.approved",
@@ -176,7 +176,7 @@ async fn every_envelope_form_is_accepted() {
     ] {
         h.peers.hold(rid);
     }
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     h.queue
         .send(&bodies::eventbridge(
             "env-eb",
@@ -273,7 +273,7 @@ async fn every_envelope_form_is_accepted() {
 async fn a_body_without_id_uses_the_sqs_message_id_and_ids_are_percent_encoded() {
     let h = Harness::start().await;
     h.peers.hold("r/with space");
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     let body = json!({"type": "reservation.expired", "detail": {"reservation_id": "r/with space", "event_id": "evt-1", "qty": 1}}).to_string();
     let message_id = h.queue.send(&body).await;
     eventually("both calls", || h.peers.total_calls() == 2).await;

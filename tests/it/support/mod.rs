@@ -34,3 +34,74 @@ pub(crate) mod worker {
         reservation_testkit::worker::run(Path::new(BIN), env, args).await
     }
 }
+
+/// The whole worker (`reservation_worker::serve`: servers, pipeline, drain) in this test's
+/// process, on loopback ports and the harness's SQS server: for scenarios whose point is the
+/// worker's behaviour, not its process (signals, exit codes, logs). Stopped on drop.
+pub(crate) struct InProcess {
+    stop: tokio_util::sync::DropGuard,
+    task: tokio::task::JoinHandle<Result<(), reservation_worker::RunError>>,
+}
+
+impl InProcess {
+    /// Starts the worker with the harness's environment plus `extra` (later entries win) and
+    /// waits for `/ready`.
+    pub(crate) async fn start(h: &Harness, extra: &[(&str, &str)]) -> InProcess {
+        let mut env = h.env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = reservation_worker::config::Config::load_from_vars(env)
+            .await
+            .expect("the test's configuration is valid");
+        let queue = reservation_worker::sqs::SqsQueue::new(
+            &h.sqs.sdk_config().await,
+            config.queue_url.clone(),
+        );
+        let listeners = reservation_worker::Listeners {
+            http: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+            grpc: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        };
+        let ready = format!(
+            "http://{}/ready",
+            listeners.http.local_addr().expect("addr")
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(reservation_worker::serve(
+            config,
+            listeners,
+            queue,
+            stop.clone(),
+        ));
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = client.get(&ready).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                !task.is_finished() && tokio::time::Instant::now() < deadline,
+                "the in-process worker did not become ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        InProcess {
+            stop: stop.drop_guard(),
+            task,
+        }
+    }
+
+    /// Shuts down as SIGTERM does and waits for the drain to end.
+    pub(crate) async fn stop(self) {
+        self.stop.disarm().cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the worker stops")
+            .expect("the worker does not panic")
+            .expect("the worker ran");
+    }
+}
