@@ -1,7 +1,7 @@
 //! Each event type and envelope form reaches the peers as the contract says: the two calls in
 //! order, with every field and the envelope id as idempotency key; then the message is deleted.
-//! The three workflows run on moto, so the worker binary is proved against a second SQS
-//! implementation too; the rest on the fast endpoint.
+//! The worker runs in-process (`support::InProcess`); the three workflows on moto, so it is
+//! proved against a second SQS implementation too, the rest on the fast endpoint.
 
 use crate::support;
 
