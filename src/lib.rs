@@ -72,6 +72,20 @@ pub enum RunError {
     Reservations(#[from] client::reservation::ReservationClientError),
 }
 
+/// Sends the worker's JSON log lines (as `LOG_FORMAT=json` writes them, filtered by `level`)
+/// to `writer`, from this thread only, until the guard drops: a test running the worker
+/// in-process on a current-thread runtime reads its logs this way while other tests run on
+/// other threads.
+pub fn log_to_writer<W>(level: &str, writer: W) -> tracing::subscriber::DefaultGuard
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt as _;
+    tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(telemetry::logging::json_layer(level, writer)),
+    )
+}
+
 /// The worker's two ports: health, readiness and metrics (HTTP), and the gRPC debug service.
 pub struct Listeners {
     pub http: TcpListener,

@@ -64,6 +64,15 @@ where
     }
 }
 
+/// JSON lines as `LOG_FORMAT=json` writes them, filtered by `level`, to `writer`.
+pub(crate) fn json_layer<S, W>(level: &str, writer: W) -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    JsonLines::new(None, writer).with_filter(LogFilter::new(env_filter(level)))
+}
+
 /// `RUST_LOG` if set and valid, else `level`, else `info`. No target needs muting for
 /// secrets: at `trace` the AWS SDK redacts credentials itself, and hyper, h2 and reqwest do
 /// not print header values (checked by `tests/it/logs.rs`).

@@ -188,7 +188,7 @@ async fn terminal_downstream_errors_are_dead_lettered() {
     h.peers.hold("r-commit");
     h.peers.hold("r-grpc");
     h.peers.hold("r-409");
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     let id_404 = h.queue.send(&bodies::expired("env-404", "r-unknown")).await;
     let dl = dead_letters(&h, 1).await;
     assert!(
@@ -256,7 +256,7 @@ async fn a_lookup_that_cannot_fill_the_fields_is_terminal() {
     r.seat_ids.clear();
     r.quantity = 0;
     h.peers.reservations.seed(r);
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     let body = bodies::documented(
         "env-x",
         "payment.failed",
@@ -296,12 +296,14 @@ async fn a_lookup_that_cannot_fill_the_fields_is_terminal() {
 async fn sqs_dlq_url_is_used_when_the_queue_has_no_redrive_policy() {
     let h = Harness::start().await;
     let plain = h.sqs.create_queue("no-redrive", None).await;
-    let _w = h
-        .worker(&[
+    let _w = support::InProcess::start(
+        &h,
+        &[
             ("SQS_QUEUE_URL", plain.url.as_str()),
             ("SQS_DLQ_URL", h.dlq.url.as_str()),
-        ])
-        .await;
+        ],
+    )
+    .await;
     let id = plain.send("[1,2,3]").await;
     let dl = dead_letters(&h, 1).await;
     assert_eq!(dl[&id].attributes["ReasonClass"], "malformed_json");
@@ -313,7 +315,7 @@ async fn sqs_dlq_url_is_used_when_the_queue_has_no_redrive_policy() {
 async fn sqs_dlq_url_wins_over_the_redrive_policy() {
     let h = Harness::start().await;
     let chosen = h.sqs.create_queue("chosen-dlq", None).await;
-    let _w = h.worker(&[("SQS_DLQ_URL", chosen.url.as_str())]).await;
+    let _w = support::InProcess::start(&h, &[("SQS_DLQ_URL", chosen.url.as_str())]).await;
     let id = h.queue.send("[1,2,3]").await;
     let dl = chosen.receive_n(1).await;
     assert_eq!(dl[0].attributes["OriginalMessageId"], id);
@@ -330,7 +332,7 @@ async fn sqs_dlq_url_wins_over_the_redrive_policy() {
 async fn without_any_dlq_a_terminal_message_is_kept_not_deleted() {
     let h = Harness::start().await;
     let plain = h.sqs.create_queue("no-dlq", None).await;
-    let w = h.worker(&[("SQS_QUEUE_URL", plain.url.as_str())]).await;
+    let w = support::InProcess::start(&h, &[("SQS_QUEUE_URL", plain.url.as_str())]).await;
     // Waiting for the line is the assertion: without it the test times out.
     w.wait_logs("queue reached, but there is no dead-letter queue (set SQS_DLQ_URL or a RedrivePolicy): terminal messages will be kept invisible for 12 h instead of dead-lettered").await;
     plain.send("not json").await;

@@ -8,7 +8,7 @@ use support::{Harness, bodies};
 async fn the_same_envelope_twice_calls_downstream_once() {
     let h = Harness::start().await;
     h.peers.hold("r1");
-    let w = h.worker(&[]).await;
+    let w = support::InProcess::start(&h, &[]).await;
     let body = bodies::approved("env-dup", "r1");
     h.queue.send(&body).await;
     h.queue.send(&body).await;

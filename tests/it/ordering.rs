@@ -31,7 +31,7 @@ async fn a_fifo_group_runs_in_order_one_at_a_time() {
     h.queue
         .send_with(&bodies::expired("env-other", "other"), &[], Some("g2"))
         .await;
-    let _w = h.worker(&[("WORKER_CONCURRENCY", "10")]).await;
+    let _w = support::InProcess::start(&h, &[("WORKER_CONCURRENCY", "10")]).await;
     h.wait_queue_empty().await;
     support::eventually("all expired", || {
         rids.iter().all(|r| {
@@ -86,9 +86,11 @@ async fn a_failure_holds_back_the_rest_of_its_fifo_group() {
     h.queue
         .send_with(&bodies::expired("env-2", "second"), &[], Some("g"))
         .await;
-    let w = h
-        .worker(&[("MAX_RETRIES", "1"), ("REDELIVERY_BACKOFF_BASE_SECS", "1")])
-        .await;
+    let w = support::InProcess::start(
+        &h,
+        &[("MAX_RETRIES", "1"), ("REDELIVERY_BACKOFF_BASE_SECS", "1")],
+    )
+    .await;
     h.wait_queue_empty().await;
     support::eventually("both expired", || {
         ["first", "second"].iter().all(|r| {
@@ -134,7 +136,7 @@ async fn two_events_for_one_reservation_never_run_at_once() {
         InventoryMethod::ReleaseHold,
         GrpcFault::Delay(Duration::from_millis(800)),
     );
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     h.queue.send(&bodies::expired("env-a", "r1")).await;
     h.queue.send(&bodies::expired("env-b", "r1")).await;
     h.wait_queue_empty().await;
@@ -183,13 +185,15 @@ async fn a_lapsed_visibility_runs_no_message_twice_at_once_nor_its_group_out_of_
         InventoryMethod::ReleaseHold,
         GrpcFault::Delay(Duration::from_secs(5)),
     );
-    let _w = h
-        .worker(&[
+    let _w = support::InProcess::start(
+        &h,
+        &[
             ("SQS_VISIBILITY_TIMEOUT", "2"),
             ("INVENTORY_TIMEOUT_MS", "20000"),
             ("WORKER_CONCURRENCY", "10"),
-        ])
-        .await;
+        ],
+    )
+    .await;
     h.queue
         .send_with(&bodies::expired("env-head", "r-head"), &[], Some("g"))
         .await;
@@ -248,13 +252,15 @@ async fn a_lax_emulator_cannot_make_a_group_run_out_of_order() {
             GrpcFault::Status(Code::Unavailable),
         );
     }
-    let w = h
-        .worker(&[
+    let w = support::InProcess::start(
+        &h,
+        &[
             ("MAX_RETRIES", "1"),
             ("REDELIVERY_BACKOFF_BASE_SECS", "1"),
             ("WORKER_CONCURRENCY", "10"),
-        ])
-        .await;
+        ],
+    )
+    .await;
     for (i, r) in rids.iter().enumerate() {
         h.queue
             .send_with(&bodies::expired(&format!("env-{i}"), r), &[], Some("g"))

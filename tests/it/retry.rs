@@ -20,7 +20,7 @@ async fn a_retryable_first_step_recovers() {
         InventoryMethod::ReleaseHold,
         GrpcFault::Status(Code::DeadlineExceeded),
     );
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     h.queue.send(&bodies::expired("env-1", "r1")).await;
     h.wait_queue_empty().await;
     support::eventually("status set", || {
@@ -47,7 +47,7 @@ async fn a_retryable_second_step_does_not_repeat_the_first() {
             .reservations
             .push_fault(HttpRoute::Patch, HttpFault::Status(status));
     }
-    let _w = h.worker(&[]).await;
+    let _w = support::InProcess::start(&h, &[]).await;
     h.queue.send(&bodies::expired("env-exp", "r-exp")).await;
     h.wait_queue_empty().await;
     support::eventually("expired", || {
@@ -96,13 +96,15 @@ async fn spent_retries_leave_the_message_for_a_later_delivery() {
             GrpcFault::Status(Code::Unavailable),
         );
     }
-    let w = h
-        .worker(&[
+    let w = support::InProcess::start(
+        &h,
+        &[
             ("MAX_RETRIES", "2"),
             ("REDELIVERY_BACKOFF_BASE_SECS", "1"),
             ("REDELIVERY_BACKOFF_MAX_SECS", "8"),
-        ])
-        .await;
+        ],
+    )
+    .await;
     h.queue.send(&bodies::expired("env-1", "r1")).await;
     support::eventually("completed on the third delivery", || {
         h.peers
@@ -145,7 +147,7 @@ async fn already_applied_answers_count_as_success() {
     h.peers.hold("r-commit");
     h.peers.hold("r-release");
     h.peers.hold("r-gone");
-    let w = h.worker(&[]).await;
+    let w = support::InProcess::start(&h, &[]).await;
     h.peers.inventory.push_fault(
         InventoryMethod::CommitReservation,
         GrpcFault::Status(Code::AlreadyExists),

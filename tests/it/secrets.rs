@@ -62,7 +62,7 @@ async fn start_expecting_exit(env: &[(String, String)]) -> (Option<i32>, String)
 
 /// Everything the worker wrote, stdout and stderr.
 fn all_output(w: &WorkerProcess) -> String {
-    let mut out = w.logs.lock().expect("logs").join("\n");
+    let mut out = w.logs.raw().join("\n");
     out.push('\n');
     out.push_str(&w.stderr.lock().expect("stderr").join("\n"));
     out

@@ -16,13 +16,15 @@ async fn a_slow_call_keeps_its_message_invisible() {
         InventoryMethod::ReleaseHold,
         GrpcFault::Delay(Duration::from_secs(7)),
     );
-    let w = h
-        .worker(&[
+    let w = support::InProcess::start(
+        &h,
+        &[
             ("SQS_VISIBILITY_TIMEOUT", "2"),
             ("INVENTORY_TIMEOUT_MS", "15000"),
             ("SQS_WAIT_TIME", "1"),
-        ])
-        .await;
+        ],
+    )
+    .await;
     h.queue.send(&bodies::expired("env-slow", "r-slow")).await;
     support::eventually("expired", || {
         h.peers

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use moto::{Moto, Received, TestQueue};
 pub use peers::TestPeers;
-pub use worker::{WorkerBinary, WorkerProcess};
+pub use worker::{LogLines, WorkerBinary, WorkerProcess};
 
 /// Long enough for anything that should happen; tests wait for conditions, never sleep-and-hope.
 pub const PATIENCE: Duration = Duration::from_secs(30);

@@ -28,10 +28,54 @@ pub trait WorkerBinary {
     const PATH: &'static str;
 }
 
+/// A worker's log lines as they arrive (a child's stdout, or the writer of a worker running
+/// in the test's own process), and the ways tests read them.
+#[derive(Debug, Clone, Default)]
+pub struct LogLines(Arc<Mutex<Vec<String>>>);
+
+impl LogLines {
+    /// Adds one line as written.
+    pub fn push(&self, line: String) {
+        self.0.lock().expect("logs").push(line);
+    }
+
+    /// Every line so far, as written.
+    pub fn raw(&self) -> Vec<String> {
+        self.0.lock().expect("logs").clone()
+    }
+
+    /// JSON lines parsed; non-JSON lines are skipped.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.0
+            .lock()
+            .expect("logs")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Lines whose `msg` equals `msg`.
+    pub fn with_message(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.json()
+            .into_iter()
+            .filter(|v| v.get("msg").and_then(|m| m.as_str()) == Some(msg))
+            .collect()
+    }
+
+    /// Lines whose `msg` equals `msg`, once there is at least one.
+    pub async fn wait_for(&self, msg: &str) -> Vec<serde_json::Value> {
+        crate::eventually(&format!("a log line {msg:?}"), || {
+            !self.with_message(msg).is_empty()
+        })
+        .await;
+        self.with_message(msg)
+    }
+}
+
 /// A running `reservation-worker`; `W` names the binary [`WorkerProcess::spawn`] starts.
 pub struct WorkerProcess<W> {
     child: Child,
-    pub logs: Arc<Mutex<Vec<String>>>,
+    pub logs: LogLines,
     pub stderr: Arc<Mutex<Vec<String>>>,
     /// The threads copying stdout and stderr; they end at the pipes' EOF, after the process.
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -57,7 +101,7 @@ impl<W> WorkerProcess<W> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn reservation-worker");
-        let logs = Arc::new(Mutex::new(Vec::new()));
+        let logs = LogLines::default();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -67,7 +111,7 @@ impl<W> WorkerProcess<W> {
                     if std::env::var_os("WORKER_LOGS").is_some() {
                         eprintln!("worker: {line}");
                     }
-                    logs.lock().expect("logs").push(line);
+                    logs.push(line);
                 }
             }));
         }
@@ -102,35 +146,23 @@ impl<W> WorkerProcess<W> {
 
     /// JSON log lines parsed; non-JSON lines are skipped.
     pub fn json_logs(&self) -> Vec<serde_json::Value> {
-        self.logs
-            .lock()
-            .expect("logs")
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.logs.json()
     }
 
     /// Log lines whose `msg` equals `msg`.
     pub fn logs_with_message(&self, msg: &str) -> Vec<serde_json::Value> {
-        self.json_logs()
-            .into_iter()
-            .filter(|v| v.get("msg").and_then(|m| m.as_str()) == Some(msg))
-            .collect()
+        self.logs.with_message(msg)
     }
 
     /// Log lines whose `msg` equals `msg`, once there is at least one: lines are read from the
     /// pipe by another thread, so one written just before `/ready` answered may not be here yet.
     pub async fn wait_logs(&self, msg: &str) -> Vec<serde_json::Value> {
-        crate::eventually(&format!("a log line {msg:?}"), || {
-            !self.logs_with_message(msg).is_empty()
-        })
-        .await;
-        self.logs_with_message(msg)
+        self.logs.wait_for(msg).await
     }
 
     /// Every stdout line so far, as written.
     pub fn raw_logs(&self) -> Vec<String> {
-        self.logs.lock().expect("logs").clone()
+        self.logs.raw()
     }
 
     /// Every stderr line so far.
@@ -188,7 +220,7 @@ impl<W> WorkerProcess<W> {
             if tokio::time::Instant::now() > deadline {
                 panic!(
                     "worker not ready; logs: {:?}; stderr: {:?}",
-                    self.logs.lock().expect("logs"),
+                    self.logs.raw(),
                     self.stderr.lock().expect("stderr")
                 );
             }

@@ -37,8 +37,12 @@ pub(crate) mod worker {
 
 /// The whole worker (`reservation_worker::serve`: servers, pipeline, drain) in this test's
 /// process, on loopback ports and the harness's SQS server: for scenarios whose point is the
-/// worker's behaviour, not its process (signals, exit codes, logs). Stopped on drop.
+/// worker's behaviour, not its process (signals, exit codes, stdout). Its JSON log lines are
+/// collected from this thread: tests using it run on tokio's default current-thread runtime,
+/// where the worker's tasks run too. Stopped on drop.
 pub(crate) struct InProcess {
+    pub logs: reservation_testkit::LogLines,
+    _logging: tracing::subscriber::DefaultGuard,
     stop: tokio_util::sync::DropGuard,
     task: tokio::task::JoinHandle<Result<(), reservation_worker::RunError>>,
 }
@@ -49,6 +53,15 @@ impl InProcess {
     pub(crate) async fn start(h: &Harness, extra: &[(&str, &str)]) -> InProcess {
         let mut env = h.env();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let logs = reservation_testkit::LogLines::default();
+        let sink = logs.clone();
+        let logging =
+            reservation_worker::log_to_writer("info,reservation_worker=debug", move || {
+                EventLines {
+                    logs: sink.clone(),
+                    buf: Vec::new(),
+                }
+            });
         let config = reservation_worker::config::Config::load_from_vars(env)
             .await
             .expect("the test's configuration is valid");
@@ -90,6 +103,8 @@ impl InProcess {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         InProcess {
+            logs,
+            _logging: logging,
             stop: stop.drop_guard(),
             task,
         }
@@ -103,5 +118,40 @@ impl InProcess {
             .expect("the worker stops")
             .expect("the worker does not panic")
             .expect("the worker ran");
+    }
+
+    /// Log lines whose `msg` equals `msg`.
+    pub(crate) fn logs_with_message(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.logs.with_message(msg)
+    }
+
+    /// Log lines whose `msg` equals `msg`, once there is at least one.
+    pub(crate) async fn wait_logs(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.logs.wait_for(msg).await
+    }
+}
+
+/// What the log layer writes for one event, added to the worker's lines when dropped.
+struct EventLines {
+    logs: reservation_testkit::LogLines,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for EventLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventLines {
+    fn drop(&mut self) {
+        for line in String::from_utf8_lossy(&self.buf).lines() {
+            self.logs.push(line.to_string());
+        }
     }
 }
