@@ -37,7 +37,7 @@ impl Backoff {
 }
 
 /// Visibility for a message whose retries are spent: `base·2^(receive_count-1)`, capped.
-pub fn redelivery_delay(base: Duration, max: Duration, receive_count: u32) -> Duration {
+pub(crate) fn redelivery_delay(base: Duration, max: Duration, receive_count: u32) -> Duration {
     Backoff { base, max }.exact(receive_count.max(1))
 }
 

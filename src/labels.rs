@@ -153,7 +153,7 @@ impl fmt::Display for DeadLetterReason {
 /// Which downstream call of a workflow: the `step` label (the workflow's `Step` carries the
 /// call's arguments besides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StepName {
+pub(crate) enum StepName {
     /// gRPC `ReleaseHold`.
     ReleaseHold,
     /// gRPC `CommitReservation`.
@@ -166,7 +166,7 @@ pub enum StepName {
 
 impl StepName {
     /// Every step, each exported at zero from the start.
-    pub const ALL: [StepName; 4] = [
+    pub(crate) const ALL: [StepName; 4] = [
         StepName::ReleaseHold,
         StepName::CommitReservation,
         StepName::StatusUpdate,
@@ -174,7 +174,7 @@ impl StepName {
     ];
 
     /// The step as logs, metrics and the debug service spell it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StepName::ReleaseHold => "release_hold",
             StepName::CommitReservation => "commit_reservation",

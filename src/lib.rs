@@ -2,33 +2,50 @@
 //! service (gRPC) and the reservation API (REST), without losing or repeating an event.
 //!
 //! The pipeline reads top to bottom, one way: [`config`] → `aws` (SDK configuration) →
-//! [`sqs`] (the `Queue` seam and its AWS adapter) → [`pipeline`] (receive loops, pool,
-//! visibility renewal, acker) → [`workflow`] (the three workflows) → [`client`] (inventory
-//! gRPC, reservation REST). [`event`] (envelope to typed event), [`labels`] (the bounded
-//! vocabularies of logs and metrics), [`health`] and `telemetry` are leaves that import no
-//! pipeline type; [`server`] answers on the health and debug ports and [`cli`] holds the
+//! `sqs` (the [`Queue`] seam and its AWS adapter, [`SqsQueue`]) → `pipeline` (receive loops,
+//! [`Pool`], visibility renewal, [`Acker`]) → `workflow` (the three workflows) → `client`
+//! (inventory gRPC, reservation REST). [`event`] (envelope to typed event), `labels` (the
+//! bounded vocabularies of logs and metrics), `health` and `telemetry` are leaves that import
+//! no pipeline type; `server` answers on the health and debug ports and [`cli`] holds the
 //! operator commands. The simulators of the two peers and of SQS live in their own crate
 //! (`crates/sim`), which only tests, benches and `make dev` use.
 //!
-//! Public is what the binary, the integration tests and the bench use; the rest is private
-//! to the crate.
+//! Public is what the binary, the integration tests, the bench and the fuzz target use: the
+//! contracts ([`event`], [`proto`], [`config`]), [`run`]/[`serve`], the operator commands, and
+//! the pipeline parts the tests drive directly (re-exported below). The rest is private.
 
 mod aws;
-pub mod backoff;
+mod backoff;
 pub mod cli;
-pub mod client;
+mod client;
 pub mod config;
 pub mod event;
-pub mod health;
-pub mod labels;
-pub mod pipeline;
+mod health;
+mod labels;
+mod pipeline;
 pub mod proto;
 mod redact;
-pub mod server;
-pub mod sqs;
+mod server;
+mod sqs;
 mod telemetry;
 mod text;
-pub mod workflow;
+mod workflow;
+
+// The surface the binary, the integration tests and the bench use; everything else is private
+// to the crate.
+pub use backoff::Backoff;
+pub use client::circuit::CircuitSettings;
+pub use client::inventory::GrpcInventory;
+pub use client::reservation::RestReservations;
+pub use health::WorkerStatus;
+pub use labels::DeadLetterReason;
+pub use pipeline::acker::{ALREADY_DEAD_LETTERED, Acker, Settle};
+pub use pipeline::disposition::Disposition;
+pub use pipeline::poller::Poller;
+pub use pipeline::{Pool, PoolSettings, RecentlyCompleted};
+pub use server::http::serve as serve_http;
+pub use sqs::{Delivery, Queue, SqsQueue};
+pub use workflow::Peers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,18 +53,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::client::Measured;
-use crate::client::circuit::CircuitSettings;
-use crate::client::inventory::GrpcInventory;
-use crate::client::reservation::RestReservations;
 use crate::config::Config;
-use crate::health::WorkerStatus;
 use crate::pipeline::acker::{DEFAULT_MAX_MESSAGE_SIZE, DeadLetterQueue, WRITE_TIMEOUT};
-use crate::pipeline::{PipelineSettings, PoolSettings, Queues};
-use crate::sqs::{Queue, SqsQueue};
+use crate::pipeline::{PipelineSettings, Queues};
 use crate::telemetry::metrics::metrics;
-use crate::workflow::Peers;
 
 /// How long the health and debug servers may take to close their connections at shutdown.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use reservation_worker::pipeline::RecentlyCompleted;
+use reservation_worker::RecentlyCompleted;
 
 /// The argument that makes the bench binary the measuring child.
 pub(crate) const ARG: &str = "dedupe-memory";

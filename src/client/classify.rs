@@ -49,7 +49,7 @@ impl CallError {
 const HTTP_DERIVED: &str = "grpc-status header missing, mapped from HTTP status code";
 
 /// A gRPC status other than OK.
-pub fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
+pub(crate) fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
     let text = format!(
         "gRPC {:?}: {}",
         status.code(),
@@ -89,7 +89,7 @@ pub fn grpc_status(status: &tonic::Status) -> Result<Applied, CallError> {
 /// A gRPC health probe's error status: whether the inventory service answered. Its own
 /// UNIMPLEMENTED (it does not serve `grpc.health.v1`) is an answer; one made up from a
 /// proxy's HTTP status, and everything retryable, is not.
-pub fn grpc_probe(status: &tonic::Status) -> Result<(), CallError> {
+pub(crate) fn grpc_probe(status: &tonic::Status) -> Result<(), CallError> {
     if status.code() == Code::Unimplemented && !status.message().starts_with(HTTP_DERIVED) {
         return Ok(());
     }
@@ -100,7 +100,7 @@ pub fn grpc_probe(status: &tonic::Status) -> Result<(), CallError> {
 }
 
 /// An OK `ReleaseHold` response, by its status field.
-pub fn release_status(
+pub(crate) fn release_status(
     status: i32,
     error: Option<&crate::proto::common::v1::Error>,
 ) -> Result<Applied, CallError> {
@@ -122,7 +122,7 @@ pub fn release_status(
 
 /// An OK `CommitReservation` response, by its status field. `FAILED_*` are business
 /// rejections: terminal.
-pub fn commit_status(
+pub(crate) fn commit_status(
     status: i32,
     error: Option<&crate::proto::common::v1::Error>,
 ) -> Result<Applied, CallError> {
@@ -192,7 +192,10 @@ fn describe(e: &crate::proto::common::v1::Error) -> String {
 /// into a GET and its 200 into a false success); they are retried like 401/403, because a
 /// redirect comes from something in front of the API (an auth proxy sending to its login page,
 /// a maintenance page) that an operator fixes, and the event must apply once they have.
-pub fn http_head(status: StatusCode, headers: &HeaderMap) -> Option<Result<Applied, CallError>> {
+pub(crate) fn http_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Option<Result<Applied, CallError>> {
     if status.is_redirection() {
         let to = headers
             .get(LOCATION)
@@ -228,7 +231,7 @@ fn location(value: &HeaderValue) -> String {
 }
 
 /// An HTTP status from the reservation API.
-pub fn http_status(status: StatusCode, body: &str) -> Result<Applied, CallError> {
+pub(crate) fn http_status(status: StatusCode, body: &str) -> Result<Applied, CallError> {
     if status.is_success() {
         return Ok(Applied::Done);
     }
@@ -247,7 +250,7 @@ pub fn http_status(status: StatusCode, body: &str) -> Result<Applied, CallError>
 
 /// A transport failure from reqwest (connect, timeout, reset): retryable. A request that could
 /// not even be built is a bug on our side, reported as terminal so it is looked at.
-pub fn http_transport(e: &reqwest::Error) -> CallError {
+pub(crate) fn http_transport(e: &reqwest::Error) -> CallError {
     if e.is_builder() {
         return CallError::terminal(format!("cannot build request: {e}"));
     }

@@ -36,7 +36,7 @@ where
 }
 
 /// A peer client whose calls are timed (see the module).
-pub struct Measured<T>(pub T);
+pub(crate) struct Measured<T>(pub T);
 
 fn already(a: &Applied) -> bool {
     *a == Applied::AlreadyApplied

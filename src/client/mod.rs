@@ -1,18 +1,18 @@
 //! The two downstream peers. Each client maps its transport's errors to [`CallError`] at the
 //! edge, so the retry loop never looks at a gRPC code or an HTTP status.
 
-pub mod circuit;
-pub mod classify;
-pub mod inventory;
+pub(crate) mod circuit;
+pub(crate) mod classify;
+pub(crate) mod inventory;
 mod measured;
-pub mod reservation;
+pub(crate) mod reservation;
 
 use async_trait::async_trait;
 
 use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
 
-pub use classify::{Applied, CallError};
-pub use measured::Measured;
+pub(crate) use classify::{Applied, CallError};
+pub(crate) use measured::Measured;
 
 /// The inventory service (gRPC). A trait so the workflows can be exercised against any
 /// server speaking the contract.

@@ -19,7 +19,7 @@ const ERROR_BODY_BYTES: usize = 4096;
 
 /// The reservation the circuit breaker's probe asks for: no such reservation exists, and any
 /// answer from the API itself (a 404) proves it is back.
-pub const PROBE_RESERVATION_ID: &str = "reservation-worker-probe";
+pub(crate) const PROBE_RESERVATION_ID: &str = "reservation-worker-probe";
 
 /// The largest reservation record read; a real one is a few hundred bytes.
 const RECORD_BYTES: usize = 1 << 20;

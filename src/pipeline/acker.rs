@@ -39,11 +39,11 @@ const WRITE_BACKOFF: Backoff = Backoff {
 };
 /// Longest one attempt of a write may take, the SDK's own retries included. With
 /// [`WRITE_ATTEMPTS`] and the pauses between them, no write lasts more than ~16 s.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Batch writes (deletes, visibility changes) in flight at once; more wait in the buffer.
 const BATCH_WRITES: usize = 64;
 /// The DLQ's message size limit when it cannot be read: SQS's default.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 262_144;
+pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 262_144;
 /// How much of an error's text a dead letter carries at most.
 const ERROR_TEXT_BYTES: usize = 1024;
 
@@ -68,7 +68,7 @@ pub struct Settle {
 
 /// The dead-letter queue and the largest message it takes.
 #[derive(Debug, Clone)]
-pub struct DeadLetterQueue {
+pub(crate) struct DeadLetterQueue {
     pub queue: Arc<dyn Queue>,
     /// `MaximumMessageSize` of the DLQ, body and attributes together.
     pub max_message_size: usize,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::labels::DeadLetterReason;
 /// How a delivery ended: a label of logs and metrics, so it lives with them.
-pub use crate::labels::Outcome;
+pub(crate) use crate::labels::Outcome;
 
 /// Why a message is deleted: the only two ways a delivery may end in a plain delete, so a
 /// retry or a dead letter cannot be spelled as one.

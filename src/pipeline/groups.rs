@@ -218,8 +218,8 @@ impl Place {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Deleted;
     use super::*;
+    use crate::pipeline::disposition::Deleted;
 
     fn retry(secs: u64) -> Disposition {
         Disposition::RetryLater {

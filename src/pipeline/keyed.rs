@@ -8,13 +8,13 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 /// A map of key → async mutex, cleaned up as guards drop.
 #[derive(Debug, Default, Clone)]
-pub struct KeyedLocks {
+pub(crate) struct KeyedLocks {
     map: Arc<Mutex<HashMap<String, Arc<AsyncMutex<()>>>>>,
 }
 
 /// Held while working on one key; dropping it lets the next waiter in (in arrival order).
 #[derive(Debug)]
-pub struct KeyGuard {
+pub(crate) struct KeyGuard {
     guard: Option<OwnedMutexGuard<()>>,
     key: String,
     map: Arc<Mutex<HashMap<String, Arc<AsyncMutex<()>>>>>,
@@ -22,7 +22,7 @@ pub struct KeyGuard {
 
 impl KeyedLocks {
     /// Waits for `key` (behind earlier waiters) and holds it until the guard drops.
-    pub async fn lock(&self, key: &str) -> KeyGuard {
+    pub(crate) async fn lock(&self, key: &str) -> KeyGuard {
         let mutex = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(key.to_string()).or_default().clone()
@@ -36,12 +36,14 @@ impl KeyedLocks {
     }
 
     /// Keys currently held or waited for.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Whether no key is held or waited for (memory is back to nothing).
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

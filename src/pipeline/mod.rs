@@ -2,20 +2,20 @@
 //! parse to disposition (retry, keyed serialization, duplicate memory, a visibility
 //! heartbeat); the acker carries the dispositions out in batches.
 
-pub mod acker;
-pub mod disposition;
+pub(crate) mod acker;
+pub(crate) mod disposition;
 mod groups;
 #[cfg(test)]
 mod in_process;
 mod keyed;
-pub mod poller;
+pub(crate) mod poller;
 mod pool;
 mod recent;
 mod run;
 mod span;
 
-pub use disposition::{Deleted, Disposition, Outcome};
-pub use keyed::KeyedLocks;
+pub(crate) use disposition::Disposition;
+pub(crate) use keyed::KeyedLocks;
 pub use pool::{Pool, PoolSettings};
 pub use recent::RecentlyCompleted;
-pub use run::{PipelineSettings, Queues, SETTLE_MARGIN, run};
+pub(crate) use run::{PipelineSettings, Queues, run};

@@ -26,7 +26,7 @@ const RECEIVE_BACKOFF: Backoff = Backoff {
 /// How long the poll loop may go without a heartbeat before `/health` fails: three receive
 /// timeouts (`SQS_WAIT_TIME` + 5 s each), at least 30 s. Every other wait of the loop beats
 /// once a second, and a receive cannot outlast its timeout, so only a stuck loop stays silent.
-pub fn liveness_limit(wait: Duration) -> Duration {
+pub(crate) fn liveness_limit(wait: Duration) -> Duration {
     (crate::sqs::receive_timeout(wait) * 3).max(Duration::from_secs(30))
 }
 

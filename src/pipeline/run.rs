@@ -16,11 +16,11 @@ use crate::sqs::Queue;
 use crate::workflow::Peers;
 
 /// The part of the shutdown margin the acker has for the writes still under way.
-pub const SETTLE_MARGIN: Duration = Duration::from_secs(3);
+pub(crate) const SETTLE_MARGIN: Duration = Duration::from_secs(3);
 
 /// The pipeline's settings beyond the pool's, taken from the config.
 #[derive(Debug, Clone)]
-pub struct PipelineSettings {
+pub(crate) struct PipelineSettings {
     pub pool: PoolSettings,
     /// Receive loops (`SQS_RECEIVE_LOOPS`).
     pub receive_loops: usize,
@@ -34,7 +34,7 @@ pub struct PipelineSettings {
 
 /// The queues the pipeline uses.
 #[derive(Debug, Clone)]
-pub struct Queues {
+pub(crate) struct Queues {
     /// Where messages are received from.
     pub source: Arc<dyn Queue>,
     /// The same queue for writes (deletes, visibility changes), each call bounded by
@@ -46,7 +46,7 @@ pub struct Queues {
 
 /// Runs the pipeline until `shutdown` is cancelled, then drains: stop receiving at once, let
 /// in-flight work finish within the shutdown timeout, release the rest, flush the acker.
-pub async fn run(
+pub(crate) async fn run(
     settings: PipelineSettings,
     queues: Queues,
     peers: Peers,

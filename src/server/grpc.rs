@@ -26,7 +26,7 @@ use crate::workflow::{self, InventoryFields, InventoryRequest, Peers, Progress, 
 
 /// Why the gRPC port could not be served.
 #[derive(Debug, thiserror::Error)]
-pub enum GrpcServerError {
+pub(crate) enum GrpcServerError {
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
@@ -42,7 +42,7 @@ const DEBUG_MESSAGE_ID: &str = "debug-message";
 
 /// `reservation.worker.v1.WorkerDebug`. Holds the configuration only as masked text, so no
 /// answer can carry a secret.
-pub struct Debug {
+pub(crate) struct Debug {
     status: Arc<WorkerStatus>,
     queue_url: String,
     reservation_api_base: String,
@@ -55,7 +55,7 @@ pub struct Debug {
 impl Debug {
     /// The service for this worker: its status, its configuration (masked) and, when
     /// `ProcessEvent` is switched on, the same peers the pool calls.
-    pub fn new(config: &Config, status: Arc<WorkerStatus>, peers: Peers) -> Debug {
+    pub(crate) fn new(config: &Config, status: Arc<WorkerStatus>, peers: Peers) -> Debug {
         Debug {
             status,
             queue_url: config.queue_url.clone(),
@@ -373,7 +373,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     debug: Debug,
     stop: CancellationToken,

@@ -16,7 +16,7 @@ use crate::health::WorkerStatus;
 use crate::telemetry::metrics::{self, metrics};
 
 /// The router, separate from serving so it can be tested without a socket.
-pub fn router(status: Arc<WorkerStatus>) -> Router {
+pub(crate) fn router(status: Arc<WorkerStatus>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -3,7 +3,7 @@
 //! a message arrives as a [`Delivery`] and leaves as a receipt handle.
 
 mod aws;
-pub mod delivery;
+pub(crate) mod delivery;
 #[cfg(test)]
 pub(crate) mod memory;
 
@@ -12,19 +12,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-pub use crate::labels::SqsOperation;
+pub(crate) use crate::labels::SqsOperation;
 pub use aws::SqsQueue;
 pub use delivery::Delivery;
 
 /// Longest a ReceiveMessage may take beyond its long-poll wait before it counts as failed.
-pub const RECEIVE_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const RECEIVE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Longest any other SQS call may take (all its retries included) before it counts as failed,
 /// so an endpoint that accepts connections and never answers cannot hang the worker.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The operation timeout of a ReceiveMessage that long-polls for `wait`.
-pub fn receive_timeout(wait: Duration) -> Duration {
+pub(crate) fn receive_timeout(wait: Duration) -> Duration {
     wait + RECEIVE_MARGIN
 }
 

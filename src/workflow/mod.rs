@@ -20,7 +20,7 @@ use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest
 
 /// One downstream call of a workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// gRPC `ReleaseHold` with this reason.
     ReleaseHold { reason: &'static str },
     /// gRPC `CommitReservation`.
@@ -34,7 +34,7 @@ pub enum Step {
 
 impl Step {
     /// Its label in logs and metrics.
-    pub fn name(self) -> StepName {
+    pub(crate) fn name(self) -> StepName {
         match self {
             Step::ReleaseHold { .. } => StepName::ReleaseHold,
             Step::CommitReservation => StepName::CommitReservation,
@@ -44,7 +44,7 @@ impl Step {
     }
 
     /// The peer the step calls.
-    pub fn peer(self) -> Peer {
+    pub(crate) fn peer(self) -> Peer {
         match self {
             Step::ReleaseHold { .. } | Step::CommitReservation => Peer::Inventory,
             Step::StatusUpdate(_) | Step::FetchReservation => Peer::ReservationApi,
@@ -64,7 +64,7 @@ impl fmt::Display for Step {
 }
 
 /// The workflow of an event: its two steps, in order.
-pub fn steps(event: &Event) -> [Step; 2] {
+pub(crate) fn steps(event: &Event) -> [Step; 2] {
     match event.kind {
         EventKind::ReservationExpired(_) => expired::STEPS,
         EventKind::PaymentApproved(_) => approved::STEPS,
@@ -109,7 +109,7 @@ impl Peers {
 
 /// What one delivery has done so far: steps completed and the reservation looked up.
 #[derive(Debug, Default, Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     done: usize,
     /// The inventory fields of a payment event, resolved once per delivery.
     fields: Option<InventoryFields>,
@@ -118,12 +118,12 @@ pub struct Progress {
 
 impl Progress {
     /// Steps completed in this delivery.
-    pub fn steps_done(&self) -> usize {
+    pub(crate) fn steps_done(&self) -> usize {
         self.done
     }
 
     /// Steps whose peer said the effect was already there.
-    pub fn already_applied(&self) -> usize {
+    pub(crate) fn already_applied(&self) -> usize {
         self.already_applied
     }
 }
@@ -131,13 +131,13 @@ impl Progress {
 /// A step that failed, and how.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{step}: {error}")]
-pub struct StepError {
+pub(crate) struct StepError {
     pub step: Step,
     pub error: CallError,
 }
 
 /// Runs the steps not yet done, in order, stopping at the first failure.
-pub async fn attempt(
+pub(crate) async fn attempt(
     event: &Event,
     progress: &mut Progress,
     peers: &Peers,
@@ -199,14 +199,14 @@ async fn run_step(
 /// An inventory call of a workflow step, built in one place for [`attempt`] to send and for
 /// the debug port's ValidateEvent to show, so the two cannot disagree.
 #[derive(Debug, Clone, PartialEq)]
-pub enum InventoryRequest {
+pub(crate) enum InventoryRequest {
     ReleaseHold(ReleaseHoldRequest),
     CommitReservation(CommitReservationRequest),
 }
 
 /// The request `step` sends for `event` with `fields`; `None` when `step` is not an inventory
 /// call of that event.
-pub fn inventory_request(
+pub(crate) fn inventory_request(
     step: Step,
     event: &Event,
     fields: InventoryFields,
@@ -243,7 +243,7 @@ pub fn inventory_request(
 
 /// What the inventory calls of an event need.
 #[derive(Debug, Clone)]
-pub struct InventoryFields {
+pub(crate) struct InventoryFields {
     pub event_id: String,
     pub seat_ids: Vec<String>,
     pub quantity: i32,
@@ -253,7 +253,7 @@ pub struct InventoryFields {
 impl InventoryFields {
     /// The fields the event carries itself. An expiry carries them all; what a payment lacks
     /// ([`needs_lookup`]) is left empty here and read from the reservation by [`attempt`].
-    pub fn carried_by(event: &Event) -> InventoryFields {
+    pub(crate) fn carried_by(event: &Event) -> InventoryFields {
         match &event.kind {
             EventKind::ReservationExpired(e) => InventoryFields {
                 event_id: e.event_id.clone(),
@@ -273,7 +273,7 @@ impl InventoryFields {
 
 /// A payment event that lacks `event_id`, or both `seat_ids` and `qty`, has them read from
 /// the reservation (GET) before its first step.
-pub fn needs_lookup(p: &Payment) -> bool {
+pub(crate) fn needs_lookup(p: &Payment) -> bool {
     p.event_id.is_none() || (p.seat_ids.is_empty() && positive_qty(p).is_none())
 }
 

@@ -1014,7 +1014,7 @@ fn metrics_audit(
                 .iter()
                 .filter(|l| {
                     l.get("msg").and_then(Value::as_str)
-                        == Some(reservation_worker::pipeline::acker::ALREADY_DEAD_LETTERED)
+                        == Some(reservation_worker::ALREADY_DEAD_LETTERED)
                 })
                 .count() as u64
         })

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use reservation_sim::proto::reservation::v1::CommitStatus;
 use reservation_sim::{GrpcFault, HttpFault, HttpRoute, InventoryMethod};
-use reservation_worker::pipeline::acker::{Acker, Settle};
-use reservation_worker::pipeline::{Disposition, RecentlyCompleted};
-use reservation_worker::sqs::{Delivery, SqsQueue};
+use reservation_worker::{Acker, Settle};
+use reservation_worker::{Delivery, SqsQueue};
+use reservation_worker::{Disposition, RecentlyCompleted};
 use serde_json::json;
 use support::{Harness, bodies, moto::Received};
 
@@ -408,7 +408,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
             received_at: Instant::now(),
         };
         let disposition = Disposition::DeadLetter {
-            class: reservation_worker::labels::DeadLetterReason::MalformedJson,
+            class: reservation_worker::DeadLetterReason::MalformedJson,
             error: "malformed JSON".into(),
         };
         tx.send(Settle {

@@ -265,18 +265,18 @@ async fn a_black_holed_queue_is_timed_out_and_counted_while_health_stays_up() {
 
 #[tokio::test]
 async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_health() {
-    use reservation_worker::backoff::Backoff;
-    use reservation_worker::client::inventory::GrpcInventory;
-    use reservation_worker::client::reservation::RestReservations;
-    use reservation_worker::health::WorkerStatus;
-    use reservation_worker::pipeline::poller::Poller;
-    use reservation_worker::pipeline::{Pool, PoolSettings};
-    use reservation_worker::sqs::SqsQueue;
-    use reservation_worker::workflow::Peers;
+    use reservation_worker::Backoff;
+    use reservation_worker::GrpcInventory;
+    use reservation_worker::Peers;
+    use reservation_worker::Poller;
+    use reservation_worker::RestReservations;
+    use reservation_worker::SqsQueue;
+    use reservation_worker::WorkerStatus;
+    use reservation_worker::{Pool, PoolSettings};
     use tokio_util::sync::CancellationToken;
 
     let h = Harness::start().await;
-    let queue: Arc<dyn reservation_worker::sqs::Queue> = Arc::new(SqsQueue::new(
+    let queue: Arc<dyn reservation_worker::Queue> = Arc::new(SqsQueue::new(
         &h.sqs.sdk_config().await,
         h.queue.url.clone(),
     ));
@@ -293,7 +293,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
             RestReservations::new(&h.peers.reservation_base, None, Duration::from_secs(5))
                 .expect("reservation client"),
         ),
-        reservation_worker::client::circuit::CircuitSettings::OFF,
+        reservation_worker::CircuitSettings::OFF,
         |_| {},
         CancellationToken::new(),
     );
@@ -339,7 +339,7 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let health = format!("http://{}/health", listener.local_addr().expect("addr"));
-    tokio::spawn(reservation_worker::server::http::serve(
+    tokio::spawn(reservation_worker::serve_http(
         listener,
         status.clone(),
         CancellationToken::new(),

@@ -9,8 +9,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::labels::DeadLetterReason;
+use crate::pipeline::RecentlyCompleted;
 use crate::pipeline::acker::{Acker, Settle};
-use crate::pipeline::{Deleted, Disposition, RecentlyCompleted};
+use crate::pipeline::disposition::{Deleted, Disposition};
 use crate::sqs::memory::MemoryQueue;
 use crate::sqs::{Delivery, Queue, QueueErrorKind, SqsOperation};
 

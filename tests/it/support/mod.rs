@@ -65,10 +65,8 @@ impl InProcess {
         let config = reservation_worker::config::Config::load_from_vars(env)
             .await
             .expect("the test's configuration is valid");
-        let queue = reservation_worker::sqs::SqsQueue::new(
-            &h.sqs.sdk_config().await,
-            config.queue_url.clone(),
-        );
+        let queue =
+            reservation_worker::SqsQueue::new(&h.sqs.sdk_config().await, config.queue_url.clone());
         let listeners = reservation_worker::Listeners {
             http: tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
