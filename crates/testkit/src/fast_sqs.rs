@@ -7,7 +7,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use reservation_sim::{SqsSim, serve_sqs};
 use tokio_util::sync::CancellationToken;
 
-use crate::moto::{REGION, TestQueue, client, create_queue, create_queue_with};
+use crate::moto::{TestQueue, client, create_queue, create_queue_with};
 
 /// The endpoint on a free loopback port, with an SDK client pointed at it; stopped on drop.
 pub struct FastSqs {
@@ -42,16 +42,7 @@ impl FastSqs {
 
     /// The AWS variables that point the SDK (and the worker) at this endpoint.
     pub fn aws_env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", REGION),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        crate::moto::aws_env(&self.endpoint)
     }
 
     /// Creates a queue, as [`crate::Moto::create_queue`] does.

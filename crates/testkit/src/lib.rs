@@ -56,10 +56,7 @@ impl SqsServer {
 
     /// The AWS variables that point the SDK (and the worker) at this server.
     pub fn aws_env(&self) -> Vec<(String, String)> {
-        match self {
-            SqsServer::Fast(s) => s.aws_env(),
-            SqsServer::Moto(m) => m.aws_env(),
-        }
+        moto::aws_env(self.endpoint())
     }
 
     /// An SDK client of this server.

@@ -103,22 +103,28 @@ impl Moto {
 
     /// The AWS variables that point the SDK (and the worker) at this server.
     pub fn aws_env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", REGION),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        aws_env(&self.endpoint)
     }
 
     /// Creates a queue; `redrive` = (DLQ, maxReceiveCount) sets a RedrivePolicy.
     pub async fn create_queue(&self, name: &str, redrive: Option<(&TestQueue, u32)>) -> TestQueue {
         create_queue(&self.client, name, redrive).await
     }
+}
+
+/// The AWS variables that point the SDK (and the worker) at `endpoint` (moto or the fast
+/// endpoint), with test credentials.
+pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", REGION),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// AWS settings pointing at `endpoint` (moto or the fast endpoint).
