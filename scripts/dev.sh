@@ -32,6 +32,8 @@ DEV="${DEV_DIR:-.dev}"
 BIN="${DEV_BIN:-target/debug/reservation-worker}"
 SIM_BIN="${DEV_SIM_BIN:-target/debug/reservation-sim}"
 PY=.venv/bin/python
+# shellcheck source=scripts/sqs.sh
+. scripts/sqs.sh
 
 if [[ -t 1 ]]; then BOLD=$'\033[1;36m' RED=$'\033[1;31m' RESET=$'\033[0m'; else BOLD="" RED="" RESET=""; fi
 say() { echo "${BOLD}==> $*${RESET}"; }
@@ -42,8 +44,8 @@ die() { echo "${RED}dev: $*${RESET}" >&2; exit 1; }
 # SIGINT, SIGTERM and SIGPIPE) stops the children itself; if the script dies without it
 # (SIGKILL), a watchdog started beside it does. The children run in their own sessions, so
 # nothing else would: a closed terminal or a Ctrl-C reaches only this script's group.
-# No `wait` builtin (bash reaps its children by itself): with bash 5.2, a signal arriving
-# around a `wait` at times left the script blocked in it for good.
+# The stopping polls instead of calling the `wait` builtin (bash reaps its children by itself):
+# with bash 5.2, a signal arriving around a `wait` at times left the cleanup blocked in it.
 MOTO_PID="" SIM_PID="" WORKER_PID="" TAIL_PID="" WATCHDOG_PID="" PIDS="" FORCE=0
 DRAIN_SECS=10 # the worker's SHUTDOWN_TIMEOUT_SECS: a dev queue holds a few messages at most
 
@@ -224,16 +226,16 @@ for ((i = 0; ; i++)); do
     sleep 0.1
 done
 
-# The worker, `send` and dev_queues.py all talk to moto with these. Variables that would
+# The worker and `send` talk to moto with these (and scripts/sqs.sh with the region). Variables that would
 # send the SDK elsewhere are cleared.
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL_SQS SQS_DLQ_URL
 export AWS_ENDPOINT_URL="$ENDPOINT" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=ap-northeast-2
 
 say "creating reservation-events-dlq and reservation-events (RedrivePolicy maxReceiveCount 5)"
-queues="$("$PY" scripts/dev_queues.py create --endpoint "$ENDPOINT")" || die "could not create the queues"
+queues="$(sqs_create_queues "$ENDPOINT")" || die "could not create the queues"
 SQS_QUEUE_URL="$(sed -n 's/^SQS_QUEUE_URL=//p' <<<"$queues")"
 DLQ_URL="$(sed -n 's/^SQS_DLQ_URL=//p' <<<"$queues")"
-[[ -n "$SQS_QUEUE_URL" && -n "$DLQ_URL" ]] || die "dev_queues.py create printed no queue URLs: $queues"
+[[ -n "$SQS_QUEUE_URL" && -n "$DLQ_URL" ]] || die "sqs_create_queues printed no queue URLs: $queues"
 export SQS_QUEUE_URL
 echo "$queues"
 
@@ -304,7 +306,7 @@ echo "dev: sent 5 events to $SQS_QUEUE_URL"
 say "waiting for the source queue to drain (visible + in flight = 0)"
 depth=""
 for ((i = 0; i < 60; i++)); do
-    depth="$("$PY" scripts/dev_queues.py depth --endpoint "$ENDPOINT" --queue-url "$SQS_QUEUE_URL" || echo "?")"
+    depth="$(sqs_depth "$ENDPOINT" "$SQS_QUEUE_URL" || echo "?")"
     [[ "$depth" == 0 ]] && break
     sleep 1
 done
@@ -313,13 +315,12 @@ done
 auth=()
 [[ -n "${RESERVATION_API_TOKEN:-}" ]] && auth=(-H "Authorization: Bearer $RESERVATION_API_TOKEN")
 status_of() {
-    curl -s "${auth[@]}" "http://127.0.0.1:$SIM_REST_PORT/internal/reservations/$1" |
-        "$PY" -c 'import json,sys
-try: print(json.load(sys.stdin).get("status") or "?")
-except Exception: print("?")'
+    local status
+    status="$(curl -s "${auth[@]}" "http://127.0.0.1:$SIM_REST_PORT/internal/reservations/$1" | json_string status)"
+    echo "${status:-?}"
 }
 
-dlq_depth="$("$PY" scripts/dev_queues.py depth --endpoint "$ENDPOINT" --queue-url "$DLQ_URL" || echo "?")"
+dlq_depth="$(sqs_depth "$ENDPOINT" "$DLQ_URL" || echo "?")"
 sleep 0.3 # let the tailed log catch up before the table
 failures=0
 {

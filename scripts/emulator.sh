@@ -18,6 +18,8 @@ LOG=.dev/emulator.log
 ENDPOINT="http://127.0.0.1:$PORT"
 
 die() { echo "emulator: $*" >&2; exit 1; }
+# shellcheck source=scripts/sqs.sh
+. scripts/sqs.sh
 
 # The pid in the pid file, if that process is still a moto_server.
 running_pid() {
@@ -60,7 +62,7 @@ s.bind(("127.0.0.1", int(sys.argv[1])))' "$PORT" 2>/dev/null; then
         fi
         sleep 0.1
     done
-    queues="$(.venv/bin/python scripts/dev_queues.py create --endpoint "$ENDPOINT")" ||
+    queues="$(AWS_REGION=ap-northeast-2 sqs_create_queues "$ENDPOINT")" ||
         die "moto is up (pid $pid) but creating the queues failed"
     cat <<EOF
 emulator: moto running on $ENDPOINT (pid $pid, log $LOG)

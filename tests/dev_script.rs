@@ -40,7 +40,7 @@ fn sim_bin() -> PathBuf {
 const TAG_VAR: &str = "DEV_SCRIPT_TEST_RUN";
 /// The last line the script prints once moto, the simulators and the worker all run.
 const RUNNING: &str = "Ctrl-C stops everything.";
-/// Start-up shares 2 cores with the other scenarios; moto and boto3 are slow to import.
+/// Start-up shares 2 cores with the other scenarios; moto is slow to import.
 const START_TIMEOUT: Duration = Duration::from_secs(150);
 /// The worker may drain for SHUTDOWN_TIMEOUT_SECS; the rest stops at once.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);

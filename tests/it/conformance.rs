@@ -6,7 +6,6 @@
 
 use crate::support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
@@ -21,16 +20,7 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
-use support::Moto;
 use support::fast_sqs::FastSqs;
-use tokio::sync::OnceCell;
-
-/// One moto server for the whole suite (starting one costs about a second); each test makes
-/// queues of its own there. Its wrapper kills it when the test process exits.
-static MOTO: OnceCell<Moto> = OnceCell::const_new();
-
-/// Queue names are unique within the process, so tests sharing moto never meet.
-static NEXT_QUEUE: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -49,7 +39,7 @@ struct Sqs {
 
 impl Sqs {
     async fn moto() -> Sqs {
-        let moto = MOTO.get_or_init(Moto::start).await;
+        let moto = support::moto::shared().await;
         // A client per test: a pooled connection must not outlive the runtime that opened it.
         Sqs {
             kind: Kind::Moto,
@@ -76,11 +66,7 @@ impl Sqs {
 
     /// Creates a queue named `name` plus a unique number (before any `.fifo`); returns its URL.
     async fn create(&self, name: &str, attrs: &[(QueueAttributeName, &str)]) -> String {
-        let n = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
-        let unique = match name.strip_suffix(".fifo") {
-            Some(stem) => format!("{stem}-{n}.fifo"),
-            None => format!("{name}-{n}"),
-        };
+        let unique = support::moto::unique_name(name);
         let mut req = self.client.create_queue().queue_name(&unique);
         for (k, v) in attrs {
             req = req.attributes(k.clone(), *v);

@@ -43,6 +43,11 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
 pub enum SqsServer {
     Fast(fast_sqs::FastSqs),
     Moto(Moto),
+    /// The process's [`moto::shared`] server, with a client of this test's own.
+    SharedMoto {
+        moto: &'static Moto,
+        client: aws_sdk_sqs::Client,
+    },
 }
 
 impl SqsServer {
@@ -51,6 +56,7 @@ impl SqsServer {
         match self {
             SqsServer::Fast(s) => &s.endpoint,
             SqsServer::Moto(m) => &m.endpoint,
+            SqsServer::SharedMoto { moto, .. } => &moto.endpoint,
         }
     }
 
@@ -64,6 +70,7 @@ impl SqsServer {
         match self {
             SqsServer::Fast(s) => &s.client,
             SqsServer::Moto(m) => &m.client,
+            SqsServer::SharedMoto { client, .. } => client,
         }
     }
 
@@ -81,7 +88,7 @@ impl SqsServer {
     pub fn sim(&self) -> &reservation_sim::SqsSim {
         match self {
             SqsServer::Fast(s) => &s.sim,
-            SqsServer::Moto(_) => {
+            SqsServer::Moto(_) | SqsServer::SharedMoto { .. } => {
                 panic!("a scenario that scripts SQS faults runs on the fast endpoint")
             }
         }
@@ -111,22 +118,37 @@ impl<W: WorkerBinary> Harness<W> {
     }
 
     /// A standard queue on a real moto server: for the scenarios where a second, independent
-    /// SQS implementation (or Secrets Manager) is the point.
+    /// SQS implementation (or Secrets Manager) is the point. The server is the process's
+    /// shared one, the queue names are unique (`events-N`, `events-dlq-N`); secrets a test
+    /// creates there need names of their own.
     pub async fn on_moto() -> Harness<W> {
-        Self::with_queue(SqsServer::Moto(Moto::start().await), false).await
+        Self::with_queue(Self::shared_moto().await, false).await
     }
 
-    /// A FIFO queue on a real moto server.
+    /// A FIFO queue on a real moto server (the shared one, as [`Harness::on_moto`]).
     pub async fn on_moto_fifo() -> Harness<W> {
-        Self::with_queue(SqsServer::Moto(Moto::start().await), true).await
+        Self::with_queue(Self::shared_moto().await, true).await
+    }
+
+    async fn shared_moto() -> SqsServer {
+        let moto = moto::shared().await;
+        SqsServer::SharedMoto {
+            moto,
+            client: moto::client(&moto.endpoint),
+        }
     }
 
     async fn with_queue(sqs: SqsServer, fifo: bool) -> Harness<W> {
         let suffix = if fifo { ".fifo" } else { "" };
-        let dlq = sqs.create_queue(&format!("events-dlq{suffix}"), None).await;
-        let queue = sqs
-            .create_queue(&format!("events{suffix}"), Some((&dlq, 5)))
-            .await;
+        let name = |stem: &str| {
+            let name = format!("{stem}{suffix}");
+            match sqs {
+                SqsServer::SharedMoto { .. } => moto::unique_name(&name),
+                _ => name,
+            }
+        };
+        let dlq = sqs.create_queue(&name("events-dlq"), None).await;
+        let queue = sqs.create_queue(&name("events"), Some((&dlq, 5))).await;
         let peers = TestPeers::start().await;
         Harness {
             sqs,

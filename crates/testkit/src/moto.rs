@@ -1,8 +1,12 @@
-//! A real moto server (SQS-compatible) on a free loopback port, one per test, killed on drop.
+//! A real moto server (SQS-compatible) on a free loopback port: one per test, killed on drop,
+//! or the test process's [`shared`] one, where each test makes queues of its own.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::sync::OnceCell;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
@@ -109,6 +113,27 @@ impl Moto {
     /// Creates a queue; `redrive` = (DLQ, maxReceiveCount) sets a RedrivePolicy.
     pub async fn create_queue(&self, name: &str, redrive: Option<(&TestQueue, u32)>) -> TestQueue {
         create_queue(&self.client, name, redrive).await
+    }
+}
+
+/// The test process's one shared moto server, started by the first caller. Starting moto is
+/// a Python import; most scenarios need only queues and secrets of their own, which
+/// [`unique_name`] keeps apart. Its wrapper kills it when the test process exits. Build a
+/// client per test ([`client`]): a pooled connection must not outlive the runtime that
+/// opened it.
+pub async fn shared() -> &'static Moto {
+    static SHARED: OnceCell<Moto> = OnceCell::const_new();
+    SHARED.get_or_init(Moto::start).await
+}
+
+/// `name` with a number unique within the process (before any `.fifo`), for queues on a
+/// shared server.
+pub fn unique_name(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    match name.strip_suffix(".fifo") {
+        Some(stem) => format!("{stem}-{n}.fifo"),
+        None => format!("{name}-{n}"),
     }
 }
 
