@@ -153,7 +153,7 @@ impl fmt::Display for DeadLetterReason {
 /// Which downstream call of a workflow: the `step` label (the workflow's `Step` carries the
 /// call's arguments besides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum StepName {
+pub enum StepName {
     /// gRPC `ReleaseHold`.
     ReleaseHold,
     /// gRPC `CommitReservation`.
@@ -166,7 +166,7 @@ pub(crate) enum StepName {
 
 impl StepName {
     /// Every step, each exported at zero from the start.
-    pub(crate) const ALL: [StepName; 4] = [
+    pub const ALL: [StepName; 4] = [
         StepName::ReleaseHold,
         StepName::CommitReservation,
         StepName::StatusUpdate,
@@ -174,7 +174,7 @@ impl StepName {
     ];
 
     /// The step as logs, metrics and the debug service spell it.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             StepName::ReleaseHold => "release_hold",
             StepName::CommitReservation => "commit_reservation",
@@ -187,6 +187,48 @@ impl StepName {
 impl fmt::Display for StepName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The workflow steps whose effect was in place when a delivery ended, in order. On a dead
+/// letter, anything here is a half-applied event: for `payment.approved` with
+/// `status_update`, a reservation marked CONFIRMED whose seats were never committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedSteps(Vec<StepName>);
+
+impl AppliedSteps {
+    /// The `AppliedSteps` text when no step applied. SQS refuses an empty attribute value.
+    pub const NONE: &'static str = "none";
+
+    pub fn new(steps: impl IntoIterator<Item = StepName>) -> AppliedSteps {
+        AppliedSteps(steps.into_iter().collect())
+    }
+
+    /// Whether no step applied (nothing to repair by hand).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The last step that applied: the `applied_step` label of a half-applied event.
+    pub fn last(&self) -> Option<StepName> {
+        self.0.last().copied()
+    }
+}
+
+/// The steps comma-separated (`status_update`), or [`AppliedSteps::NONE`]: the dead letter's
+/// `AppliedSteps` attribute and the `applied_steps` log field.
+impl fmt::Display for AppliedSteps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str(Self::NONE);
+        }
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(s.as_str())?;
+        }
+        Ok(())
     }
 }
 

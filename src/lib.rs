@@ -38,7 +38,7 @@ pub use client::circuit::CircuitSettings;
 pub use client::inventory::GrpcInventory;
 pub use client::reservation::RestReservations;
 pub use health::WorkerStatus;
-pub use labels::DeadLetterReason;
+pub use labels::{AppliedSteps, DeadLetterReason, StepName};
 pub use pipeline::acker::{ALREADY_DEAD_LETTERED, Acker, Settle};
 pub use pipeline::disposition::Disposition;
 pub use pipeline::poller::Poller;

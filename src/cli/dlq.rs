@@ -25,8 +25,9 @@ use crate::config::Config;
 use crate::sqs::{Queue, QueueError, QueueErrorKind, SqsOperation, SqsQueue, epoch_millis};
 
 /// The attributes our acker adds when it dead-letters a message; `redrive` drops them.
-pub const DEAD_LETTER_ATTRIBUTES: [&str; 6] = [
+pub const DEAD_LETTER_ATTRIBUTES: [&str; 7] = [
     "ReasonClass",
+    "AppliedSteps",
     "ErrorMessage",
     "OriginalMessageId",
     "ReceiveCount",
@@ -308,6 +309,14 @@ fn describe(n: usize, m: &DeadLetter) -> String {
     };
     let mut out = format!("[{n}] message {}\n", m.message_id);
     out.push_str(&format!("    reason:     {reason}\n"));
+    if let Some(applied) = m.text("AppliedSteps") {
+        let note = if applied == crate::AppliedSteps::NONE {
+            ""
+        } else {
+            "  (half-applied: these took effect, the rest did not)"
+        };
+        out.push_str(&format!("    applied:    {applied}{note}\n"));
+    }
     out.push_str(&format!(
         "    error:      {}\n",
         one_line(&field("ErrorMessage"))

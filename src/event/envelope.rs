@@ -60,16 +60,23 @@ pub fn parse(body: &str, ctx: &MessageContext) -> Result<Event, EventError> {
     };
 
     let route = route(&envelope)?;
-    let envelope_id = envelope_id(&envelope, sns.as_ref(), ctx)?;
-    let detail = envelope.object("detail")?;
+    // From here on a field error names the type (a payment status update's status says it).
+    let typed = of_type(match route {
+        Route::Type(t) => Some(t),
+        Route::PaymentStatusUpdated => None,
+    });
+    let envelope_id = envelope_id(&envelope, sns.as_ref(), ctx).map_err(typed)?;
+    let detail = envelope.object("detail").map_err(typed)?;
     let kind = match route {
         Route::Type(EventType::ReservationExpired) => {
-            EventKind::ReservationExpired(hold_expired(&detail)?)
+            EventKind::ReservationExpired(hold_expired(&detail).map_err(typed)?)
         }
         Route::Type(EventType::PaymentApproved) => {
-            EventKind::PaymentApproved(payment(&detail, false)?)
+            EventKind::PaymentApproved(payment(&detail, false).map_err(typed)?)
         }
-        Route::Type(EventType::PaymentFailed) => EventKind::PaymentFailed(payment(&detail, true)?),
+        Route::Type(EventType::PaymentFailed) => {
+            EventKind::PaymentFailed(payment(&detail, true).map_err(typed)?)
+        }
         Route::PaymentStatusUpdated => payment_status_updated(&detail)?,
     };
     Ok(Event {
@@ -78,6 +85,22 @@ pub fn parse(body: &str, ctx: &MessageContext) -> Result<Event, EventError> {
         source: envelope.get("source").and_then(validate::log_string),
         kind,
     })
+}
+
+/// Tags a field error with the event type the envelope named.
+fn of_type(t: Option<EventType>) -> impl Fn(EventError) -> EventError + Copy {
+    move |e| match e {
+        EventError::InvalidField {
+            field,
+            problem,
+            event_type: None,
+        } => EventError::InvalidField {
+            field,
+            problem,
+            event_type: t,
+        },
+        e => e,
+    }
 }
 
 /// Parses text that must hold a JSON object. The error text is the reason alone; the caller
@@ -284,12 +307,12 @@ fn payment(detail: &Fields<'_>, failed: bool) -> Result<Payment, EventError> {
 fn payment_status_updated(detail: &Fields<'_>) -> Result<EventKind, EventError> {
     let expected = format!("expected {STATUS_COMPLETED} or {STATUS_FAILED}");
     match detail.get("status") {
-        Some(Value::String(s)) if s == STATUS_COMPLETED => {
-            Ok(EventKind::PaymentApproved(payment(detail, false)?))
-        }
-        Some(Value::String(s)) if s == STATUS_FAILED => {
-            Ok(EventKind::PaymentFailed(payment(detail, true)?))
-        }
+        Some(Value::String(s)) if s == STATUS_COMPLETED => Ok(EventKind::PaymentApproved(
+            payment(detail, false).map_err(of_type(Some(EventType::PaymentApproved)))?,
+        )),
+        Some(Value::String(s)) if s == STATUS_FAILED => Ok(EventKind::PaymentFailed(
+            payment(detail, true).map_err(of_type(Some(EventType::PaymentFailed)))?,
+        )),
         Some(other) => Err(invalid(
             detail.path("status"),
             format!("unhandled payment status {}: {expected}", describe(other)),
@@ -376,7 +399,7 @@ mod tests {
 
     fn field_error(r: Result<Event, EventError>) -> (String, String) {
         match r {
-            Err(EventError::InvalidField { field, problem }) => (field, problem),
+            Err(EventError::InvalidField { field, problem, .. }) => (field, problem),
             other => panic!("expected InvalidField, got {other:?}"),
         }
     }
@@ -400,6 +423,35 @@ mod tests {
             obj.remove(key);
         }
         v
+    }
+
+    #[test]
+    fn a_field_error_keeps_the_type_the_envelope_named() {
+        let err = |v: Value| parse_value(&v).expect_err("invalid");
+        let e = err(documented(
+            "reservation.expired",
+            json!({"reservation_id": "r", "event_id": "e", "qty": -1}),
+        ));
+        assert_eq!(e.event_type(), Some(EventType::ReservationExpired), "{e}");
+        let e = err(documented("payment.failed", json!({"reservation_id": "r"})));
+        assert_eq!(e.event_type(), Some(EventType::PaymentFailed), "{e}");
+        let e = err(eventbridge(
+            PAYMENT_STATUS_UPDATED,
+            json!({"status": STATUS_COMPLETED, "reservation_id": "r"}),
+        ));
+        assert_eq!(e.event_type(), Some(EventType::PaymentApproved), "{e}");
+        // The status names the type; without one, nothing does.
+        let e = err(eventbridge(
+            PAYMENT_STATUS_UPDATED,
+            json!({"reservation_id": "r"}),
+        ));
+        assert_eq!(e.event_type(), None, "{e}");
+        let e = err(json!({"detail": expired_detail()}));
+        assert_eq!(e.event_type(), None, "{e}");
+        let e = err(documented("order.created", expired_detail()));
+        assert_eq!(e.event_type(), None, "{e}");
+        let e = parse("{not json", &ctx()).expect_err("malformed");
+        assert_eq!(e.event_type(), None, "{e}");
     }
 
     fn expired_detail() -> Value {

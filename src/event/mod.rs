@@ -141,9 +141,14 @@ pub enum EventError {
         "unknown event type {0:?}: expected reservation.expired, payment.approved or payment.failed"
     )]
     UnknownType(String),
-    /// A field is missing or has a wrong type or value.
+    /// A field is missing or has a wrong type or value. `event_type` is the type the envelope
+    /// named, when it named one the worker handles: metrics and the DLQ keep it.
     #[error("{field}: {problem}")]
-    InvalidField { field: String, problem: String },
+    InvalidField {
+        field: String,
+        problem: String,
+        event_type: Option<EventType>,
+    },
 }
 
 impl EventError {
@@ -154,6 +159,15 @@ impl EventError {
             EventError::TooLarge { .. } => DeadLetterReason::TooLarge,
             EventError::UnknownType(_) => DeadLetterReason::UnknownType,
             EventError::InvalidField { .. } => DeadLetterReason::InvalidField,
+        }
+    }
+
+    /// The event type the body named, when it named one the worker handles and only a field
+    /// was wrong: a dead letter of a known type counts under it, not `unknown`.
+    pub fn event_type(&self) -> Option<EventType> {
+        match self {
+            EventError::InvalidField { event_type, .. } => *event_type,
+            _ => None,
         }
     }
 }

@@ -31,6 +31,7 @@ pub(super) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> E
     EventError::InvalidField {
         field: field.into(),
         problem: problem.into(),
+        event_type: None,
     }
 }
 
@@ -508,7 +509,7 @@ mod tests {
 
     fn problem(r: Result<impl std::fmt::Debug, EventError>) -> (String, String) {
         match r {
-            Err(EventError::InvalidField { field, problem }) => (field, problem),
+            Err(EventError::InvalidField { field, problem, .. }) => (field, problem),
             other => panic!("expected InvalidField, got {other:?}"),
         }
     }

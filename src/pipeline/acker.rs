@@ -19,9 +19,9 @@ use tracing::Instrument;
 use super::{Disposition, RecentlyCompleted};
 use crate::backoff::Backoff;
 use crate::config::MAX_VISIBILITY;
+use crate::event::EventType;
 use crate::health::WorkerStatus;
-use crate::labels::DeadLetterReason;
-use crate::labels::SettleWrite;
+use crate::labels::{AppliedSteps, DeadLetterReason, SettleWrite};
 use crate::sqs::{Delivery, EntryFailure, Queue, QueueError, QueueErrorKind, SqsOperation};
 use crate::telemetry::metrics::metrics;
 use crate::text::shortened;
@@ -64,6 +64,18 @@ pub struct Settle {
     /// The envelope id the workflow used, when the body parsed: a dead-letter copy carries it
     /// (`EnvelopeId`), so a redrive keeps the idempotency key even for a body without an id.
     pub envelope_id: Option<String>,
+    /// The event type, when the body named one the worker handles: the label of a
+    /// half-applied event.
+    pub event_type: Option<EventType>,
+}
+
+/// Why a message goes to the dead-letter queue, and what of it applied all the same.
+struct Verdict<'a> {
+    envelope_id: Option<&'a str>,
+    event_type: Option<EventType>,
+    class: DeadLetterReason,
+    error: &'a str,
+    applied: &'a AppliedSteps,
 }
 
 /// The dead-letter queue and the largest message it takes.
@@ -275,9 +287,13 @@ fn route(
             tracing::warn!(message_id = %s.delivery.message_id, "{ALREADY_DEAD_LETTERED}");
             deletes.push(receipt);
         }
-        Disposition::DeadLetter { class, error } => {
+        Disposition::DeadLetter {
+            class,
+            error,
+            applied,
+        } => {
             let Some(dlq) = writer.dlq.clone() else {
-                tracing::error!(message_id = %s.delivery.message_id, reason = class.as_str(), error = %error, "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted");
+                tracing::error!(message_id = %s.delivery.message_id, reason = class.as_str(), error = %error, applied_steps = %applied, "terminal message but no dead-letter queue: kept invisible for 12 h, not deleted");
                 visibility.push((receipt, cap));
                 return;
             };
@@ -305,16 +321,14 @@ fn route(
             let slot = s.slot;
             writes.spawn(
                 async move {
-                    let sent = dead_letter(
-                        &w,
-                        &dlq,
-                        &s.delivery,
-                        s.envelope_id.as_deref(),
+                    let verdict = Verdict {
+                        envelope_id: s.envelope_id.as_deref(),
+                        event_type: s.event_type,
                         class,
-                        &error,
-                        cap,
-                    )
-                    .await;
+                        error: &error,
+                        applied: &applied,
+                    };
+                    let sent = dead_letter(&w, &dlq, &s.delivery, &verdict, cap).await;
                     w.dead_lettering
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -356,12 +370,11 @@ async fn dead_letter(
     w: &Arc<Writer>,
     dlq: &DeadLetterQueue,
     d: &Delivery,
-    envelope_id: Option<&str>,
-    class: DeadLetterReason,
-    error: &str,
+    v: &Verdict<'_>,
     cap: Duration,
 ) -> bool {
-    let attrs = dead_letter_attributes(w, d, envelope_id, class, error);
+    let class = v.class;
+    let attrs = dead_letter_attributes(w, d, v);
     let sent = match fit(&d.body, attrs, dlq.max_message_size) {
         Ok(attrs) => send_dead_letter(dlq, d, &attrs).await,
         Err(e) => Err(e),
@@ -371,7 +384,10 @@ async fn dead_letter(
             w.status.settled(SettleWrite::DeadLetter);
             w.dead_lettered.insert(&d.message_id);
             metrics().dead_lettered(class);
-            tracing::warn!(message_id = %d.message_id, dlq_message_id = %id, reason = class.as_str(), error = %error, "dead-lettered");
+            if let Some(step) = v.applied.last() {
+                metrics().half_applied(v.event_type.map(EventType::as_str), step);
+            }
+            tracing::warn!(message_id = %d.message_id, dlq_message_id = %id, reason = class.as_str(), error = %v.error, applied_steps = %v.applied, "dead-lettered");
             delete(w.clone(), vec![d.receipt_handle.clone()]).await;
             true
         }
@@ -394,16 +410,15 @@ async fn dead_letter(
 fn dead_letter_attributes(
     w: &Writer,
     d: &Delivery,
-    envelope_id: Option<&str>,
-    class: DeadLetterReason,
-    error: &str,
+    v: &Verdict<'_>,
 ) -> Vec<(&'static str, String)> {
     let mut attrs: Vec<(&'static str, String)> = vec![
-        ("ReasonClass", class.as_str().to_string()),
+        ("ReasonClass", v.class.as_str().to_string()),
+        ("AppliedSteps", v.applied.to_string()),
         // Masked before the cut, or a cut secret would no longer match.
         (
             "ErrorMessage",
-            shortened(&crate::redact::text(error), ERROR_TEXT_BYTES),
+            shortened(&crate::redact::text(v.error), ERROR_TEXT_BYTES),
         ),
         ("OriginalMessageId", d.message_id.clone()),
         ("ReceiveCount", d.receive_count.to_string()),
@@ -420,7 +435,7 @@ fn dead_letter_attributes(
             attrs.push((keep, v.clone()));
         }
     }
-    if let Some(id) = envelope_id
+    if let Some(id) = v.envelope_id
         && !attrs
             .iter()
             .any(|(k, _)| *k == crate::event::ENVELOPE_ID_ATTRIBUTE)
@@ -456,14 +471,18 @@ fn message_size(body: &str, attrs: &[(&str, String)]) -> usize {
 
 /// Makes a dead-letter copy fit the DLQ's size limit: the error text is shortened to the room
 /// left (keeping at least [`MIN_ERROR_TEXT`] of it), else attributes are dropped in
-/// [`DROP_ORDER`], then the error text itself. A body that alone is larger than the limit
+/// [`DROP_ORDER`], then the error text, then `AppliedSteps` (the log line and the metric keep it
+/// all the same). A body that alone is larger than the limit
 /// cannot be copied: the message is left to the queue's RedrivePolicy.
 fn fit(
     body: &str,
     mut attrs: Vec<(&'static str, String)>,
     limit: usize,
 ) -> Result<Vec<(&'static str, String)>, QueueError> {
-    let mut drops = DROP_ORDER.iter().copied().chain(["ErrorMessage"]);
+    let mut drops = DROP_ORDER
+        .iter()
+        .copied()
+        .chain(["ErrorMessage", "AppliedSteps"]);
     loop {
         let size = message_size(body, &attrs);
         if size <= limit {

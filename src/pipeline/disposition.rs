@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::labels::DeadLetterReason;
 /// How a delivery ended: a label of logs and metrics, so it lives with them.
 pub(crate) use crate::labels::Outcome;
+use crate::labels::{AppliedSteps, DeadLetterReason};
 
 /// Why a message is deleted: the only two ways a delivery may end in a plain delete, so a
 /// retry or a dead letter cannot be spelled as one.
@@ -25,10 +25,12 @@ pub enum Disposition {
     Delete(Deleted),
     /// Keep it, invisible for this long, so the next delivery comes later.
     RetryLater { after: Duration, error: String },
-    /// Send the body to the DLQ with the reason, then delete it.
+    /// Send the body to the DLQ with the reason, then delete it. `applied` are the steps
+    /// whose effect is in place all the same (a half-applied event when any).
     DeadLetter {
         class: DeadLetterReason,
         error: String,
+        applied: AppliedSteps,
     },
     /// Make it visible again at once, for another consumer.
     Release,

@@ -16,8 +16,9 @@ use super::{KeyedLocks, RecentlyCompleted};
 use crate::backoff::{Backoff, redelivery_delay};
 use crate::client::CallError;
 use crate::client::circuit::{Circuits, Trial};
-use crate::event::{self, Event, MessageContext};
+use crate::event::{self, Event, EventType, MessageContext};
 use crate::health::WorkerStatus;
+use crate::labels::AppliedSteps;
 use crate::pipeline::acker::Settle;
 use crate::sqs::{Delivery, Queue};
 use crate::telemetry::metrics::metrics;
@@ -224,8 +225,12 @@ async fn settle(
         },
     );
     let span = super::span::process_span(shared.queue.url(), &delivery, parsed.as_ref().ok());
-    // Known even for a message released before its workflow started.
-    let event_type = parsed.as_ref().ok().map(|e| e.event_type().as_str());
+    // Known even for a message released before its workflow started, and for a body that
+    // named its type but failed on a field.
+    let event_type = match &parsed {
+        Ok(e) => Some(e.event_type()),
+        Err(e) => e.event_type(),
+    };
     let envelope_id = parsed.as_ref().ok().map(|e| e.envelope_id.clone());
     let work = async {
         if let Some(place) = &mut place {
@@ -254,15 +259,16 @@ async fn settle(
     let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
     let outcome = disposition.outcome();
     super::span::finish_process(&span, &disposition);
-    metrics().event_finished(event_type, outcome, delivery.received_at.elapsed());
+    let type_label = event_type.map(EventType::as_str);
+    metrics().event_finished(type_label, outcome, delivery.received_at.elapsed());
     span.in_scope(|| match &disposition {
-        Disposition::DeadLetter { class, error } => {
-            tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class.as_str(), error = %error, event_type, "message finished");
+        Disposition::DeadLetter { class, error, applied } => {
+            tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class.as_str(), error = %error, applied_steps = %applied, event_type = type_label, "message finished");
         }
         Disposition::RetryLater { after, error } => {
-            tracing::warn!(outcome = outcome.as_str(), latency_ms, retry_in_secs = after.as_secs(), error = %error, event_type, "message finished");
+            tracing::warn!(outcome = outcome.as_str(), latency_ms, retry_in_secs = after.as_secs(), error = %error, event_type = type_label, "message finished");
         }
-        _ => tracing::info!(outcome = outcome.as_str(), latency_ms, event_type, "message finished"),
+        _ => tracing::info!(outcome = outcome.as_str(), latency_ms, event_type = type_label, "message finished"),
     });
     // A dead letter keeps its slot until the DLQ has it; every other disposition frees it now.
     let slot = matches!(disposition, Disposition::DeadLetter { .. }).then_some(permit);
@@ -275,6 +281,7 @@ async fn settle(
             span: span.clone(),
             slot,
             envelope_id,
+            event_type,
         })
         .await
         .is_err()
@@ -332,6 +339,7 @@ async fn decide(
             return Disposition::DeadLetter {
                 class: e.class(),
                 error: e.to_string(),
+                applied: AppliedSteps::default(),
             };
         }
     };
@@ -364,6 +372,7 @@ async fn run_workflow(shared: &Shared, event: &Event, delivery: &Delivery) -> Di
                     return Disposition::DeadLetter {
                         class,
                         error: format!("{}: {reason}", e.step),
+                        applied: progress.applied(event),
                     };
                 }
                 CallError::Retryable(ref reason) => {

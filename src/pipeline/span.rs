@@ -55,7 +55,7 @@ pub(super) fn process_span(queue_url: &str, delivery: &Delivery, event: Option<&
 pub(super) fn finish_process(span: &Span, disposition: &Disposition) {
     span.set_attribute("reservation_worker.outcome", disposition.outcome().as_str());
     match disposition {
-        Disposition::DeadLetter { class, error } => {
+        Disposition::DeadLetter { class, error, .. } => {
             span.set_status(Status::error(format!("{class}: {error}")));
         }
         Disposition::RetryLater { error, .. } => span.set_status(Status::error(error.clone())),

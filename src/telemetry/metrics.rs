@@ -27,6 +27,15 @@ pub(crate) const EVENT_TYPES: [&str; 4] = [
 /// The `type` of a delivery whose body did not parse (never the raw string from the message).
 pub(crate) const UNKNOWN_TYPE: &str = "unknown";
 
+/// (`type`, `applied_step`) of a half-applied event: each workflow's first step, the one that
+/// can have applied when the second is rejected for good. (The workflow's tests check this
+/// list against the workflows.)
+pub(crate) const HALF_APPLIED: [(&str, StepName); 3] = [
+    ("reservation.expired", StepName::ReleaseHold),
+    ("payment.approved", StepName::StatusUpdate),
+    ("payment.failed", StepName::StatusUpdate),
+];
+
 /// `target` of inventory calls.
 pub(crate) const INVENTORY: &str = "inventory";
 /// `target` of reservation API calls.
@@ -80,6 +89,7 @@ pub(crate) struct Metrics {
     deleted: IntCounter,
     released: IntCounter,
     dead_letters: IntCounterVec,
+    half_applied: IntCounterVec,
     retries: IntCounterVec,
     settle_failures: IntCounterVec,
     renewals: IntCounterVec,
@@ -184,6 +194,12 @@ impl Metrics {
                 "Messages sent to the dead-letter queue, by reason class. A second delivery of a message already sent is only deleted: it counts in worker_events_total{outcome=\"dead_lettered\"}, not here.",
                 &["reason"],
             ),
+            half_applied: counter_vec(
+                &r,
+                "worker_half_applied_events_total",
+                "Events dead-lettered after part of their workflow applied, by event type and the last step that applied (payment.approved with status_update: the reservation is CONFIRMED and the seats are not committed). Each one needs an operator; see the runbook.",
+                &["type", "applied_step"],
+            ),
             retries: counter_vec(
                 &r,
                 "worker_retries_total",
@@ -283,6 +299,9 @@ impl Metrics {
         }
         for s in StepName::ALL {
             self.retries.with_label_values(&[s.as_str()]);
+        }
+        for (t, s) in HALF_APPLIED {
+            self.half_applied.with_label_values(&[t, s.as_str()]);
         }
         for r in RENEWAL_RESULTS {
             self.renewals.with_label_values(&[r]);
@@ -391,6 +410,14 @@ impl Metrics {
     pub(crate) fn dead_lettered(&self, reason: DeadLetterReason) {
         self.dead_letters
             .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// A dead letter left `step` (and any step before it) applied. `event_type` as in
+    /// [`Metrics::event_finished`].
+    pub(crate) fn half_applied(&self, event_type: Option<&str>, step: StepName) {
+        self.half_applied
+            .with_label_values(&[type_label(event_type), step.as_str()])
             .inc();
     }
 

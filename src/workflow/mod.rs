@@ -15,7 +15,7 @@ use crate::client::{
     Applied, CallError, Inventory, ReservationRecord, ReservationStatus, Reservations,
 };
 use crate::event::{Event, EventKind, Payment};
-use crate::labels::{DeadLetterReason, StepName};
+use crate::labels::{AppliedSteps, DeadLetterReason, StepName};
 use crate::proto::reservation::v1::{CommitReservationRequest, ReleaseHoldRequest};
 
 /// One downstream call of a workflow.
@@ -125,6 +125,12 @@ impl Progress {
     /// Steps whose peer said the effect was already there.
     pub(crate) fn already_applied(&self) -> usize {
         self.already_applied
+    }
+
+    /// The steps of `event`'s workflow whose effect is in place: applied in this delivery, or
+    /// found already applied (by an earlier one).
+    pub(crate) fn applied(&self, event: &Event) -> AppliedSteps {
+        AppliedSteps::new(steps(event).iter().take(self.done).map(|s| s.name()))
     }
 }
 
@@ -348,6 +354,37 @@ async fn inventory_fields(p: &Payment, peers: &Peers) -> Result<InventoryFields,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The half-applied series exported at zero are the workflows' first steps: the only
+    /// steps that can have applied when a workflow ends in a dead letter.
+    #[test]
+    fn half_applied_series_follow_the_workflows() {
+        let first = [
+            ("reservation.expired", expired::STEPS[0].name()),
+            ("payment.approved", approved::STEPS[0].name()),
+            ("payment.failed", failed::STEPS[0].name()),
+        ];
+        assert_eq!(crate::telemetry::metrics::HALF_APPLIED, first);
+    }
+
+    #[test]
+    fn applied_steps_are_the_steps_done_in_order() {
+        let mut p = Progress::default();
+        let event = crate::event::parse(
+            &serde_json::json!({"type": "payment.approved", "detail": {"reservation_id": "r", "payment_intent_id": "pi", "amount": 1}}).to_string(),
+            &crate::event::MessageContext { message_id: "m".into(), attributes: Default::default() },
+        )
+        .expect("a valid event");
+        assert_eq!(p.applied(&event).to_string(), "none");
+        p.done = 1;
+        assert_eq!(p.applied(&event).to_string(), "status_update");
+        assert_eq!(p.applied(&event).last(), Some(StepName::StatusUpdate));
+        p.done = 2;
+        assert_eq!(
+            p.applied(&event).to_string(),
+            "status_update,commit_reservation"
+        );
+    }
 
     #[test]
     fn every_step_has_its_own_label() {

@@ -164,6 +164,11 @@ async fn invalid_messages_are_dead_lettered_with_the_reason_and_nothing_is_calle
             "{name}"
         );
         assert_eq!(
+            m.attributes.get("AppliedSteps").map(String::as_str),
+            Some("none"),
+            "{name}: nothing ran"
+        );
+        assert_eq!(
             m.attributes.get("SourceQueue"),
             Some(&h.queue.url),
             "{name}"
@@ -188,7 +193,7 @@ async fn terminal_downstream_errors_are_dead_lettered() {
     h.peers.hold("r-commit");
     h.peers.hold("r-grpc");
     h.peers.hold("r-409");
-    let _w = support::InProcess::start(&h, &[]).await;
+    let w = support::InProcess::start(&h, &[]).await;
     let id_404 = h.queue.send(&bodies::expired("env-404", "r-unknown")).await;
     let dl = dead_letters(&h, 1).await;
     assert!(
@@ -197,6 +202,10 @@ async fn terminal_downstream_errors_are_dead_lettered() {
         dl[&id_404].attributes
     );
     assert_eq!(dl[&id_404].attributes["ReasonClass"], "downstream_rejected");
+    assert_eq!(
+        dl[&id_404].attributes["AppliedSteps"], "release_hold",
+        "the seats went back although the reservation was not marked EXPIRED"
+    );
 
     h.peers.inventory.push_fault(
         InventoryMethod::CommitReservation,
@@ -208,6 +217,18 @@ async fn terminal_downstream_errors_are_dead_lettered() {
         .await;
     let dl = dead_letters(&h, 1).await;
     assert!(dl[&id_commit].attributes["ErrorMessage"].contains("COMMIT_STATUS_FAILED_EXPIRED"));
+    assert_eq!(
+        dl[&id_commit].attributes["AppliedSteps"], "status_update",
+        "paid and CONFIRMED, seats not committed: the half-applied event"
+    );
+    let line = w
+        .wait_logs("dead-lettered")
+        .await
+        .into_iter()
+        .find(|l| l["message_id"] == id_commit.as_str())
+        .expect("the dead-letter line of the half-applied event");
+    assert_eq!(line["applied_steps"], "status_update", "{line}");
+    assert_eq!(line["reason"], "downstream_rejected", "{line}");
 
     h.peers.inventory.push_fault(
         InventoryMethod::ReleaseHold,
@@ -216,6 +237,7 @@ async fn terminal_downstream_errors_are_dead_lettered() {
     let id_grpc = h.queue.send(&bodies::expired("env-grpc", "r-grpc")).await;
     let dl = dead_letters(&h, 1).await;
     assert!(dl[&id_grpc].attributes["ErrorMessage"].contains("InvalidArgument"));
+    assert_eq!(dl[&id_grpc].attributes["AppliedSteps"], "none");
     assert!(
         h.peers.reservations.calls_for("r-grpc").is_empty(),
         "step 2 never runs after a terminal step 1"
@@ -227,6 +249,7 @@ async fn terminal_downstream_errors_are_dead_lettered() {
     let id_409 = h.queue.send(&bodies::failed("env-409", "r-409")).await;
     let dl = dead_letters(&h, 1).await;
     assert!(dl[&id_409].attributes["ErrorMessage"].contains("HTTP 409"));
+    assert_eq!(dl[&id_409].attributes["AppliedSteps"], "none");
     assert!(h.peers.inventory.calls_for("r-409").is_empty());
     assert_eq!(
         dl[&id_409].attributes.get("EnvelopeId").map(String::as_str),
@@ -410,6 +433,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
         let disposition = Disposition::DeadLetter {
             class: reservation_worker::DeadLetterReason::MalformedJson,
             error: "malformed JSON".into(),
+            applied: reservation_worker::AppliedSteps::default(),
         };
         tx.send(Settle {
             delivery,
@@ -417,6 +441,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
             span: tracing::Span::none(),
             slot: None,
             envelope_id: None,
+            event_type: None,
         })
         .await
         .expect("acker listening");

@@ -119,8 +119,12 @@ async fn message_lines_are_flat_with_exact_keys_and_no_duplicates() {
 
     let gone = finished(&w, "env-gone").expect("dead-letter line");
     let mut dead_letter_keys = set(&MESSAGE_KEYS);
-    dead_letter_keys.extend(set(&["reason", "error"]));
+    dead_letter_keys.extend(set(&["reason", "error", "applied_steps"]));
     assert_eq!(key_set(&gone), dead_letter_keys, "{gone}");
+    assert_eq!(
+        gone["applied_steps"], "none",
+        "the PATCH, the first step, failed"
+    );
     assert_eq!(gone["level"], "WARN");
     assert_eq!(gone["outcome"], "dead_lettered");
     assert_eq!(gone["reason"], "downstream_rejected");
@@ -219,7 +223,7 @@ async fn an_unparseable_message_has_the_fields_that_are_known() {
     ] {
         keys.remove(unknown);
     }
-    keys.extend(set(&["reason", "error"]));
+    keys.extend(set(&["reason", "error", "applied_steps"]));
     assert_eq!(key_set(&line), keys, "{line}");
     assert_eq!(
         line["pod_name"],

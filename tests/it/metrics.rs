@@ -214,6 +214,20 @@ async fn every_known_series_is_exported_at_zero_from_the_start() {
     ] {
         assert_eq!(get(&s, "worker_retries_total", &[("step", step)]), 0.0);
     }
+    for (t, step) in [
+        ("reservation.expired", "release_hold"),
+        ("payment.approved", "status_update"),
+        ("payment.failed", "status_update"),
+    ] {
+        assert_eq!(
+            get(
+                &s,
+                "worker_half_applied_events_total",
+                &[("type", t), ("applied_step", step)]
+            ),
+            0.0
+        );
+    }
     for (target, method) in [
         ("inventory", "ReleaseHold"),
         ("inventory", "CommitReservation"),
@@ -315,12 +329,19 @@ async fn a_known_mix_of_deliveries_is_counted_exactly() {
             .push_fault(HttpRoute::Patch, HttpFault::Status(503));
     }
     deliver(bodies::approved("env-later", "r-later")).await;
-    // dead letters: not JSON, an unknown type, a rejected commit.
+    // dead letters: not JSON, an unknown type, a field of a known type, a rejected commit
+    // (after the PATCH applied: half-applied).
     deliver("{not json".to_string()).await;
     deliver(bodies::documented(
         "env-unknown",
         raw_type,
         json!({"reservation_id": "r-x"}),
+    ))
+    .await;
+    deliver(bodies::documented(
+        "env-invalid",
+        "reservation.expired",
+        json!({"reservation_id": "r-x", "event_id": "e", "qty": -1}),
     ))
     .await;
     h.peers.inventory.push_fault(
@@ -330,12 +351,14 @@ async fn a_known_mix_of_deliveries_is_counted_exactly() {
     deliver(bodies::approved("env-rejected", "r-rejected")).await;
 
     let s = until(&w, "the acker's deletes", |s| {
-        get(s, "sqs_messages_deleted_total", &[]) == 6.0
+        get(s, "sqs_messages_deleted_total", &[]) == 7.0
     })
     .await;
-    let expected_events: [(&str, &str, f64); 6] = [
+    let expected_events: [(&str, &str, f64); 7] = [
         ("reservation.expired", "success", 1.0),
         ("reservation.expired", "duplicate", 1.0),
+        // It named its type: counted under it, not unknown.
+        ("reservation.expired", "dead_lettered", 1.0),
         ("payment.failed", "success", 1.0),
         ("payment.approved", "retry_later", 1.0),
         ("payment.approved", "dead_lettered", 1.0),
@@ -355,7 +378,7 @@ async fn a_known_mix_of_deliveries_is_counted_exactly() {
         }
     }
     for (t, n) in [
-        ("reservation.expired", 2.0),
+        ("reservation.expired", 3.0),
         ("payment.failed", 1.0),
         ("payment.approved", 2.0),
         ("unknown", 2.0),
@@ -370,12 +393,28 @@ async fn a_known_mix_of_deliveries_is_counted_exactly() {
         ("malformed_json", 1.0),
         ("unknown_type", 1.0),
         ("downstream_rejected", 1.0),
-        ("invalid_field", 0.0),
+        ("invalid_field", 1.0),
+        ("too_large", 0.0),
     ] {
         assert_eq!(
             get(&s, "worker_dead_letters_total", &[("reason", reason)]),
             n,
             "{reason}"
+        );
+    }
+    for (t, step, n) in [
+        ("payment.approved", "status_update", 1.0),
+        ("payment.failed", "status_update", 0.0),
+        ("reservation.expired", "release_hold", 0.0),
+    ] {
+        assert_eq!(
+            get(
+                &s,
+                "worker_half_applied_events_total",
+                &[("type", t), ("applied_step", step)]
+            ),
+            n,
+            "half-applied {t} {step}"
         );
     }
     assert_eq!(
@@ -401,8 +440,8 @@ async fn a_known_mix_of_deliveries_is_counted_exactly() {
             "{target} {method} {result}"
         );
     }
-    assert_eq!(get(&s, "sqs_messages_received_total", &[]), 7.0);
-    assert_eq!(get(&s, "worker_message_age_seconds_count", &[]), 7.0);
+    assert_eq!(get(&s, "sqs_messages_received_total", &[]), 8.0);
+    assert_eq!(get(&s, "worker_message_age_seconds_count", &[]), 8.0);
     assert_eq!(get(&s, "sqs_messages_released_total", &[]), 0.0);
     assert_eq!(get(&s, "sqs_poll_errors_total", &[]), 0.0);
     assert_eq!(get(&s, "worker_active_count", &[]), 0.0);
@@ -412,17 +451,17 @@ async fn a_known_mix_of_deliveries_is_counted_exactly() {
             "sqs_request_duration_seconds_count",
             &[("operation", "SendMessage")]
         ),
-        3.0,
-        "three dead letters sent"
+        4.0,
+        "four dead letters sent"
     );
     assert!(
         get(
             &s,
             "sqs_request_duration_seconds_count",
             &[("operation", "ReceiveMessage")]
-        ) >= 7.0
+        ) >= 8.0
     );
-    assert_eq!(h.dlq.depth().await.0, 3);
+    assert_eq!(h.dlq.depth().await.0, 4);
 
     let text = scrape_text(&w).await;
     assert!(

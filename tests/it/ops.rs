@@ -15,6 +15,7 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
 };
+use reservation_sim::proto::reservation::v1::CommitStatus;
 use reservation_sim::{GrpcFault, InventoryMethod};
 use support::fast_sqs::FastSqs;
 use support::worker::{BIN, run};
@@ -303,9 +304,16 @@ async fn dlq_peek_shows_reasons_and_leaves_the_messages_visible() {
             serde_json::json!({"reservation_id": "r", "event_id": "e", "qty": -1}),
         ))
         .await;
+    // Paid and CONFIRMED, then the seats' commit refused for good: half-applied.
+    h.peers.hold("r-half");
+    h.peers.inventory.push_fault(
+        InventoryMethod::CommitReservation,
+        GrpcFault::CommitStatus(CommitStatus::FailedExpired),
+    );
+    h.queue.send(&bodies::approved("peek-3", "r-half")).await;
     h.wait_queue_empty().await;
-    eventually("both dead-lettered", || {
-        w.logs_with_message("dead-lettered").len() >= 2
+    eventually("all three dead-lettered", || {
+        w.logs_with_message("dead-lettered").len() >= 3
     })
     .await;
     drop(w);
@@ -315,14 +323,18 @@ async fn dlq_peek_shows_reasons_and_leaves_the_messages_visible() {
     let out = &r.stdout;
     assert!(
         out.starts_with(&format!(
-            "dead-letter queue {} (RedrivePolicy target): about 2 message(s); showing 2",
+            "dead-letter queue {} (RedrivePolicy target): about 3 message(s); showing 3",
             h.dlq.url
         )),
         "{out}"
     );
+    assert_eq!(out.matches("applied:    none\n").count(), 2, "{out}");
     for needle in [
         "reason:     malformed_json",
         "reason:     invalid_field",
+        "reason:     downstream_rejected",
+        "applied:    status_update  (half-applied: these took effect, the rest did not)",
+        "COMMIT_STATUS_FAILED_EXPIRED",
         "detail.qty",
         malformed.as_str(),
         invalid.as_str(),
@@ -333,12 +345,12 @@ async fn dlq_peek_shows_reasons_and_leaves_the_messages_visible() {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
     // Still there, and visible at once (not just after the peek's visibility timeout).
-    assert_eq!(h.dlq.depth().await, (2, 0));
+    assert_eq!(h.dlq.depth().await, (3, 0));
 
     let r = run(&h.env(), &["dlq", "peek", "--max", "1"]).await;
     assert!(r.stdout.contains("showing 1"), "{}", r.stdout);
     assert_eq!(r.stdout.matches("\n[").count(), 1, "{}", r.stdout);
-    assert_eq!(h.dlq.depth().await, (2, 0));
+    assert_eq!(h.dlq.depth().await, (3, 0));
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::labels::DeadLetterReason;
+use crate::labels::{AppliedSteps, DeadLetterReason, StepName};
 use crate::pipeline::RecentlyCompleted;
 use crate::pipeline::acker::{Acker, Settle};
 use crate::pipeline::disposition::{Deleted, Disposition};
@@ -65,6 +65,7 @@ impl Setup {
                 span: tracing::Span::none(),
                 slot: None,
                 envelope_id: None,
+                event_type: None,
             })
             .await
             .expect("acker running");
@@ -211,8 +212,9 @@ async fn a_dead_letter_reaches_the_dlq_with_its_reason_before_it_leaves_the_queu
     s.settle(
         0,
         Disposition::DeadLetter {
-            class: DeadLetterReason::InvalidField,
-            error: "detail.reservation_id: missing".into(),
+            class: DeadLetterReason::DownstreamRejected,
+            error: "CommitReservation: COMMIT_STATUS_FAILED_EXPIRED".into(),
+            applied: AppliedSteps::new([StepName::StatusUpdate]),
         },
     )
     .await;
@@ -223,11 +225,15 @@ async fn a_dead_letter_reaches_the_dlq_with_its_reason_before_it_leaves_the_queu
     assert_eq!(copies[0].body, "body 0");
     assert_eq!(
         a.get("ReasonClass").map(String::as_str),
-        Some("invalid_field")
+        Some("downstream_rejected")
+    );
+    assert_eq!(
+        a.get("AppliedSteps").map(String::as_str),
+        Some("status_update")
     );
     assert_eq!(
         a.get("ErrorMessage").map(String::as_str),
-        Some("detail.reservation_id: missing")
+        Some("CommitReservation: COMMIT_STATUS_FAILED_EXPIRED")
     );
     assert_eq!(
         a.get("SourceQueue").map(String::as_str),
@@ -257,6 +263,7 @@ async fn a_dead_letter_the_dlq_will_not_take_is_kept_for_a_later_attempt() {
         Disposition::DeadLetter {
             class: DeadLetterReason::MalformedJson,
             error: "malformed JSON".into(),
+            applied: AppliedSteps::default(),
         },
     )
     .await;
