@@ -43,8 +43,11 @@ RUN cargo build --release --locked -p reservation-worker && rm -rf src
 # 2) The real sources. `touch` makes cargo rebuild the crate itself even when COPY keeps
 #    timestamps older than the placeholder build's.
 COPY src ./src
+# The commit `--version` and worker_build_info name (the context has no .git); declared
+# here, after the dependency layer, so a new commit does not rebuild the dependencies.
+ARG REVISION=unknown
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked -p reservation-worker \
+    && WORKER_REVISION="$REVISION" cargo build --release --locked -p reservation-worker \
     && cp target/release/reservation-worker /reservation-worker
 
 # ---- builder: static (musl) --------------------------------------------------------------
@@ -60,8 +63,9 @@ WORKDIR /src
 COPY --from=sources /src ./
 RUN cargo build --release --locked -p reservation-worker --target "$(uname -m)-unknown-linux-musl" && rm -rf src
 COPY src ./src
+ARG REVISION=unknown
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked -p reservation-worker --target "$(uname -m)-unknown-linux-musl" \
+    && WORKER_REVISION="$REVISION" cargo build --release --locked -p reservation-worker --target "$(uname -m)-unknown-linux-musl" \
     && cp "target/$(uname -m)-unknown-linux-musl/release/reservation-worker" /reservation-worker
 
 # ---- runtime-static: distroless static (opt-in: --target runtime-static) ----------------

@@ -31,7 +31,11 @@ use crate::config::Config;
 
 /// reservation-worker: applies reservation and payment events from SQS to inventory and reservations.
 #[derive(Debug, Parser)]
-#[command(name = "reservation-worker", version, about)]
+#[command(
+    name = "reservation-worker",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("WORKER_REVISION"), ")"),
+    about
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -36,6 +36,9 @@ pub(crate) const HALF_APPLIED: [(&str, StepName); 3] = [
     ("payment.failed", StepName::StatusUpdate),
 ];
 
+/// The source commit the worker was built from (see build.rs), or `unknown`.
+pub(crate) const REVISION: &str = env!("WORKER_REVISION");
+
 /// `target` of inventory calls.
 pub(crate) const INVENTORY: &str = "inventory";
 /// `target` of reservation API calls.
@@ -97,6 +100,7 @@ pub(crate) struct Metrics {
     downstream: HistogramVec,
     sqs_requests: HistogramVec,
     pool_capacity: IntGauge,
+    last_receive: prometheus::Gauge,
     build_info: IntGaugeVec,
     circuit_state: IntGaugeVec,
     circuit_probes: IntCounterVec,
@@ -249,13 +253,22 @@ impl Metrics {
                 "worker_pool_capacity",
                 "Messages the pool may work on at once (WORKER_CONCURRENCY).",
             ),
+            last_receive: {
+                let g = prometheus::Gauge::new(
+                    "sqs_last_successful_receive_timestamp_seconds",
+                    "Unix time of the last ReceiveMessage call that succeeded (with messages or without); 0 until the first. time() minus this is how long receiving has been failing or stuck.",
+                )
+                .expect("valid gauge");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             build_info: {
                 let g = IntGaugeVec::new(
                     Opts::new(
                         "worker_build_info",
-                        "Always 1; the version label says which build is running.",
+                        "Always 1; the version and revision (the source commit) labels say which build is running.",
                     ),
-                    &["version"],
+                    &["version", "revision"],
                 )
                 .expect("valid gauge");
                 r.register(Box::new(g.clone())).expect("unique metric");
@@ -281,6 +294,14 @@ impl Metrics {
             ),
             registry: r,
         };
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        // process_max_fds, process_start_time_seconds, …: read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         m.zero_series();
         m
     }
@@ -324,7 +345,7 @@ impl Metrics {
             }
         }
         self.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), REVISION])
             .set(1);
     }
 
@@ -377,11 +398,17 @@ impl Metrics {
         self.poll_errors.inc();
     }
 
-    /// A batch was received: counts it and records each message's age (from the time SQS
-    /// says it was sent, when it says).
+    /// A ReceiveMessage call succeeded (an empty one too): counts the batch, records each
+    /// message's age (from the time SQS says it was sent, when it says) and the time of the
+    /// receive.
     pub(crate) fn received(&self, sent_at: impl ExactSizeIterator<Item = Option<SystemTime>>) {
         self.received.inc_by(sent_at.len() as u64);
         let now = SystemTime::now();
+        self.last_receive.set(
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
         for sent in sent_at.flatten() {
             // A sender clock ahead of ours reads as age 0, not as an error.
             let age = now.duration_since(sent).unwrap_or_default();

@@ -100,3 +100,35 @@ fn the_command_line_lists_only_what_ships() {
         .collect();
     assert_eq!(commands, ["run", "send", "check", "dlq", "help"], "{help}");
 }
+
+/// `--version` names the source commit: HEAD of this checkout (build.rs reads it), the same
+/// revision `worker_build_info` carries.
+#[test]
+fn the_version_names_the_revision() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reservation-worker"))
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    assert!(out.status.success());
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        version.trim(),
+        format!(
+            "reservation-worker {} (revision {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("WORKER_REVISION")
+        )
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    // WORKER_REVISION set by hand names another revision on purpose.
+    if let Ok(head) = head
+        && head.status.success()
+        && std::env::var_os("WORKER_REVISION").is_none()
+    {
+        let head = String::from_utf8_lossy(&head.stdout);
+        assert_eq!(env!("WORKER_REVISION"), head.trim(), "built from HEAD");
+    }
+}

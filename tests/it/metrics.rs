@@ -277,10 +277,34 @@ async fn every_known_series_is_exported_at_zero_from_the_start() {
         get(
             &s,
             "worker_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("WORKER_REVISION"))
+            ]
         ),
         1.0
     );
+    // The process collector's standard series.
+    assert!(get(&s, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(get(&s, "process_open_fds", &[]) > 0.0);
+    assert!(get(&s, "process_max_fds", &[]) > 0.0);
+    let started = get(&s, "process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(
+        now - started < 600.0 && started <= now + 1.0,
+        "{started} vs {now}"
+    );
+    assert!(s.contains_key(&key("process_cpu_seconds_total", &[])));
+    // Ready means a receive succeeded: the gauge is a moment ago, not 0.
+    let last = until(&w, "a successful receive", |s| {
+        get(s, "sqs_last_successful_receive_timestamp_seconds", &[]) > 0.0
+    })
+    .await;
+    let at = get(&last, "sqs_last_successful_receive_timestamp_seconds", &[]);
+    assert!((now - at).abs() < 60.0, "{at} vs {now}");
     // Every metric says what it means.
     for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
         let name = family.split(' ').next().unwrap_or_default();
