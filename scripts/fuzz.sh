@@ -48,7 +48,12 @@ grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE)' "$LOG" | tail -n 1 || true
 grep -E '^stat::' "$LOG" || true
 echo "corpus files: $(find "$CORPUS" -type f | wc -l)"
 if [[ $status -ne 0 ]]; then
-  echo "fuzz: libFuzzer stopped with status $status; the input is in fuzz/artifacts/$TARGET/" >&2
-  grep -E '^(==[0-9]+==|thread .* panicked|SUMMARY|artifact_prefix|Test unit written)' "$LOG" | head -n 20 >&2 || true
+  if grep -q 'Test unit written' "$LOG"; then
+    echo "fuzz: libFuzzer stopped with status $status; the input is in fuzz/artifacts/$TARGET/" >&2
+    grep -E '^(==[0-9]+==|thread .* panicked|SUMMARY|artifact_prefix|Test unit written)' "$LOG" | head -n 20 >&2 || true
+  else
+    # No input was written: the target did not build or libFuzzer did not start.
+    echo "fuzz: cargo fuzz failed with status $status before finding anything (a build error?); see $LOG" >&2
+  fi
 fi
 exit "$status"
