@@ -414,6 +414,34 @@ impl Drop for PartGuard {
 mod tests {
     use super::*;
 
+    /// `worker_health_status` exports a series for every state `/health` can answer.
+    #[test]
+    fn every_liveness_state_has_its_series() {
+        let states = [
+            Liveness::Starting,
+            Liveness::Alive {
+                silent_for: Duration::ZERO,
+            },
+            Liveness::Draining,
+            Liveness::Wedged {
+                receive_loop: 0,
+                silent_for: Duration::ZERO,
+                limit: Duration::ZERO,
+            },
+            Liveness::Stopped { part: "x" },
+            Liveness::Unsettled {
+                write: SettleWrite::Delete,
+                failing_for: Duration::ZERO,
+                limit: Duration::ZERO,
+                error: String::new(),
+            },
+        ];
+        assert_eq!(
+            states.map(|s| s.as_str()),
+            crate::telemetry::metrics::HEALTH_STATES
+        );
+    }
+
     #[test]
     fn starting_until_the_poll_loop_beats() {
         let s = WorkerStatus::default();

@@ -54,7 +54,8 @@ async fn ready(State(s): State<Arc<WorkerStatus>>) -> (StatusCode, Json<serde_js
     }
 }
 
-async fn prometheus() -> impl IntoResponse {
+async fn prometheus(State(s): State<Arc<WorkerStatus>>) -> impl IntoResponse {
+    metrics().health(s.liveness().as_str(), s.is_ready());
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics().encode(),

@@ -39,6 +39,17 @@ pub(crate) const HALF_APPLIED: [(&str, StepName); 3] = [
 /// The source commit the worker was built from (see build.rs), or `unknown`.
 pub(crate) const REVISION: &str = env!("WORKER_REVISION");
 
+/// `status` of `worker_health_status`: what `/health` answers (the health module's tests check
+/// this list against its states).
+pub(crate) const HEALTH_STATES: [&str; 6] = [
+    "starting",
+    "ok",
+    "draining",
+    "wedged",
+    "stopped",
+    "unsettled",
+];
+
 /// `target` of inventory calls.
 pub(crate) const INVENTORY: &str = "inventory";
 /// `target` of reservation API calls.
@@ -101,6 +112,8 @@ pub(crate) struct Metrics {
     sqs_requests: HistogramVec,
     pool_capacity: IntGauge,
     last_receive: prometheus::Gauge,
+    ready: IntGauge,
+    health_status: IntGaugeVec,
     build_info: IntGaugeVec,
     circuit_state: IntGaugeVec,
     circuit_probes: IntCounterVec,
@@ -262,6 +275,23 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            ready: gauge(
+                &r,
+                "worker_ready",
+                "1 while /ready answers 200 (the queue reached, no circuit open, not draining), else 0. Read at each scrape.",
+            ),
+            health_status: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "worker_health_status",
+                        "1 for what /health answers now (starting, ok, draining; wedged, stopped, unsettled: 503, restart the pod), 0 for the others. Read at each scrape.",
+                    ),
+                    &["status"],
+                )
+                .expect("valid gauge");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             build_info: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -347,6 +377,7 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), REVISION])
             .set(1);
+        self.health("starting", false);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -478,6 +509,16 @@ impl Metrics {
         self.downstream
             .with_label_values(&[target, method, result])
             .observe(took.as_secs_f64());
+    }
+
+    /// What `/health` (`status`, one of [`HEALTH_STATES`]) and `/ready` answer now.
+    pub(crate) fn health(&self, status: &str, ready: bool) {
+        self.ready.set(i64::from(ready));
+        for s in HEALTH_STATES {
+            self.health_status
+                .with_label_values(&[s])
+                .set(i64::from(s == status));
+        }
     }
 
     /// `peer`'s circuit is now in `state` (one of [`CIRCUIT_STATES`]).

@@ -298,6 +298,22 @@ async fn every_known_series_is_exported_at_zero_from_the_start() {
         "{started} vs {now}"
     );
     assert!(s.contains_key(&key("process_cpu_seconds_total", &[])));
+    // Read at the scrape: the worker answered /ready before this test scraped.
+    assert_eq!(get(&s, "worker_ready", &[]), 1.0);
+    for (status, v) in [
+        ("starting", 0.0),
+        ("ok", 1.0),
+        ("draining", 0.0),
+        ("wedged", 0.0),
+        ("stopped", 0.0),
+        ("unsettled", 0.0),
+    ] {
+        assert_eq!(
+            get(&s, "worker_health_status", &[("status", status)]),
+            v,
+            "{status}"
+        );
+    }
     // Ready means a receive succeeded: the gauge is a moment ago, not 0.
     let last = until(&w, "a successful receive", |s| {
         get(s, "sqs_last_successful_receive_timestamp_seconds", &[]) > 0.0
