@@ -6,6 +6,10 @@
   grace RENDERED              checks terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS in every Deployment
   doc VALUES                  checks that every value in VALUES has a comment line directly above it
                               (a commented mapping documents its whole subtree)
+  rules DOC PLAIN OUT          writes the spec of the rendered PrometheusRule DOC to OUT as a rule file and
+                              checks it is PLAIN (files/prometheus-rules.yaml) with every runbook_url
+                              under the release's runbookBaseUrl instead of PLAIN's
+  dashboard DOC JSON          checks the rendered ConfigMap DOC carries JSON (the dashboard) unchanged
   compare RENDERED KEDA_DIR   compares the spec of the rendered ScaledObject/TriggerAuthentication with
                               KEDA_DIR/scaledobject.yaml and KEDA_DIR/triggerauthentication.yaml
 Exit 0 on success, 1 with a message on stderr otherwise.
@@ -116,6 +120,38 @@ def cmd_settings(env_example, template):
     print("all %d worker settings of %s are in %s" % (len(settings), env_example, template))
 
 
+PLAIN_RUNBOOK = "https://github.com/example/reservation-worker/blob/main/docs/runbook.md"
+
+
+def cmd_rules(doc, plain, out):
+    [rule] = load(doc)
+    groups = rule["spec"]["groups"]
+    with open(out, "w") as f:
+        yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+    with open(plain) as f:
+        want = yaml.safe_load(f)["groups"]
+    urls = [r["annotations"]["runbook_url"] for g in groups for r in g["rules"]]
+    bases = {u.split("#")[0] for u in urls}
+    if len(bases) != 1:
+        fail("runbook_url bases differ: %s" % sorted(bases))
+    base = bases.pop()
+    rebased = json.loads(json.dumps(want).replace(PLAIN_RUNBOOK, base))
+    if rebased != groups:
+        fail("the PrometheusRule's groups differ from %s (runbook base %s)" % (plain, base))
+    print("%d rules, as in %s, runbooks under %s" % (len(urls), plain, base))
+
+
+def cmd_dashboard(doc, dashboard):
+    [cm] = load(doc)
+    with open(dashboard) as f:
+        want = f.read()
+    data = cm.get("data", {})
+    if list(data) != [os.path.basename(dashboard)] or data[os.path.basename(dashboard)] != want:
+        fail("the ConfigMap's data is not %s unchanged: keys %s" % (dashboard, list(data)))
+    json.loads(want)
+    print("the dashboard ConfigMap holds %s (%d bytes)" % (dashboard, len(want)))
+
+
 def cmd_doc(values):
     import re
     with open(values) as f:
@@ -145,7 +181,7 @@ def cmd_doc(values):
 
 
 if __name__ == "__main__":
-    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2)}
+    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2)}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds or len(sys.argv) - 2 != cmds[sys.argv[1]][1]:
         fail(__doc__)
     fn, _ = cmds[sys.argv[1]]

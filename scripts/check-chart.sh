@@ -127,6 +127,23 @@ for s in "${SCENARIOS[@]}"; do
             ServiceMonitor)
                 skip "kubernetes-validate ($s) $obj: not a core kind (no offline schema)"
                 ;;
+            PrometheusRule)
+                run "PrometheusRule ($s) $obj: the groups of files/prometheus-rules.yaml" \
+                    "$PY" scripts/chart_tools.py rules "$path" "$CHART/files/prometheus-rules.yaml" "$path.rules"
+                if command -v promtool >/dev/null 2>&1; then
+                    run "promtool check rules ($s) $obj" promtool check rules "$path.rules"
+                else
+                    skip "promtool check rules ($s) $obj: promtool not found (scripts/install-promtool.sh)"
+                fi
+                ;;
+            ConfigMap)
+                run "kubernetes-validate ($s) $obj" "$VENV/bin/kubernetes-validate" --strict --quiet \
+                    -k "$KUBE_VERSION" "$path"
+                if grep -q "grafana-dashboard.json" "$path"; then
+                    run "dashboard ConfigMap ($s) $obj" "$PY" scripts/chart_tools.py dashboard "$path" \
+                        "$CHART/files/grafana-dashboard.json"
+                fi
+                ;;
             *)
                 run "kubernetes-validate ($s) $obj" "$VENV/bin/kubernetes-validate" --strict --quiet \
                     -k "$KUBE_VERSION" "$path"

@@ -599,9 +599,11 @@ mod tests {
             assert!(line(&text, name).is_some(), "{name} missing:\n{text}");
         }
         assert!(text.contains(&format!(
-            "worker_build_info{{version=\"{}\"}} 1",
+            "worker_build_info{{revision=\"{REVISION}\",version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
+        assert!(text.contains("worker_ready 0"), "{text}");
+        assert!(text.contains("worker_health_status{status=\"starting\"} 1"));
         assert!(text.contains("worker_latency_seconds_bucket{type=\"unknown\",le=\"0.005\"} 0"));
         assert!(text.contains("worker_latency_seconds_bucket{type=\"unknown\",le=\"60\"} 0"));
     }

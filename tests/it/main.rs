@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerts;
 mod backpressure;
 mod chaos;
 mod circuit;
@@ -19,6 +20,7 @@ mod ops;
 mod ordering;
 mod parser_properties;
 mod ports;
+mod prometheus;
 mod proxies;
 mod receive_loops;
 mod redaction;

@@ -38,6 +38,17 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
     }
 }
 
+/// [`eventually`] for a condition that has to ask over the network.
+pub async fn eventually_async<F: AsyncFnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The SQS server of a scenario: the project's fast endpoint (the default: it starts in
 /// microseconds instead of a Python process per test), or a real moto server.
 pub enum SqsServer {

@@ -4,8 +4,8 @@
 //! module does, and fills it into testkit's harness types under the names the tests use.
 
 pub(crate) use reservation_testkit::{
-    Moto, PATIENCE, Received, SqsServer, TestPeers, TestQueue, bodies, chaos, eventually, moto,
-    otlp,
+    Moto, PATIENCE, Received, SqsServer, TestPeers, TestQueue, bodies, chaos, eventually,
+    eventually_async, moto, otlp,
 };
 
 /// The worker binary cargo built for these tests.
