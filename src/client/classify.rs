@@ -264,6 +264,21 @@ pub(crate) fn http_transport(e: &reqwest::Error) -> CallError {
     CallError::Retryable(prefix(&crate::redact::text(&text), 400).to_string())
 }
 
+/// A REST call that got no response, as its span's `error.type`.
+impl crate::telemetry::tracing::ErrorType for reqwest::Error {
+    fn error_type(&self) -> &'static str {
+        if self.is_timeout() {
+            "timeout"
+        } else if self.is_connect() {
+            "connect"
+        } else if self.is_body() || self.is_decode() {
+            "body"
+        } else {
+            "request"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

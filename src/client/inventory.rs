@@ -26,6 +26,8 @@ pub struct GrpcInventory {
     /// reports its own timeout as CANCELLED, a terminal code, and a merely slow peer must be
     /// retried, not dead-lettered.
     timeout: Duration,
+    /// The peer's host and port, for the calls' spans.
+    server: (String, u16),
 }
 
 impl GrpcInventory {
@@ -33,6 +35,8 @@ impl GrpcInventory {
     /// on an unusable URI; the connection itself is made on first use.
     pub fn new(uri: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
         let mut endpoint = Endpoint::from_shared(uri.to_string())?
+            // tonic adds its own name after this one, as the REST client's names the worker.
+            .user_agent(concat!("reservation-worker/", env!("CARGO_PKG_VERSION")))?
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -40,11 +44,18 @@ impl GrpcInventory {
         if uri.starts_with("https://") {
             endpoint = endpoint.tls_config(ClientTlsConfig::new().with_native_roots())?;
         }
+        let target = endpoint.uri();
+        let tls = target.scheme_str() == Some("https");
+        let server = (
+            target.host().unwrap_or_default().to_string(),
+            target.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        );
         let channel = endpoint.connect_lazy();
         Ok(GrpcInventory {
             client: InventoryServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
             timeout,
+            server,
         })
     }
 
@@ -67,7 +78,7 @@ impl GrpcInventory {
 #[async_trait]
 impl Inventory for GrpcInventory {
     async fn release_hold(&self, req: ReleaseHoldRequest) -> Result<Applied, CallError> {
-        let call = ClientSpan::grpc("ReleaseHold");
+        let call = ClientSpan::grpc("ReleaseHold", (&self.server.0, self.server.1));
         let mut req = tonic::Request::new(req);
         call.inject_grpc(req.metadata_mut());
         let result = self
@@ -88,7 +99,7 @@ impl Inventory for GrpcInventory {
         &self,
         req: CommitReservationRequest,
     ) -> Result<Applied, CallError> {
-        let call = ClientSpan::grpc("CommitReservation");
+        let call = ClientSpan::grpc("CommitReservation", (&self.server.0, self.server.1));
         let mut req = tonic::Request::new(req);
         call.inject_grpc(req.metadata_mut());
         let result = self

@@ -255,7 +255,15 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| call.fail(QueueError::from_sdk(SqsOperation::ReceiveMessage, e)))?;
         call.message_count(out.messages().len());
-        Ok(out.messages().iter().map(Delivery::from_sdk).collect())
+        let received_in = call.span_context();
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| Delivery {
+                received_in: received_in.clone(),
+                ..Delivery::from_sdk(m)
+            })
+            .collect())
     }
 
     /// Deletes up to 10 messages by receipt handle; returns the entries SQS refused.

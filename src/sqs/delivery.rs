@@ -23,6 +23,9 @@ pub struct Delivery {
     pub attributes: HashMap<String, String>,
     /// When this process received it.
     pub received_at: Instant,
+    /// The span of the `ReceiveMessage` call that delivered it (when traces are exported):
+    /// the message's process span links to it.
+    pub received_in: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl Delivery {
@@ -55,6 +58,7 @@ impl Delivery {
                 .and_then(|t| super::epoch_millis(&t)),
             attributes,
             received_at: Instant::now(),
+            received_in: None,
         }
     }
 }

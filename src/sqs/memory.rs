@@ -242,6 +242,7 @@ impl MemoryQueue {
                 sent_at: Some(m.sent_at),
                 attributes: m.attributes.clone(),
                 received_at: StdInstant::now(),
+                received_in: None,
             });
         }
         out

@@ -82,6 +82,12 @@ pub struct QueueError {
     pub message: String,
 }
 
+impl crate::telemetry::tracing::ErrorType for QueueError {
+    fn error_type(&self) -> &'static str {
+        self.kind.as_str()
+    }
+}
+
 impl QueueError {
     /// SQS refused the request itself: sending it again cannot help.
     pub fn sender_fault(&self) -> bool {

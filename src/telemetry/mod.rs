@@ -49,7 +49,8 @@ impl Telemetry {
 pub(crate) fn init(config: &Config) -> Result<Telemetry, tracing::TracingError> {
     // The token registered itself when the config was read; these the SDKs read themselves.
     crate::redact::register_from_env();
-    let provider = tracing::provider(config.otel_endpoint.as_deref(), config.pod_name.as_deref())?;
+    let exporting = tracing::provider(config.otel_endpoint.as_deref(), config.pod_name.as_deref())?;
+    let (provider, destination) = exporting.unzip();
     let logs = logging::layer(LogSettings {
         level: config.log_level.clone(),
         format: config.log_format,
@@ -61,5 +62,12 @@ pub(crate) fn init(config: &Config) -> Result<Telemetry, tracing::TracingError> 
         .with(logs)
         .with(otel)
         .try_init();
+    if let Some(d) = destination {
+        ::tracing::info!(
+            endpoint = %d.endpoint,
+            protocol = d.protocol.as_str(),
+            "exporting traces over OTLP"
+        );
+    }
     Ok(Telemetry { provider })
 }

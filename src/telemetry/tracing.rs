@@ -63,6 +63,14 @@ pub(crate) enum Protocol {
 }
 
 impl Protocol {
+    /// As `OTEL_EXPORTER_OTLP_PROTOCOL` spells it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+
     /// The signal-specific variable, else the generic one, else `http/protobuf` (the OTLP
     /// exporter specification's default).
     pub(crate) fn from_env() -> Result<Protocol, TracingError> {
@@ -120,7 +128,7 @@ fn check_sampler() -> Result<(), TracingError> {
 pub(crate) fn provider(
     endpoint: Option<&str>,
     pod_name: Option<&str>,
-) -> Result<Option<SdkTracerProvider>, TracingError> {
+) -> Result<Option<(SdkTracerProvider, Destination)>, TracingError> {
     let Some(endpoint) = endpoint.map(str::trim).filter(|e| !e.is_empty()) else {
         return Ok(None);
     };
@@ -128,7 +136,18 @@ pub(crate) fn provider(
     let protocol = Protocol::from_env()?;
     // The signal-specific variable is used as-is by the exporter; otherwise the endpoint is a
     // base URL, to which OTLP/HTTP adds the signal's path.
-    let explicit = env_nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+    let explicit = env_nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let destination = Destination {
+        endpoint: shown_url(&match (&explicit, protocol) {
+            (Some(url), _) => url.clone(),
+            (None, Protocol::Grpc) => endpoint.to_string(),
+            (None, Protocol::HttpProtobuf) => {
+                format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+            }
+        }),
+        protocol,
+    };
+    let explicit = explicit.is_some();
     let mut exporter = match protocol {
         Protocol::Grpc => {
             let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
@@ -162,12 +181,31 @@ pub(crate) fn provider(
         .with_span_processor(BatchSpanProcessor::builder(exporter).build())
         .with_resource(resource)
         .build();
-    Ok(Some(provider))
+    Ok(Some((provider, destination)))
+}
+
+/// Where spans go, for the start-up line that says tracing is on.
+#[derive(Debug, Clone)]
+pub(crate) struct Destination {
+    /// The URL the exporter sends to, without credentials.
+    pub(crate) endpoint: String,
+    pub(crate) protocol: Protocol,
+}
+
+/// `url` without user or password (and masked, as all output), or as given when it is not a
+/// URL: the exporter will have refused it by then.
+fn shown_url(url: &str) -> String {
+    let shown = reqwest::Url::parse(url)
+        .map(|u| without_credentials(&u).to_string())
+        .unwrap_or_else(|_| url.to_string());
+    crate::redact::owned(shown)
 }
 
 /// `service.name` (`OTEL_SERVICE_NAME`, else `OTEL_RESOURCE_ATTRIBUTES`, else
-/// `reservation-worker`), `service.version`, `k8s.pod.name` from `POD_NAME`, the SDK's
-/// `telemetry.sdk.*`, and everything in `OTEL_RESOURCE_ATTRIBUTES` (which wins over ours).
+/// `reservation-worker`), `service.version`, `service.instance.id` (a random UUID per process,
+/// as the conventions recommend when nothing better identifies it), `k8s.pod.name` from
+/// `POD_NAME`, the SDK's `telemetry.sdk.*`, and everything in `OTEL_RESOURCE_ATTRIBUTES` (which
+/// wins over ours; the chart puts `k8s.namespace.name` and `k8s.node.name` there).
 pub(crate) fn resource(pod_name: Option<&str>) -> Resource {
     let from_env = EnvResourceDetector::new().detect();
     let service_name = env_nonempty("OTEL_SERVICE_NAME")
@@ -177,7 +215,10 @@ pub(crate) fn resource(pod_name: Option<&str>) -> Resource {
                 .map(|v| v.to_string())
         })
         .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
-    let mut ours = vec![KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))];
+    let mut ours = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+    ];
     if let Some(pod) = pod_name {
         ours.push(KeyValue::new("k8s.pod.name", pod.to_string()));
     }
@@ -202,7 +243,14 @@ struct OnRuntime {
 
 impl SpanExporter for OnRuntime {
     async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
-        batch.iter_mut().for_each(scrub);
+        batch.retain(|s| !is_empty_receive(s));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        batch.iter_mut().for_each(|s| {
+            scrub(s);
+            rename_attributes(s);
+        });
         let inner = self.inner.clone();
         let result = match self
             .runtime
@@ -240,6 +288,50 @@ impl SpanExporter for OnRuntime {
             inner.set_resource(resource);
         }
     }
+}
+
+/// A `ReceiveMessage` that brought nothing and did not fail: at idle, long polls are most of
+/// the spans there would be, and they say nothing.
+fn is_empty_receive(span: &SpanData) -> bool {
+    span.status == Status::Unset
+        && span.attributes.iter().any(|kv| {
+            kv.key.as_str() == "messaging.operation.name"
+                && kv.value.as_str() == SqsOperation::ReceiveMessage.as_str()
+        })
+        && span.attributes.iter().any(|kv| {
+            kv.key.as_str() == "messaging.batch.message_count"
+                && matches!(kv.value, opentelemetry::Value::I64(0))
+        })
+}
+
+/// Span fields that are log fields too (the JSON log lines take them from the span) and, as
+/// span attributes, belong under the worker's own namespace: the log keys stay short, the
+/// trace attributes follow OpenTelemetry's naming rules. `None`: the attribute is dropped
+/// (`message_id` repeats `messaging.message.id`).
+fn otel_attribute(field: &str) -> Option<Option<&'static str>> {
+    Some(match field {
+        "message_id" => None,
+        "receive_count" => Some("reservation_worker.receive_count"),
+        "envelope_id" => Some("reservation_worker.envelope_id"),
+        "event_type" => Some("reservation_worker.event_type"),
+        "reservation_id" => Some("reservation_worker.reservation_id"),
+        "trace_id" => Some("reservation_worker.trace_id"),
+        "attempt" => Some("reservation_worker.attempt"),
+        _ => return None,
+    })
+}
+
+/// Renames the span's log-field attributes as [`otel_attribute`] says.
+fn rename_attributes(span: &mut SpanData) {
+    span.attributes
+        .retain_mut(|kv| match otel_attribute(kv.key.as_str()) {
+            None => true,
+            Some(None) => false,
+            Some(Some(name)) => {
+                kv.key = Key::from_static_str(name);
+                true
+            }
+        });
 }
 
 /// Masks secrets in every text of a span before it leaves the process: its name, attributes,
@@ -293,6 +385,11 @@ where
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(DEFAULT_SERVICE_NAME))
         .with_tracked_inactivity(false)
+        // No code.*, thread.* or target attributes: the span names and the worker's own
+        // attributes say where, and a tokio worker thread says nothing.
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
         .with_filter(
             tracing_subscriber::filter::Targets::new()
                 .with_target(env!("CARGO_CRATE_NAME"), tracing::Level::INFO),
@@ -422,6 +519,13 @@ pub(crate) fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
+/// The low-cardinality class of a failed call, for its span's `error.type`. Each client
+/// classifies its own errors: the SQS adapter by its error kinds, the REST client by what
+/// went wrong on the wire.
+pub(crate) trait ErrorType {
+    fn error_type(&self) -> &'static str;
+}
+
 /// The span of one call to a peer or to SQS. Create it before the call, send its context
 /// with the request, run the call inside it, then record the result. A disabled span when
 /// traces are not exported.
@@ -429,8 +533,8 @@ pub(crate) fn exporting() -> bool {
 pub(crate) struct ClientSpan(Span);
 
 impl ClientSpan {
-    /// A gRPC call to `reservation.v1.InventoryService/<method>`.
-    pub(crate) fn grpc(method: &'static str) -> ClientSpan {
+    /// A gRPC call to `reservation.v1.InventoryService/<method>` on `server` (host, port).
+    pub(crate) fn grpc(method: &'static str, server: (&str, u16)) -> ClientSpan {
         const SERVICE: &str = "reservation.v1.InventoryService";
         if !exporting() {
             return ClientSpan(Span::none());
@@ -442,7 +546,10 @@ impl ClientSpan {
             "rpc.system" = "grpc",
             "rpc.service" = SERVICE,
             "rpc.method" = method,
+            "server.address" = server.0,
+            "server.port" = server.1,
             "rpc.grpc.status_code" = Empty,
+            "error.type" = Empty,
         ))
     }
 
@@ -490,6 +597,7 @@ impl ClientSpan {
             "rpc.system" = "aws-api",
             "rpc.service" = "SQS",
             "rpc.method" = operation,
+            "error.type" = Empty,
         ))
     }
 
@@ -539,6 +647,7 @@ impl ClientSpan {
             .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
         self.0.record("rpc.grpc.status_code", code as i64);
         if code != tonic::Code::Ok {
+            self.0.record("error.type", format!("{code:?}").as_str());
             self.0.set_status(Status::error(code.description()));
         }
     }
@@ -558,12 +667,23 @@ impl ClientSpan {
     }
 
     /// The call failed without a response (connection, timeout, SDK error): marks the span
-    /// and hands the error back, for `.map_err(|e| call.fail(..))`.
-    pub(crate) fn fail<E: std::fmt::Display>(&self, error: E) -> E {
+    /// with the error and its class (`error.type`) and hands the error back, for
+    /// `.map_err(|e| call.fail(..))`.
+    pub(crate) fn fail<E: std::fmt::Display + ErrorType>(&self, error: E) -> E {
         if !self.0.is_disabled() {
+            self.0.record("error.type", error.error_type());
             self.0.set_status(Status::error(error.to_string()));
         }
         error
+    }
+
+    /// The span's context, to link to (`None` when spans are not exported).
+    pub(crate) fn span_context(&self) -> Option<SpanContext> {
+        if self.0.is_disabled() {
+            return None;
+        }
+        let cx = self.0.context().span().span_context().clone();
+        cx.is_valid().then_some(cx)
     }
 }
 

@@ -429,6 +429,7 @@ async fn a_message_delivered_twice_is_dead_lettered_once() {
             sent_at: None,
             attributes: HashMap::new(),
             received_at: Instant::now(),
+            received_in: None,
         };
         let disposition = Disposition::DeadLetter {
             class: reservation_worker::DeadLetterReason::MalformedJson,

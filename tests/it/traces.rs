@@ -7,6 +7,7 @@
 use crate::support;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
+use reservation_sim::{GrpcFault, InventoryMethod, SqsFault, SqsOperation};
 use support::otlp::{KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER, OtlpReceiver, ReceivedSpan};
 use support::{Harness, WorkerProcess, bodies};
 
@@ -40,7 +41,7 @@ async fn span_where(
 /// The process span of the message whose envelope id is `envelope_id`.
 async fn process_span(r: &OtlpReceiver, envelope_id: &str) -> ReceivedSpan {
     span_where(r, "the process span", |s| {
-        s.name == "events process" && s.attr("envelope_id") == Some(envelope_id)
+        s.name == "process events" && s.attr("reservation_worker.envelope_id") == Some(envelope_id)
     })
     .await
 }
@@ -77,15 +78,30 @@ async fn process_span_continues_the_traceparent_and_the_peers_get_the_callers_co
         ("messaging.operation.type", "process"),
         ("messaging.operation.name", "process"),
         ("messaging.operation", "process"),
-        ("event_type", "reservation.expired"),
-        ("reservation_id", "r-tp"),
+        ("reservation_worker.event_type", "reservation.expired"),
+        ("reservation_worker.reservation_id", "r-tp"),
+        ("reservation_worker.receive_count", "1"),
+        ("reservation_worker.outcome", "success"),
     ] {
         assert_eq!(process.attr(k), Some(v), "{k}: {process:?}");
+    }
+    // The worker's own attributes under one namespace; the message id only once, as the
+    // convention names it.
+    for k in process.attributes.keys() {
+        assert!(
+            k.starts_with("messaging.") || k.starts_with("reservation_worker."),
+            "{k} on the process span: {process:?}"
+        );
     }
     assert_eq!(
         process.resource.get("service.name").map(String::as_str),
         Some("reservation-worker")
     );
+    let instance = process
+        .resource
+        .get("service.instance.id")
+        .expect("service.instance.id");
+    assert_eq!(instance.len(), 36, "a UUID: {instance}");
 
     let grpc = span_where(&r, "the ReleaseHold span", |s| {
         s.name == "reservation.v1.InventoryService/ReleaseHold" && s.trace_id == TRACE
@@ -101,9 +117,16 @@ async fn process_span_continues_the_traceparent_and_the_peers_get_the_callers_co
         ("rpc.service", "reservation.v1.InventoryService"),
         ("rpc.method", "ReleaseHold"),
         ("rpc.grpc.status_code", "0"),
+        ("server.address", "127.0.0.1"),
     ] {
         assert_eq!(grpc.attr(k), Some(v), "{k}: {grpc:?}");
     }
+    let inventory_port = h.peers.inventory_addr.rsplit(':').next().expect("a port");
+    assert_eq!(
+        grpc.attr("server.port"),
+        Some(inventory_port.trim_end_matches('/'))
+    );
+    assert_eq!(grpc.attr("error.type"), None, "it succeeded");
 
     let rest = span_where(&r, "the PATCH span", |s| {
         s.name == "PATCH" && s.trace_id == TRACE
@@ -141,11 +164,18 @@ async fn process_span_continues_the_traceparent_and_the_peers_get_the_callers_co
         Some(format!("00-{TRACE}-{}-01", rest.span_id).as_str())
     );
 
-    // The SQS calls have spans of their own.
+    // The SQS calls have spans of their own; the process span links to the receive that
+    // delivered the message.
     let receive = span_where(&r, "a ReceiveMessage span", |s| {
         s.name == "ReceiveMessage events"
     })
     .await;
+    assert_eq!(
+        process.links,
+        [(receive.trace_id.clone(), receive.span_id.clone())],
+        "{process:?}"
+    );
+    assert_eq!(receive.attr("messaging.batch.message_count"), Some("1"));
     assert_eq!(receive.kind, KIND_CLIENT);
     assert_eq!(receive.attr("messaging.system"), Some("aws_sqs"));
     assert_eq!(
@@ -243,6 +273,108 @@ async fn http_protobuf_is_the_default_and_otel_settings_are_honoured() {
     assert_eq!(send.kind, KIND_PRODUCER);
     assert_eq!(send.attr("messaging.operation.type"), Some("send"));
     assert_eq!(send.attr("messaging.destination.name"), Some("events-dlq"));
+    assert_eq!(
+        poison_process.attr("error.type"),
+        Some("malformed_json"),
+        "a failed process span names its error class"
+    );
+}
+
+#[tokio::test]
+async fn failed_calls_carry_error_type_idle_receives_make_no_spans_and_the_start_says_where_spans_go()
+ {
+    let h = Harness::start().await;
+    let r = OtlpReceiver::start().await;
+    h.peers.hold("r-fail");
+    h.peers.hold("r-after");
+    let w = traced_worker(&h, &r.http_endpoint, &[("MAX_RETRIES", "2")]).await;
+    let started = w.wait_logs("exporting traces over OTLP").await;
+    assert_eq!(started.len(), 1, "one start-up line: {started:?}");
+    assert_eq!(
+        started[0]["endpoint"],
+        format!("{}/v1/traces", r.http_endpoint)
+    );
+    assert_eq!(started[0]["protocol"], "http/protobuf");
+
+    // A gRPC failure: its span names the status; the retry succeeds. The message's delete
+    // fails too (every attempt the SDK makes), and is tried again by the acker.
+    h.sqs.sim().inject(
+        SqsOperation::DeleteMessageBatch,
+        None,
+        SqsFault::InternalError,
+        Some(3),
+    );
+    h.peers.inventory.push_fault(
+        InventoryMethod::ReleaseHold,
+        GrpcFault::Status(tonic::Code::Unavailable),
+    );
+    h.queue.send(&bodies::expired("env-fail", "r-fail")).await;
+    let failed = span_where(&r, "the failed ReleaseHold span", |s| {
+        s.name == "reservation.v1.InventoryService/ReleaseHold"
+            && s.attr("rpc.grpc.status_code") == Some("14")
+    })
+    .await;
+    assert_eq!(failed.attr("error.type"), Some("Unavailable"), "{failed:?}");
+    process_span(&r, "env-fail").await;
+    let delete = span_where(&r, "the failed DeleteMessageBatch span", |s| {
+        s.name == "DeleteMessageBatch events" && s.attr("error.type").is_some()
+    })
+    .await;
+    assert_eq!(delete.attr("error.type"), Some("transient"), "{delete:?}");
+    // The peer heard who called: the worker and its version, before tonic's own name.
+    let calls = h.peers.inventory.calls_for("r-fail");
+    let agent = calls[0]
+        .metadata
+        .get("user-agent")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        agent.starts_with(concat!("reservation-worker/", env!("CARGO_PKG_VERSION"))),
+        "{agent}"
+    );
+
+    // Idle: empty long polls (SQS_WAIT_TIME=1) export nothing. Let several pass, then one
+    // more message, whose spans are exported after theirs would have been.
+    let receives = async || {
+        let (_, text) = w.get("/metrics").await.expect("metrics");
+        text.lines()
+            .find(|l| {
+                l.starts_with("sqs_request_duration_seconds_count{operation=\"ReceiveMessage\"}")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = receives().await;
+    support::eventually_async("three more receives", async || {
+        receives().await >= before + 3.0
+    })
+    .await;
+    h.queue.send(&bodies::expired("env-after", "r-after")).await;
+    process_span(&r, "env-after").await;
+    let spans = r.spans();
+    let receive_spans: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.name == "ReceiveMessage events")
+        .collect();
+    assert!(!receive_spans.is_empty());
+    for s in &receive_spans {
+        assert_ne!(
+            s.attr("messaging.batch.message_count"),
+            Some("0"),
+            "an empty receive was exported: {s:?}"
+        );
+    }
+    // No span carries source locations, thread names or the Rust target.
+    for s in &spans {
+        for k in s.attributes.keys() {
+            assert!(
+                !k.starts_with("code.") && !k.starts_with("thread.") && k != "target",
+                "{k} on {}",
+                s.name
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -295,7 +427,7 @@ async fn a_hex_trace_id_in_the_envelope_becomes_the_trace() {
         16,
         "a remote parent stands in for the sender"
     );
-    assert_eq!(process.attr("trace_id"), Some(trace));
+    assert_eq!(process.attr("reservation_worker.trace_id"), Some(trace));
 }
 
 #[tokio::test]
@@ -317,15 +449,18 @@ async fn spans_are_flushed_at_sigterm() {
     })
     .await;
     assert!(
-        r.named("events process").is_empty(),
+        r.named("process events").is_empty(),
         "nothing exported before shutdown"
     );
     w.signal("TERM");
     let status = w.wait_exit(support::PATIENCE).await;
     assert!(status.success(), "{status:?}");
-    let process = r.named("events process");
+    let process = r.named("process events");
     assert_eq!(process.len(), 1, "{:?}", r.spans());
-    assert_eq!(process[0].attr("envelope_id"), Some("env-term"));
+    assert_eq!(
+        process[0].attr("reservation_worker.envelope_id"),
+        Some("env-term")
+    );
     assert!(
         !r.named("reservation.v1.InventoryService/ReleaseHold")
             .is_empty()

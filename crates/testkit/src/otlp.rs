@@ -37,6 +37,8 @@ pub struct ReceivedSpan {
     pub attributes: HashMap<String, String>,
     /// The resource of the batch the span came in.
     pub resource: HashMap<String, String>,
+    /// The spans it links to, as (trace id, span id).
+    pub links: Vec<(String, String)>,
     /// `grpc` or `http`: which endpoint received it.
     pub via: &'static str,
 }
@@ -155,6 +157,11 @@ impl OtlpReceiver {
                             parent_span_id: hex(&s.parent_span_id),
                             attributes: attributes(&s.attributes),
                             resource: resource.clone(),
+                            links: s
+                                .links
+                                .iter()
+                                .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                                .collect(),
                             via,
                         });
                     }
