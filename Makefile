@@ -108,15 +108,10 @@ emulator-up: ## Start a background moto on 127.0.0.1:4566 with the queues (pid i
 emulator-down: ## Stop the background moto
 	bash scripts/emulator.sh down
 
-grpcurl: ## List the services of a running worker's debug port (GRPC_DEBUG_PORT, default 8041); installs grpcurl if missing
-	@bin="$$(command -v grpcurl || true)"; \
-	if [[ -z "$$bin" ]]; then \
-		$(NEED_CARGO); \
-		echo "make: grpcurl not found; installing it: $(CARGO) install --locked grpcurl-rs (about 3 minutes)" >&2; \
-		$(CARGO) install --locked grpcurl-rs; \
-		bin="$${CARGO_HOME:-$$HOME/.cargo}/bin/grpcurl"; \
-	fi; \
+grpcurl: ## List the services of a running worker's debug port (GRPC_DEBUG_PORT, default 8041); installs the real grpcurl into .tools first
+	@bin="$$(bash scripts/install-grpcurl.sh)"; \
 	port="$${GRPC_DEBUG_PORT:-8041}"; \
+	echo "$$bin -plaintext localhost:$$port list"; \
 	"$$bin" -plaintext "localhost:$$port" list || { \
 		echo "make: no worker answers gRPC on localhost:$$port (start one with 'make dev' or 'make run'; another port: make grpcurl GRPC_DEBUG_PORT=N)" >&2; \
 		exit 1; \

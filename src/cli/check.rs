@@ -32,6 +32,27 @@ pub enum Status {
     Fail,
 }
 
+impl Status {
+    /// Its colour on a terminal.
+    fn style(self) -> anstyle::Style {
+        use anstyle::AnsiColor;
+        match self {
+            Status::Ok => AnsiColor::Green.on_default(),
+            Status::Warn => AnsiColor::Yellow.on_default(),
+            Status::Fail => AnsiColor::Red.on_default().bold(),
+        }
+    }
+
+    /// As `--output json` spells it.
+    fn as_json(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -61,14 +82,37 @@ fn row(check: &'static str, status: Status, detail: impl Into<String>) -> Row {
     }
 }
 
+/// Flags of `check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// `text` (a table) or `json` (`{"ok": …, "checks": [{"check", "status", "detail"}]}`).
+    #[arg(long, value_enum, default_value_t = super::Output::Text)]
+    pub output: super::Output,
+}
+
 /// Runs `check` and maps the result to the exit code.
-pub async fn run() -> ExitCode {
+pub async fn run(args: CheckArgs) -> ExitCode {
     let config = match load_config().await {
         Ok(c) => c,
         Err(code) => return code,
     };
     let rows = check_all(&config).await;
-    print!("{}", crate::redact::text(&table(&rows)));
+    match args.output {
+        super::Output::Text => {
+            anstream::print!("{}", crate::redact::text(&styled(&table(&rows), &rows)));
+        }
+        super::Output::Json => super::print_json(&serde_json::json!({
+            "ok": !rows.iter().any(|r| r.status == Status::Fail),
+            "checks": rows
+                .iter()
+                .map(|r| serde_json::json!({
+                    "check": r.check,
+                    "status": r.status.as_json(),
+                    "detail": r.detail,
+                }))
+                .collect::<Vec<_>>(),
+        })),
+    }
     if rows.iter().any(|r| r.status == Status::Fail) {
         ExitCode::from(1)
     } else {
@@ -118,6 +162,31 @@ pub fn table(rows: &[Row]) -> String {
             r.status.to_string(),
             r.detail
         ));
+    }
+    out
+}
+
+/// `table` with each row's status coloured (anstream drops the colours off a terminal).
+fn styled(table: &str, rows: &[Row]) -> String {
+    let mut lines = table.lines();
+    let mut out = String::new();
+    if let Some(header) = lines.next() {
+        out.push_str(header);
+        out.push('\n');
+    }
+    for (line, r) in lines.zip(rows) {
+        let status = r.status.to_string();
+        // The status is the first cell after the check's padded name.
+        match line.split_once(&format!("  {status}")) {
+            Some((name, rest)) => {
+                let style = r.status.style();
+                out.push_str(&format!("{name}  {style}{status}{style:#}{rest}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
     }
     out
 }

@@ -14,7 +14,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -67,6 +66,10 @@ pub enum DlqCommand {
         /// How many to show.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
         max: u32,
+        /// `text` (one block per message, the body cut short) or `json` (every attribute and
+        /// the whole body).
+        #[arg(long, value_enum, default_value_t = super::Output::Text)]
+        output: super::Output,
     },
     /// Move the messages on the DLQ now back to SQS_QUEUE_URL (or --to); ends when those are
     /// done. A message whose SourceQueue attribute names another queue is left on the DLQ.
@@ -103,7 +106,7 @@ pub async fn run(args: DlqArgs) -> ExitCode {
         }
     };
     let result = match args.command {
-        DlqCommand::Peek { max } => peek(&dlq, how, max as usize)
+        DlqCommand::Peek { max, output } => peek(&dlq, how, max as usize, output)
             .await
             .map(|ok| if ok { Ended::Done } else { Ended::Failed }),
         DlqCommand::Redrive {
@@ -261,7 +264,12 @@ async fn approximate_depth(dlq: &SqsQueue) -> Option<u64> {
         .ok()
 }
 
-async fn peek(dlq: &SqsQueue, how: &str, max: usize) -> Result<bool, QueueError> {
+async fn peek(
+    dlq: &SqsQueue,
+    how: &str,
+    max: usize,
+    output: super::Output,
+) -> Result<bool, QueueError> {
     let depth = approximate_depth(dlq).await;
     let mut seen = HashSet::new();
     let mut shown = Vec::new();
@@ -280,15 +288,25 @@ async fn peek(dlq: &SqsQueue, how: &str, max: usize) -> Result<bool, QueueError>
     let receipts: Vec<String> = shown.iter().map(|m| m.receipt.clone()).collect();
     let not_released = release(dlq, &receipts).await;
 
-    outln!(
-        "dead-letter queue {} ({how}): about {} message(s); showing {}",
-        redact(&dlq.url),
-        depth.map_or("?".to_string(), |d| d.to_string()),
-        shown.len()
-    );
-    for (i, m) in shown.iter().enumerate() {
-        outln!();
-        print!("{}", crate::redact::owned(describe(i + 1, m)));
+    if output == super::Output::Json {
+        super::print_json(&serde_json::json!({
+            "dlq": redact(&dlq.url),
+            "found_by": how,
+            "approximate_messages": depth,
+            "messages": shown.iter().map(as_json).collect::<Vec<_>>(),
+            "not_made_visible": not_released,
+        }));
+    } else {
+        outln!(
+            "dead-letter queue {} ({how}): about {} message(s); showing {}",
+            redact(&dlq.url),
+            depth.map_or("?".to_string(), |d| d.to_string()),
+            shown.len()
+        );
+        for (i, m) in shown.iter().enumerate() {
+            outln!();
+            anstream::print!("{}", crate::redact::owned(describe(i + 1, m)));
+        }
     }
     if not_released > 0 {
         errln!(
@@ -297,6 +315,32 @@ async fn peek(dlq: &SqsQueue, how: &str, max: usize) -> Result<bool, QueueError>
         );
     }
     Ok(true)
+}
+
+/// One message as `peek --output json` prints it: the worker's attributes by name (null when
+/// absent: moved by the queue's RedrivePolicy, or not the worker's), every other string
+/// attribute, and the whole body.
+fn as_json(m: &DeadLetter) -> serde_json::Value {
+    let text = |k: &str| m.text(k).map(str::to_string);
+    let others: serde_json::Map<String, serde_json::Value> = m
+        .attributes
+        .iter()
+        .filter(|(k, _)| !DEAD_LETTER_ATTRIBUTES.contains(&k.as_str()))
+        .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.into())))
+        .collect();
+    serde_json::json!({
+        "message_id": m.message_id,
+        "reason": text("ReasonClass"),
+        "applied_steps": text("AppliedSteps"),
+        "error": text("ErrorMessage"),
+        "original_message_id": text("OriginalMessageId"),
+        "receive_count": text("ReceiveCount").and_then(|c| c.parse::<u64>().ok()),
+        "source_queue": text("SourceQueue").map(|q| redact(&q)),
+        "dead_lettered_by": text("DeadLetteredBy"),
+        "group_id": m.group_id,
+        "attributes": others,
+        "body": m.body,
+    })
 }
 
 /// One message as `peek` prints it.
@@ -310,12 +354,14 @@ fn describe(n: usize, m: &DeadLetter) -> String {
     let mut out = format!("[{n}] message {}\n", m.message_id);
     out.push_str(&format!("    reason:     {reason}\n"));
     if let Some(applied) = m.text("AppliedSteps") {
-        let note = if applied == crate::AppliedSteps::NONE {
-            ""
+        if applied == crate::AppliedSteps::NONE {
+            out.push_str(&format!("    applied:    {applied}\n"));
         } else {
-            "  (half-applied: these took effect, the rest did not)"
-        };
-        out.push_str(&format!("    applied:    {applied}{note}\n"));
+            let style = anstyle::AnsiColor::Red.on_default().bold();
+            out.push_str(&format!(
+                "    applied:    {style}{applied}  (half-applied: these took effect, the rest did not){style:#}\n"
+            ));
+        }
     }
     out.push_str(&format!(
         "    error:      {}\n",
@@ -893,7 +939,7 @@ impl Redrive<'_> {
         let sent = req
             .send()
             .await
-            .map_err(|e| MoveError::NotSent(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| MoveError::NotSent(crate::aws::error_text(&e)))?;
         let sent_id = sent.message_id().unwrap_or_default().to_string();
         self.dlq
             .client()
@@ -905,7 +951,7 @@ impl Redrive<'_> {
             .map_err(|e| MoveError::NotDeleted {
                 target: redact(&self.target.url),
                 sent_id: sent_id.clone(),
-                error: DisplayErrorContext(e).to_string(),
+                error: crate::aws::error_text(&e),
             })?;
         Ok(sent_id)
     }

@@ -1,20 +1,21 @@
 //! The command line: `run` (the default), `send`, and the ops commands `check` and `dlq`.
 //! The peer simulators are another binary (`reservation-sim`, in `crates/sim`): they never ship.
 
-/// `println!` through [`crate::redact`], as every output of the process.
+/// `println!` through [`crate::redact`], as every output of the process. Through anstream:
+/// colour codes reach a terminal only, and never when `NO_COLOR` is set.
 macro_rules! outln {
     () => {
-        println!()
+        anstream::println!()
     };
     ($($arg:tt)*) => {
-        println!("{}", crate::redact::owned(format!($($arg)*)))
+        anstream::println!("{}", crate::redact::owned(format!($($arg)*)))
     };
 }
 
-/// `eprintln!` through [`crate::redact`], as every output of the process.
+/// `eprintln!` as [`outln!`] prints.
 macro_rules! errln {
     ($($arg:tt)*) => {
-        eprintln!("{}", crate::redact::owned(format!($($arg)*)))
+        anstream::eprintln!("{}", crate::redact::owned(format!($($arg)*)))
     };
 }
 
@@ -24,7 +25,7 @@ pub mod send;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -50,9 +51,33 @@ pub enum Command {
     Send(Box<send::SendArgs>),
     /// Check the configuration and reach the queue, its DLQ, the inventory service and the
     /// reservation API. Exit 0 when all is well, 1 when a check failed, 78 on bad configuration.
-    Check,
+    Check(check::CheckArgs),
     /// Inspect the dead-letter queue or move its messages back to their source queue.
     Dlq(dlq::DlqArgs),
+    /// Print the completion script of a shell, e.g.
+    /// `reservation-worker completions bash > /etc/bash_completion.d/reservation-worker`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// How `check` and `dlq peek` print their result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people: a table, or one block per message.
+    #[default]
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// Prints `value` as pretty JSON, masked as every output is.
+pub(crate) fn print_json(value: &serde_json::Value) {
+    let text =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    println!("{}", crate::redact::owned(text));
 }
 
 impl Cli {
@@ -78,8 +103,17 @@ pub async fn main(cli: Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Check => check::run().await,
+        Command::Check(args) => check::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "reservation-worker",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -178,4 +212,34 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag and argument of every command says what it is for.
+    #[test]
+    fn every_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "reservation-worker", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

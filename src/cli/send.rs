@@ -2,7 +2,7 @@
 //!
 //! Messages go out in SendMessageBatch calls cut by count (10) and by size (SQS's limit on the
 //! whole request). Each line of a file is checked first (size, characters SQS accepts, and the
-//! worker's own parser unless `--no-validate`); a refused line is reported with its number and
+//! worker's own parser unless `--allow-invalid`); a refused line is reported with its number and
 //! the run goes on. Every line of a file carries the `EnvelopeId` attribute, a UUID v5 of the
 //! line's bytes, which the worker uses as the envelope id when the body has none: sending the
 //! same file again sends the same events, not new ones.
@@ -12,7 +12,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -53,35 +52,44 @@ pub struct SendArgs {
     /// Event type: reservation.expired, payment.approved or payment.failed.
     #[arg(long = "type", value_name = "TYPE")]
     pub event_type: Option<String>,
+    /// The reservation the event is about (`detail.reservation_id`).
     #[arg(long)]
     pub reservation_id: Option<String>,
+    /// The show or performance of the seats (`detail.event_id`).
     #[arg(long)]
     pub event_id: Option<String>,
     /// Comma-separated seat ids.
     #[arg(long, value_delimiter = ',')]
     pub seat_ids: Vec<String>,
+    /// Number of seats (`detail.qty`).
     #[arg(long)]
     pub qty: Option<u32>,
+    /// The payment of a payment event (`detail.payment_intent_id`).
     #[arg(long)]
     pub payment_intent_id: Option<String>,
+    /// The amount paid (`detail.amount`).
     #[arg(long)]
     pub amount: Option<f64>,
+    /// ISO 4217 currency of the amount (`detail.currency`).
     #[arg(long)]
     pub currency: Option<String>,
+    /// The customer (`detail.user_id`).
     #[arg(long)]
     pub user_id: Option<String>,
     /// Envelope id (the idempotency key); generated when absent.
     #[arg(long)]
     pub id: Option<String>,
+    /// The envelope form: documented, eventbridge or sns.
     #[arg(long, value_enum, default_value = "documented")]
     pub form: Form,
     /// Send each line of this JSONL file as one message body, reporting each line.
     #[arg(long, conflicts_with_all = ["count", "event_type"])]
     pub file: Option<PathBuf>,
     /// Send events the worker would dead-letter too (invalid JSON, unknown types, bad fields),
-    /// e.g. to exercise the DLQ. Size and SQS's character rules are still checked.
-    #[arg(long)]
-    pub no_validate: bool,
+    /// e.g. to exercise the DLQ. Size and SQS's character rules are still checked. Without it,
+    /// an event the worker's parser refuses is not sent, and the exit status says so.
+    #[arg(long, alias = "no-validate")]
+    pub allow_invalid: bool,
     /// Send this many generated events, cycling through the three types.
     #[arg(long, conflicts_with = "event_type")]
     pub count: Option<usize>,
@@ -226,7 +234,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         queue: &queue,
         fifo: queue.url.ends_with(".fifo"),
         group_id: args.group_id.as_deref(),
-        validate: !args.no_validate,
+        validate: !args.allow_invalid,
         with_envelope_id: args.file.is_some(),
         limit,
         bar: progress_bar(candidates.len()),
@@ -417,7 +425,7 @@ impl Sender<'_> {
         {
             Ok(out) => out,
             Err(e) => {
-                let why = format!("SendMessageBatch: {}", DisplayErrorContext(e));
+                let why = format!("SQS SendMessageBatch: {}", crate::aws::error_text(&e));
                 return self.fail_batch(batch, why, tally);
             }
         };

@@ -42,7 +42,7 @@ pub(super) async fn read(
     profile: Option<&str>,
     name: &str,
 ) -> Result<String, ConfigError> {
-    use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
     let problem = |p: String| ConfigError::Secret {
         secret: name.to_string(),
         problem: p,
@@ -67,7 +67,7 @@ pub(super) async fn read(
                     se.code().unwrap_or("error"),
                     se.message().unwrap_or("no message")
                 ),
-                None => format!("GetSecretValue failed: {}", DisplayErrorContext(&e)),
+                None => format!("GetSecretValue failed: {}", crate::aws::error_text(&e)),
             }));
         }
         Ok(Ok(out)) => out,

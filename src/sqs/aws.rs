@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
@@ -51,11 +51,11 @@ const NOT_FOUND_CODES: [&str; 3] = [
 
 impl QueueError {
     /// A request that could not be built: the worker's own mistake, which retrying repeats.
-    fn building(operation: SqsOperation, e: impl std::error::Error) -> Self {
+    fn building(operation: SqsOperation, e: impl std::error::Error + 'static) -> Self {
         QueueError {
             operation,
             kind: QueueErrorKind::Rejected,
-            message: DisplayErrorContext(e).to_string(),
+            message: crate::aws::causes(&e),
         }
     }
 
@@ -71,7 +71,7 @@ impl QueueError {
         QueueError {
             operation,
             kind,
-            message: DisplayErrorContext(&e).to_string(),
+            message: crate::aws::error_text(&e),
         }
     }
 }

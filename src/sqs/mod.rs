@@ -75,7 +75,7 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
 /// A failed SQS call. The text comes from SQS or the SDK and never contains credentials.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {message}")]
+#[error("SQS {operation}: {message}")]
 pub struct QueueError {
     pub operation: SqsOperation,
     pub kind: QueueErrorKind,

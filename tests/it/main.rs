@@ -8,6 +8,7 @@ mod alerts;
 mod backpressure;
 mod chaos;
 mod circuit;
+mod cli;
 mod config;
 mod conformance;
 mod corpus;

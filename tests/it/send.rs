@@ -102,14 +102,14 @@ async fn send_from_flags_file_and_count() {
         other => panic!("wrong kind {other:?}"),
     }
 
-    // --no-validate sends lines the worker would dead-letter, as they are.
+    // --allow-invalid sends lines the worker would dead-letter, as they are.
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("events.jsonl");
     std::fs::write(&file, "{\"a\":1}\n\n{\"b\":2}\nnot json\n").expect("write");
     let out = send(
         &moto,
         &q.url,
-        &["--file", file.to_str().expect("path"), "--no-validate"],
+        &["--file", file.to_str().expect("path"), "--allow-invalid"],
     )
     .await;
     assert!(
