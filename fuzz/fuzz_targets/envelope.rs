@@ -133,7 +133,7 @@ fn check_error(error: &EventError) {
     );
     assert!(
         matches!(
-            error.class(),
+            error.class().as_str(),
             "malformed_json" | "too_large" | "unknown_type" | "invalid_field"
         ),
         "unknown error class {}",
