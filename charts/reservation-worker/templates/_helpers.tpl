@@ -51,10 +51,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- add (int .Values.worker.shutdownTimeoutSeconds) (int .Values.terminationGraceExtraSeconds) }}
 {{- end }}
 
-{{/* The queue URL, required unless Secrets Manager supplies it (KEDA always needs it). */}}
+{{/* The queue URL, required unless Secrets Manager supplies it (KEDA always needs it). No default:
+     a placeholder would deploy a worker polling a queue that is not yours. */}}
 {{- define "reservation-worker.queueUrl" -}}
 {{- if or .Values.keda.enabled (not .Values.worker.secretManager.enabled) }}
-{{- required "worker.sqsQueueUrl is required (KEDA's trigger and the worker need it)" .Values.worker.sqsQueueUrl }}
+{{- $why := ternary " (KEDA's trigger needs it even when Secrets Manager supplies it to the worker)" "" .Values.worker.secretManager.enabled }}
+{{- required (printf "worker.sqsQueueUrl is required: the SQS queue URL, e.g. https://sqs.ap-northeast-2.amazonaws.com/123456789012/reservation-events%s" $why) .Values.worker.sqsQueueUrl }}
 {{- else }}
 {{- .Values.worker.sqsQueueUrl }}
 {{- end }}
