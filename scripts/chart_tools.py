@@ -12,6 +12,10 @@
   dashboard DOC JSON          checks the rendered ConfigMap DOC carries JSON (the dashboard) unchanged
   compare RENDERED KEDA_DIR   compares the spec of the rendered ScaledObject/TriggerAuthentication with
                               KEDA_DIR/scaledobject.yaml and KEDA_DIR/triggerauthentication.yaml
+  readme VALUES README [--write]
+                              checks that README's values table (between the values-table markers) is the
+                              one VALUES' "# --" comments give (helm-docs style: key, type, default,
+                              description; every value must be covered); --write rewrites it instead
 Exit 0 on success, 1 with a message on stderr otherwise.
 """
 import collections
@@ -180,9 +184,112 @@ def cmd_doc(values):
     print("every value in %s has a comment" % values)
 
 
+TABLE_START = "<!-- values-table:start: generated from values.yaml by `make chart-readme`; do not edit -->"
+TABLE_END = "<!-- values-table:end -->"
+
+
+def values_rows(values):
+    """One row (dotted key, default, description) per value with a "# --" comment (helm-docs style).
+
+    A "# --" comment on a mapping or list documents it whole (its subtree gets no rows of its own);
+    the lines after "# --" up to the key continue the description. Fails when a value is in no row.
+    """
+    with open(values) as f:
+        text = f.read()
+    data = yaml.safe_load(text)
+    rows, stack, comment, skip_indent = [], [], [], None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            comment = []
+            continue
+        if stripped.startswith("#"):
+            comment.append(stripped)
+            continue
+        indent = len(line) - len(line.lstrip())
+        if skip_indent is not None:
+            if indent > skip_indent or stripped.startswith("- "):
+                comment = []
+                continue
+            skip_indent = None
+        m = re.match(r"^([A-Za-z0-9_.-]+):(.*)$", stripped)
+        if not m:
+            comment = []
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = [k for _, k in stack] + [m.group(1)]
+        opener = m.group(2).strip() == ""
+        starts = [i for i, c in enumerate(comment) if c == "# --" or c.startswith("# -- ")]
+        if starts:
+            first = starts[-1]
+            desc = " ".join([comment[first][4:].strip()] + [c.lstrip("#").strip() for c in comment[first + 1:]])
+            value = data
+            for k in path:
+                value = value[k]
+            rows.append((".".join(path), value, desc))
+            if opener:
+                skip_indent = indent
+        elif opener:
+            stack.append((indent, m.group(1)))
+        comment = []
+
+    def leaves(node, prefix):
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                yield from leaves(v, prefix + [k])
+        else:
+            yield ".".join(prefix)
+    keys = [r[0] for r in rows]
+    missing = [leaf for leaf in leaves(data, []) if not any(leaf == k or leaf.startswith(k + ".") for k in keys)]
+    if missing:
+        fail("values of %s with no \"# --\" comment (theirs or a parent's): %s" % (values, ", ".join(missing)))
+    return rows
+
+
+def values_table(values):
+    def cell(s, code=False):
+        # "|" ends a cell even in code; "<" outside code would start an HTML tag.
+        parts = s.replace("|", "\\|").split("`")
+        return "`".join(p if code or i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+
+    def type_of(v):
+        for t, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "string"), (list, "list"), (dict, "object")):
+            if isinstance(v, t):
+                return name
+        return "null"
+    out = ["| Key | Type | Default | Description |", "|-----|------|---------|-------------|"]
+    for key, value, desc in values_rows(values):
+        out.append("| `%s` | %s | `%s` | %s |" % (key, type_of(value), cell(json.dumps(value), code=True), cell(desc)))
+    return "\n".join(out) + "\n"
+
+
+def cmd_readme(values, readme, *flags):
+    if flags not in ((), ("--write",)):
+        fail(__doc__)
+    with open(readme) as f:
+        text = f.read()
+    if text.count(TABLE_START) != 1 or text.count(TABLE_END) != 1:
+        fail("%s: expected one line %r and one %r around the values table" % (readme, TABLE_START, TABLE_END))
+    head, rest = text.split(TABLE_START + "\n", 1)
+    table, tail = rest.split(TABLE_END, 1)
+    want = values_table(values)
+    if flags:
+        with open(readme, "w") as f:
+            f.write(head + TABLE_START + "\n" + want + TABLE_END + tail)
+        print("wrote the values table of %s (%d rows)" % (readme, want.count("\n") - 2))
+        return
+    if table != want:
+        import difflib
+        sys.stderr.writelines(difflib.unified_diff(table.splitlines(True), want.splitlines(True), readme, "from " + values))
+        fail("the values table of %s is not the one %s gives: run `make chart-readme`" % (readme, values))
+    print("the values table of %s lists all %d rows of %s" % (readme, want.count("\n") - 2, values))
+
+
 if __name__ == "__main__":
-    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2)}
-    if len(sys.argv) < 2 or sys.argv[1] not in cmds or len(sys.argv) - 2 != cmds[sys.argv[1]][1]:
+    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3))}
+    nargs = cmds.get(sys.argv[1], (None, -1))[1] if len(sys.argv) >= 2 else -1
+    if len(sys.argv) - 2 not in (nargs if isinstance(nargs, tuple) else (nargs,)):
         fail(__doc__)
     fn, _ = cmds[sys.argv[1]]
     fn(*sys.argv[2:])

@@ -11,7 +11,8 @@
 #   with a message when absent), values.schema.json rejecting bad values, the queue URL required (no
 #   placeholder: every scenario, and every render below, sets it), no HPA when KEDA is on,
 #   terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS, NOTES.txt renders, keda/ consistent with the
-#   chart, yamllint.
+#   chart, the chart README's values table generated from values.yaml, yamllint.
+# `scripts/check-chart.sh readme` (make chart-readme) rewrites that table instead.
 #
 # Environment: HELM_VERSION (default 3.6.2), KUBE_VERSION (default 1.29.0; Kubernetes version rendered
 # and validated against), KEDA_SCHEMAS (default ../shared/schemas/keda relative to the repo root).
@@ -19,7 +20,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-MODE="${1:-all}"   # all | lint
+MODE="${1:-all}"   # all | lint | readme (rewrite the chart README's values table)
 
 HELM_VERSION="${HELM_VERSION:-3.6.2}"
 KUBE_VERSION="${KUBE_VERSION:-1.29.0}"
@@ -77,6 +78,12 @@ run() {
     # shellcheck disable=SC2001
     if out="$("$@" 2>&1)"; then pass "$desc"; else fail "$desc"; sed 's/^/      /' <<<"$out"; fi
 }
+
+if [[ "$MODE" == readme ]]; then
+    install_py_tools
+    "$PY" scripts/chart_tools.py readme "$CHART/values.yaml" "$CHART/README.md" --write
+    exit 0
+fi
 
 install_helm
 WORK="$(mktemp -d)"
@@ -291,6 +298,7 @@ for f in keda/scaledobject.yaml keda/triggerauthentication.yaml; do
 done
 
 run "every value in values.yaml is documented" "$PY" scripts/chart_tools.py doc "$CHART/values.yaml"
+run "the chart README's values table is values.yaml's (make chart-readme)" "$PY" scripts/chart_tools.py readme "$CHART/values.yaml" "$CHART/README.md"
 run "every worker setting of .env.example is set by the Deployment" "$PY" scripts/chart_tools.py settings .env.example "$CHART/templates/deployment.yaml"
 
 # ---------- yamllint ----------
