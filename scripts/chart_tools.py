@@ -3,6 +3,9 @@
 
   split RENDERED OUTDIR       one file per document: OUTDIR/NN-Kind-name.yaml; prints "Kind<TAB>path" per file
   kinds RENDERED              prints "Kind count" per kind
+  get FILE KIND KEY...        prints, as JSON, the value at KEY... in the first KIND object of FILE (KIND "-":
+                              the first document, e.g. a values file); a KEY is a mapping key, a list index,
+                              name=X (the list item named X) or * (each list item); null when absent
   grace RENDERED              checks terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS in every Deployment
   doc VALUES                  checks that every value in VALUES has a comment line directly above it
                               (a commented mapping documents its whole subtree)
@@ -27,9 +30,26 @@ import sys
 import yaml
 
 
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a template can render such a mapping
+    (e.g. a label given twice) and the API server would keep one of them just as silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, "duplicate key %r" % (key,), key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load(path):
     with open(path) as f:
-        return [d for d in yaml.safe_load_all(f) if d]
+        try:
+            return [d for d in yaml.load_all(f, Loader=StrictLoader) if d]
+        except yaml.YAMLError as e:
+            fail("%s: %s" % (path, e))
 
 
 def fail(msg):
@@ -51,6 +71,30 @@ def cmd_kinds(rendered):
     c = collections.Counter(d["kind"] for d in load(rendered))
     for k, n in sorted(c.items()):
         print(k, n)
+
+
+def dig(node, keys):
+    if not keys or node is None:
+        return node
+    key, rest = keys[0], keys[1:]
+    if isinstance(node, list):
+        if key == "*":
+            return [dig(item, rest) for item in node]
+        if key.startswith("name="):
+            found = [item for item in node if isinstance(item, dict) and item.get("name") == key[5:]]
+            return dig(found[0], rest) if found else None
+        if key.isdigit():
+            return dig(node[int(key)], rest) if int(key) < len(node) else None
+        return None
+    if isinstance(node, dict):
+        return dig(node.get(key), rest)
+    return None
+
+
+def cmd_get(path, kind, *keys):
+    docs = load(path)
+    found = docs[:1] if kind == "-" else [d for d in docs if d.get("kind") == kind][:1]
+    print(json.dumps(dig(found[0], list(keys)) if found else None, sort_keys=True))
 
 
 def cmd_grace(rendered):
@@ -287,7 +331,7 @@ def cmd_readme(values, readme, *flags):
 
 
 if __name__ == "__main__":
-    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3))}
+    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3)), "get": (cmd_get, tuple(range(2, 20)))}
     nargs = cmds.get(sys.argv[1], (None, -1))[1] if len(sys.argv) >= 2 else -1
     if len(sys.argv) - 2 not in (nargs if isinstance(nargs, tuple) else (nargs,)):
         fail(__doc__)

@@ -71,6 +71,12 @@ FAILED=0
 pass() { echo "PASS  $*"; }
 fail() { echo "FAIL  $*"; FAILED=$((FAILED + 1)); }
 skip() { echo "SKIP  $*"; }
+# expect DESCRIPTION WANT FILE KIND KEY...: PASS when `chart_tools.py get FILE KIND KEY...` prints WANT (JSON).
+expect() {
+    local desc="$1" want="$2" got; shift 2
+    got="$("$PY" scripts/chart_tools.py get "$@" 2>&1)" || true
+    if [[ "$got" == "$want" ]]; then pass "$desc"; else fail "$desc: got $got, want $want"; fi
+}
 # run DESCRIPTION CMD...: PASS/FAIL line; the command's output is shown only on failure.
 run() {
     local desc="$1"; shift
@@ -121,6 +127,9 @@ for s in "${SCENARIOS[@]}"; do
     else
         fail "helm template ($s)"; sed 's/^/      /' "$WORK/$s.err"; continue
     fi
+
+    # The split below cannot report a bad document: check first that every document parses, no key twice.
+    run "the render is YAML with no key twice ($s)" "$PY" scripts/chart_tools.py kinds "$WORK/$s.yaml"
 
     # Every rendered object: core kinds with kubernetes-validate, KEDA kinds with their CRD schemas.
     mkdir -p "$WORK/$s.d"
@@ -177,6 +186,29 @@ for s in "${SCENARIOS[@]}"; do
     run "terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS ($s)" "$PY" scripts/chart_tools.py grace "$WORK/$s.yaml"
 done
 
+# ---------- features, on the scenario renders and ad-hoc ones ----------
+# render NAME ARGS...: helm template from ci/default-values.yaml plus ARGS into $WORK/NAME.yaml (FAIL when it fails).
+render() {
+    local name="$1"; shift
+    if ! "$HELM" template "$RELEASE" "$CHART" --namespace workers --kube-version "$KUBE_VERSION" "${BASE[@]}" "$@" \
+        >"$WORK/$name.yaml" 2>"$WORK/$name.err"; then
+        fail "helm template ($name: $*)"; sed 's/^/      /' "$WORK/$name.err"; return 1
+    fi
+}
+
+# The gRPC debug port: always on the container, on the Service (and in the NetworkPolicy) only when asked for.
+expect "debug port (default): the container has it" '["http-metrics", "grpc-debug"]' \
+    "$WORK/default.yaml" Deployment spec template spec containers name=worker ports '*' name
+expect "debug port (default): not on the Service" '["http-metrics"]' "$WORK/default.yaml" Service spec ports '*' name
+expect "debug port (keda-off: service.exposeGrpcDebug): on the Service" '["http-metrics", "grpc-debug"]' \
+    "$WORK/keda-off.yaml" Service spec ports '*' name
+expect "debug port (keda-off: service.exposeGrpcDebug): allowed by the NetworkPolicy" '["http-metrics", "grpc-debug"]' \
+    "$WORK/keda-off.yaml" NetworkPolicy spec ingress 0 ports '*' port
+if render np-only --set networkPolicy.enabled=true; then
+    expect "debug port (NetworkPolicy on, not exposed): not allowed by the NetworkPolicy" '["http-metrics"]' \
+        "$WORK/np-only.yaml" NetworkPolicy spec ingress 0 ports '*' port
+fi
+
 # KEDA on and autoscaling.enabled=true at once: still no HPA (KEDA owns the HPA).
 if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&
     ! grep -q '^kind: HorizontalPodAutoscaler' "$WORK/both.yaml"; then
@@ -209,6 +241,12 @@ for s in "${SCENARIOS[@]}"; do
         fail "NOTES.txt renders ($s)"; sed 's/^/      /' "$WORK/notes-$s.txt"
     fi
 done
+if grep -q "port-forward deploy/reservation-worker 8040:http-metrics 8041:grpc-debug" "$WORK/notes-default.txt" &&
+    grep -q "port-forward svc/reservation-worker 8040:http-metrics 8041:grpc-debug" "$WORK/notes-keda-off.txt"; then
+    pass "NOTES.txt port-forwards the debug port through a pod, or the Service when it is exposed (keda-off)"
+else
+    fail "NOTES.txt port-forwards the debug port through a pod, or the Service when it is exposed: $(grep -h 'port-forward' "$WORK"/notes-{default,keda-off}.txt)"
+fi
 if grep -q "Scaling: KEDA ScaledObject, 1-10 replicas, 16 messages per replica" "$WORK/notes-default.txt"; then
     pass "NOTES.txt names the queueLength KEDA uses (16 for concurrency 20)"
 else
