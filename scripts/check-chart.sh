@@ -209,6 +209,13 @@ if render np-only --set networkPolicy.enabled=true; then
         "$WORK/np-only.yaml" NetworkPolicy spec ingress 0 ports '*' port
 fi
 
+# image.digest wins over the tag.
+expect "image (default): repository:appVersion" '"ghcr.io/example/reservation-worker:0.1.0"' \
+    "$WORK/default.yaml" Deployment spec template spec containers name=worker image
+expect "image (secret-manager-on: image.digest): repository@digest" \
+    '"ghcr.io/example/reservation-worker@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"' \
+    "$WORK/secret-manager-on.yaml" Deployment spec template spec containers name=worker image
+
 # KEDA on and autoscaling.enabled=true at once: still no HPA (KEDA owns the HPA).
 if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&
     ! grep -q '^kind: HorizontalPodAutoscaler' "$WORK/both.yaml"; then
@@ -270,6 +277,8 @@ BAD_VALUES=(
     "worker.dedupeCapacity=10000000"
     "worker.circuit.failureThreshold=-1"
     "worker.circuit.probeBaseSecs=0"
+    "image.digest=sha256:0123"
+    "image.digest=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 )
 # Each must be refused by the schema itself (its "- key: reason" lines), not by some other error.
 for bad in "${BAD_VALUES[@]}"; do

@@ -37,6 +37,15 @@ app.kubernetes.io/name: {{ include "reservation-worker.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The worker's image: repository@digest when a digest is given (it wins over the tag), else repository:tag. */}}
+{{- define "reservation-worker.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
 {{/* The ServiceAccount's name. */}}
 {{- define "reservation-worker.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
