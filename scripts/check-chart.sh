@@ -216,6 +216,14 @@ expect "image (secret-manager-on: image.digest): repository@digest" \
     '"ghcr.io/example/reservation-worker@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"' \
     "$WORK/secret-manager-on.yaml" Deployment spec template spec containers name=worker image
 
+# No Kubernetes API token in the pod unless asked for (IRSA has its own projected token).
+expect "automountServiceAccountToken (default): false on the pod" false "$WORK/default.yaml" Deployment spec template spec automountServiceAccountToken
+expect "automountServiceAccountToken (default): false on the ServiceAccount" false "$WORK/default.yaml" ServiceAccount automountServiceAccountToken
+if render automount --set serviceAccount.automount=true; then
+    expect "automountServiceAccountToken (serviceAccount.automount=true): true on the pod" true "$WORK/automount.yaml" Deployment spec template spec automountServiceAccountToken
+    expect "automountServiceAccountToken (serviceAccount.automount=true): true on the ServiceAccount" true "$WORK/automount.yaml" ServiceAccount automountServiceAccountToken
+fi
+
 # KEDA on and autoscaling.enabled=true at once: still no HPA (KEDA owns the HPA).
 if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&
     ! grep -q '^kind: HorizontalPodAutoscaler' "$WORK/both.yaml"; then
