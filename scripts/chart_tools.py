@@ -7,6 +7,8 @@
                               the first document, e.g. a values file); a KEY is a mapping key, a list index,
                               name=X (the list item named X) or * (each list item); null when absent
   grace RENDERED              checks terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS in every Deployment
+  meta RENDERED VALUES NS     checks every object is in VALUES' namespaceOverride (else NS) and carries VALUES'
+                              commonLabels (pods too), and that no selector has one of them
   doc VALUES                  checks that every value in VALUES has a comment line directly above it
                               (a commented mapping documents its whole subtree)
   rules DOC PLAIN OUT          writes the spec of the rendered PrometheusRule DOC to OUT as a rule file and
@@ -95,6 +97,44 @@ def cmd_get(path, kind, *keys):
     docs = load(path)
     found = docs[:1] if kind == "-" else [d for d in docs if d.get("kind") == kind][:1]
     print(json.dumps(dig(found[0], list(keys)) if found else None, sort_keys=True))
+
+
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "CustomResourceDefinition"}
+SELECTORS = {  # kind -> the path of its label selector
+    "Deployment": ("spec", "selector", "matchLabels"),
+    "Service": ("spec", "selector"),
+    "PodDisruptionBudget": ("spec", "selector", "matchLabels"),
+    "NetworkPolicy": ("spec", "podSelector", "matchLabels"),
+    "ServiceMonitor": ("spec", "selector", "matchLabels"),
+}
+
+
+def cmd_meta(rendered, values, release_ns):
+    [vals] = load(values)
+    ns = vals.get("namespaceOverride") or release_ns
+    common = vals.get("commonLabels") or {}
+    problems, n = [], 0
+    for d in load(rendered):
+        what = "%s %s" % (d["kind"], d["metadata"]["name"])
+        n += 1
+        if d["kind"] not in CLUSTER_SCOPED and d["metadata"].get("namespace") != ns:
+            problems.append("%s: namespace %r, want %r" % (what, d["metadata"].get("namespace"), ns))
+        label_sets = [("labels", d["metadata"].get("labels") or {})]
+        if d["kind"] == "Deployment":
+            label_sets.append(("pod labels", dig(d, ["spec", "template", "metadata", "labels"]) or {}))
+        for where, labels in label_sets:
+            for k, v in common.items():
+                if labels.get(k) != v:
+                    problems.append("%s: %s have %s=%r, want %r (commonLabels)" % (what, where, k, labels.get(k), v))
+        selector = dig(d, list(SELECTORS.get(d["kind"], ()))) if d["kind"] in SELECTORS else None
+        if d["kind"] in SELECTORS and not selector:
+            problems.append("%s: no selector at %s" % (what, ".".join(SELECTORS[d["kind"]])))
+        for k in common:
+            if k in (selector or {}):
+                problems.append("%s: commonLabels key %s is in its selector (immutable)" % (what, k))
+    if problems:
+        fail("\n".join(problems))
+    print("%d objects in namespace %s with commonLabels %s, none in a selector" % (n, ns, json.dumps(common, sort_keys=True)))
 
 
 def cmd_grace(rendered):
@@ -331,7 +371,7 @@ def cmd_readme(values, readme, *flags):
 
 
 if __name__ == "__main__":
-    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3)), "get": (cmd_get, tuple(range(2, 20)))}
+    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3)), "get": (cmd_get, tuple(range(2, 20))), "meta": (cmd_meta, 3)}
     nargs = cmds.get(sys.argv[1], (None, -1))[1] if len(sys.argv) >= 2 else -1
     if len(sys.argv) - 2 not in (nargs if isinstance(nargs, tuple) else (nargs,)):
         fail(__doc__)

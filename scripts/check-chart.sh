@@ -129,7 +129,10 @@ for s in "${SCENARIOS[@]}"; do
     fi
 
     # The split below cannot report a bad document: check first that every document parses, no key twice.
-    run "the render is YAML with no key twice ($s)" "$PY" scripts/chart_tools.py kinds "$WORK/$s.yaml"
+    if ! out="$("$PY" scripts/chart_tools.py kinds "$WORK/$s.yaml" 2>&1)"; then
+        fail "the render is YAML with no key twice ($s)"; sed 's/^/      /' <<<"$out"; continue
+    fi
+    pass "the render is YAML with no key twice ($s)"
 
     # Every rendered object: core kinds with kubernetes-validate, KEDA kinds with their CRD schemas.
     mkdir -p "$WORK/$s.d"
@@ -184,6 +187,8 @@ for s in "${SCENARIOS[@]}"; do
     fi
 
     run "terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS ($s)" "$PY" scripts/chart_tools.py grace "$WORK/$s.yaml"
+    run "namespace and commonLabels of every object, none in a selector ($s)" \
+        "$PY" scripts/chart_tools.py meta "$WORK/$s.yaml" "$CHART/ci/$s-values.yaml" workers
 done
 
 # ---------- features, on the scenario renders and ad-hoc ones ----------
@@ -286,6 +291,9 @@ BAD_VALUES=(
     "worker.circuit.failureThreshold=-1"
     "worker.circuit.probeBaseSecs=0"
     "image.digest=sha256:0123"
+    "namespaceOverride=Not_A_Namespace"
+    "commonLabels.app\\.kubernetes\\.io/name=other"
+    "commonLabels.team=1"
     "image.digest=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 )
 # Each must be refused by the schema itself (its "- key: reason" lines), not by some other error.

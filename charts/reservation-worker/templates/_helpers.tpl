@@ -22,13 +22,29 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Common labels. */}}
+{{/* The namespace of every object: namespaceOverride, else the release's. */}}
+{{- define "reservation-worker.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object: the chart's own and commonLabels (never in selectors). */}}
 {{- define "reservation-worker.labels" -}}
-helm.sh/chart: {{ include "reservation-worker.chart" . }}
-{{ include "reservation-worker.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- include "reservation-worker.labelsWith" (dict "ctx" . "extra" dict) }}
+{{- end }}
+
+{{/*
+The chart's own labels, then commonLabels merged with an object's extra labels, which win on the same
+key (dict "ctx" $ "extra" $labels): each key once. commonLabels cannot name the chart's own keys (schema).
+*/}}
+{{- define "reservation-worker.labelsWith" -}}
+helm.sh/chart: {{ include "reservation-worker.chart" .ctx }}
+{{ include "reservation-worker.selectorLabels" .ctx }}
+app.kubernetes.io/version: {{ .ctx.Values.image.tag | default .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 app.kubernetes.io/component: worker
+{{- with merge (dict) (.extra | default dict) (.ctx.Values.commonLabels | default dict) }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Selector labels (immutable on a Deployment: keep them small). */}}
