@@ -229,6 +229,23 @@ if render automount --set serviceAccount.automount=true; then
     expect "automountServiceAccountToken (serviceAccount.automount=true): true on the ServiceAccount" true "$WORK/automount.yaml" ServiceAccount automountServiceAccountToken
 fi
 
+# ServiceMonitor relabelings and metricRelabelings: passed into the endpoint as given, absent when empty.
+for key in relabelings metricRelabelings; do
+    want="$("$PY" scripts/chart_tools.py get "$CHART/ci/servicemonitor-on-values.yaml" - serviceMonitor "$key")"
+    if [[ "$want" == null || "$want" == "[]" ]]; then
+        fail "ServiceMonitor $key (servicemonitor-on): the scenario sets none"
+    else
+        expect "ServiceMonitor $key (servicemonitor-on): the endpoint's are serviceMonitor.$key" "$want" \
+            "$WORK/servicemonitor-on.yaml" ServiceMonitor spec endpoints 0 "$key"
+    fi
+done
+if render sm-plain --set serviceMonitor.enabled=true; then
+    expect "ServiceMonitor (no relabelings given): the endpoint has none" '[null]' \
+        "$WORK/sm-plain.yaml" ServiceMonitor spec endpoints '*' relabelings
+    expect "ServiceMonitor (no metricRelabelings given): the endpoint has none" '[null]' \
+        "$WORK/sm-plain.yaml" ServiceMonitor spec endpoints '*' metricRelabelings
+fi
+
 # KEDA on and autoscaling.enabled=true at once: still no HPA (KEDA owns the HPA).
 if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&
     ! grep -q '^kind: HorizontalPodAutoscaler' "$WORK/both.yaml"; then
