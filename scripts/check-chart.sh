@@ -246,6 +246,12 @@ if render sm-plain --set serviceMonitor.enabled=true; then
         "$WORK/sm-plain.yaml" ServiceMonitor spec endpoints '*' metricRelabelings
 fi
 
+# prometheus.io scrape annotations only when asked for, beside podAnnotations.
+expect "pod annotations (default): none" null "$WORK/default.yaml" Deployment spec template metadata annotations
+expect "pod annotations (keda-off: podScrapeAnnotations.enabled): prometheus.io/* and podAnnotations" \
+    '{"example.com/owner": "reservations", "prometheus.io/path": "/metrics", "prometheus.io/port": "8040", "prometheus.io/scrape": "true"}' \
+    "$WORK/keda-off.yaml" Deployment spec template metadata annotations
+
 # KEDA on and autoscaling.enabled=true at once: still no HPA (KEDA owns the HPA).
 if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&
     ! grep -q '^kind: HorizontalPodAutoscaler' "$WORK/both.yaml"; then
