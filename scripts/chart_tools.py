@@ -9,6 +9,8 @@
   grace RENDERED              checks terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS in every Deployment
   meta RENDERED VALUES NS     checks every object is in VALUES' namespaceOverride (else NS) and carries VALUES'
                               commonLabels (pods too), and that no selector has one of them
+  env RENDERED                checks no container has an env name twice (the API server keeps both) and that
+                              each $(VAR) in a value names a variable defined before it (only those expand)
   doc VALUES                  checks that every value in VALUES has a comment line directly above it
                               (a commented mapping documents its whole subtree)
   rules DOC PLAIN OUT          writes the spec of the rendered PrometheusRule DOC to OUT as a rule file and
@@ -135,6 +137,27 @@ def cmd_meta(rendered, values, release_ns):
     if problems:
         fail("\n".join(problems))
     print("%d objects in namespace %s with commonLabels %s, none in a selector" % (n, ns, json.dumps(common, sort_keys=True)))
+
+
+def cmd_env(rendered):
+    problems, n = [], 0
+    for d in load(rendered):
+        spec = dig(d, ["spec", "template", "spec"]) if d["kind"] != "Pod" else d.get("spec")
+        for c in (spec or {}).get("containers", []) + (spec or {}).get("initContainers", []):
+            seen = []
+            for e in c.get("env") or []:
+                where = "%s %s, container %s, %s" % (d["kind"], d["metadata"]["name"], c["name"], e["name"])
+                if e["name"] in seen:
+                    problems.append("%s: given twice" % where)
+                # $$(VAR) is an escaped, literal $(VAR).
+                for ref in re.findall(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(e.get("value", ""))):
+                    if ref not in seen:
+                        problems.append("%s: $(%s) is not defined before it (left unexpanded)" % (where, ref))
+                seen.append(e["name"])
+                n += 1
+    if problems:
+        fail("\n".join(problems))
+    print("%d env entries, no name twice, every $(VAR) defined before its use" % n)
 
 
 def cmd_grace(rendered):
@@ -371,7 +394,7 @@ def cmd_readme(values, readme, *flags):
 
 
 if __name__ == "__main__":
-    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3)), "get": (cmd_get, tuple(range(2, 20))), "meta": (cmd_meta, 3)}
+    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3)), "get": (cmd_get, tuple(range(2, 20))), "meta": (cmd_meta, 3), "env": (cmd_env, 1)}
     nargs = cmds.get(sys.argv[1], (None, -1))[1] if len(sys.argv) >= 2 else -1
     if len(sys.argv) - 2 not in (nargs if isinstance(nargs, tuple) else (nargs,)):
         fail(__doc__)

@@ -187,6 +187,7 @@ for s in "${SCENARIOS[@]}"; do
     fi
 
     run "terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS ($s)" "$PY" scripts/chart_tools.py grace "$WORK/$s.yaml"
+    run "env: no name twice, every \$(VAR) defined before its use ($s)" "$PY" scripts/chart_tools.py env "$WORK/$s.yaml"
     run "namespace and commonLabels of every object, none in a selector ($s)" \
         "$PY" scripts/chart_tools.py meta "$WORK/$s.yaml" "$CHART/ci/$s-values.yaml" workers
 done
@@ -251,6 +252,32 @@ expect "pod annotations (default): none" null "$WORK/default.yaml" Deployment sp
 expect "pod annotations (keda-off: podScrapeAnnotations.enabled): prometheus.io/* and podAnnotations" \
     '{"example.com/owner": "reservations", "prometheus.io/path": "/metrics", "prometheus.io/port": "8040", "prometheus.io/scrape": "true"}' \
     "$WORK/keda-off.yaml" Deployment spec template metadata annotations
+
+# OTEL_RESOURCE_ATTRIBUTES: the pod's namespace, node and name from the downward API, then
+# worker.otel.resourceAttributes (its keys replace ours); one in extraEnv replaces the whole entry.
+POD_ENV=(Deployment spec template spec containers name=worker env)
+for v in POD_NAME:metadata.name POD_NAMESPACE:metadata.namespace NODE_NAME:spec.nodeName; do
+    expect "env (default): ${v%%:*} from the downward API (${v#*:})" "{\"fieldRef\": {\"fieldPath\": \"${v#*:}\"}}" \
+        "$WORK/default.yaml" "${POD_ENV[@]}" "name=${v%%:*}" valueFrom
+done
+K8S_ATTRS='k8s.namespace.name=$(POD_NAMESPACE),k8s.node.name=$(NODE_NAME),k8s.pod.name=$(POD_NAME)'
+expect "OTEL_RESOURCE_ATTRIBUTES (default): the pod's namespace, node and name" "\"$K8S_ATTRS\"" \
+    "$WORK/default.yaml" "${POD_ENV[@]}" name=OTEL_RESOURCE_ATTRIBUTES value
+expect "OTEL_RESOURCE_ATTRIBUTES (servicemonitor-on): then worker.otel.resourceAttributes" \
+    "\"$K8S_ATTRS,deployment.environment=production\"" \
+    "$WORK/servicemonitor-on.yaml" "${POD_ENV[@]}" name=OTEL_RESOURCE_ATTRIBUTES value
+printf '%s\n' 'worker:' '  otel:' '    resourceAttributes: "k8s.pod.name=pinned, team=reservations"' >"$WORK/attrs-values.yaml"
+if render attrs --values "$WORK/attrs-values.yaml"; then
+    expect "OTEL_RESOURCE_ATTRIBUTES (resourceAttributes names k8s.pod.name): the chart's k8s.pod.name left out" \
+        '"k8s.namespace.name=$(POD_NAMESPACE),k8s.node.name=$(NODE_NAME),k8s.pod.name=pinned, team=reservations"' \
+        "$WORK/attrs.yaml" "${POD_ENV[@]}" name=OTEL_RESOURCE_ATTRIBUTES value
+fi
+printf '%s\n' 'extraEnv:' '  - name: OTEL_RESOURCE_ATTRIBUTES' '    value: "k8s.cluster.name=prod"' >"$WORK/extraenv-values.yaml"
+if render extraenv --values "$WORK/extraenv-values.yaml"; then
+    run "OTEL_RESOURCE_ATTRIBUTES in extraEnv: no env name twice" "$PY" scripts/chart_tools.py env "$WORK/extraenv.yaml"
+    expect "OTEL_RESOURCE_ATTRIBUTES in extraEnv: extraEnv's is the one" '"k8s.cluster.name=prod"' \
+        "$WORK/extraenv.yaml" "${POD_ENV[@]}" name=OTEL_RESOURCE_ATTRIBUTES value
+fi
 
 # KEDA on and autoscaling.enabled=true at once: still no HPA (KEDA owns the HPA).
 if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "${BASE[@]}" --set autoscaling.enabled=true >"$WORK/both.yaml" 2>&1 &&

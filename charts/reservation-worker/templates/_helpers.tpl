@@ -62,6 +62,35 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/*
+OTEL_RESOURCE_ATTRIBUTES: k8s.namespace.name, k8s.node.name and k8s.pod.name from the downward API
+(POD_NAMESPACE, NODE_NAME, POD_NAME), then worker.otel.resourceAttributes; a key given there replaces ours.
+*/}}
+{{- define "reservation-worker.resourceAttributes" -}}
+{{- $user := .Values.worker.otel.resourceAttributes | trim }}
+{{- $userKeys := list }}
+{{- range splitList "," $user }}
+{{- $userKeys = append $userKeys (splitList "=" . | first | trim) }}
+{{- end }}
+{{- $attrs := list }}
+{{- range list (list "k8s.namespace.name" "$(POD_NAMESPACE)") (list "k8s.node.name" "$(NODE_NAME)") (list "k8s.pod.name" "$(POD_NAME)") }}
+{{- if not (has (first .) $userKeys) }}
+{{- $attrs = append $attrs (printf "%s=%s" (first .) (last .)) }}
+{{- end }}
+{{- end }}
+{{- if $user }}
+{{- $attrs = append $attrs $user }}
+{{- end }}
+{{- join "," $attrs }}
+{{- end }}
+
+{{/* "true" when extraEnv has an entry named .name: (dict "ctx" $ "name" "VAR"). */}}
+{{- define "reservation-worker.inExtraEnv" -}}
+{{- range .ctx.Values.extraEnv }}
+{{- if eq (toString .name) $.name }}true{{ end }}
+{{- end }}
+{{- end }}
+
 {{/* The ServiceAccount's name. */}}
 {{- define "reservation-worker.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
