@@ -247,6 +247,23 @@ if render sm-plain --set serviceMonitor.enabled=true; then
         "$WORK/sm-plain.yaml" ServiceMonitor spec endpoints '*' metricRelabelings
 fi
 
+# NetworkPolicy egress to the OTLP collector: only with tracing on, to the port of the URL spans go to.
+expect "NetworkPolicy (keda-off, tracing on): egress to the collector's port, to networkPolicy.otlpEgress.to" \
+    "{\"ports\": [{\"port\": 4317, \"protocol\": \"TCP\"}], \"to\": $("$PY" scripts/chart_tools.py get "$CHART/ci/keda-off-values.yaml" - networkPolicy otlpEgress to)}" \
+    "$WORK/keda-off.yaml" NetworkPolicy spec egress 2
+expect "NetworkPolicy (tracing off): no collector egress, just DNS, HTTPS and the peers" '[[53, 53], [443], [8020, 8010]]' \
+    "$WORK/np-only.yaml" NetworkPolicy spec egress '*' ports '*' port
+for case in "http://otel-collector.observability:4318=>4318" "http://otel-collector.observability=>80" \
+    "https://otlp.example.com=>443" "http://[fd00::1]:4317=>4317" \
+    "http://otel-collector:4318 --set worker.otel.tracesEndpoint=http://traces.example:55681/v1/traces=>55681"; do
+    args=${case%=>*} want=${case##*=>}
+    # shellcheck disable=SC2086
+    if render otlp --set networkPolicy.enabled=true --set worker.otel.endpoint=$args; then
+        expect "NetworkPolicy collector egress (endpoint $args): any destination on port $want" \
+            "{\"ports\": [{\"port\": $want, \"protocol\": \"TCP\"}]}" "$WORK/otlp.yaml" NetworkPolicy spec egress 2
+    fi
+done
+
 # prometheus.io scrape annotations only when asked for, beside podAnnotations.
 expect "pod annotations (default): none" null "$WORK/default.yaml" Deployment spec template metadata annotations
 expect "pod annotations (keda-off: podScrapeAnnotations.enabled): prometheus.io/* and podAnnotations" \

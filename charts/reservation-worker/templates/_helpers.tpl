@@ -84,6 +84,17 @@ OTEL_RESOURCE_ATTRIBUTES: k8s.namespace.name, k8s.node.name and k8s.pod.name fro
 {{- join "," $attrs }}
 {{- end }}
 
+{{/*
+The port spans are sent to: that of worker.otel.tracesEndpoint (used as-is) else of worker.otel.endpoint.
+A URL without a port connects to its scheme's (80, 443), as the exporter's HTTP and gRPC clients do; OTLP's
+4317/4318 are only the defaults of an unset endpoint, and tracing is off then.
+*/}}
+{{- define "reservation-worker.otlpPort" -}}
+{{- $url := default .Values.worker.otel.endpoint .Values.worker.otel.tracesEndpoint }}
+{{- $u := urlParse $url }}
+{{- regexFind ":[0-9]+$" $u.host | trimPrefix ":" | default (ternary "443" "80" (eq $u.scheme "https")) }}
+{{- end }}
+
 {{/* "true" when extraEnv has an entry named .name: (dict "ctx" $ "name" "VAR"). */}}
 {{- define "reservation-worker.inExtraEnv" -}}
 {{- range .ctx.Values.extraEnv }}
