@@ -24,6 +24,11 @@ const READ_ELSEWHERE: &[&str] = &[
     "OTEL_TRACES_SAMPLER_ARG",
 ];
 
+/// Variables the chart sets only to build another one from them (`$(VAR)`): the pod's
+/// namespace and node, from the downward API, into `OTEL_RESOURCE_ATTRIBUTES`. The worker
+/// reads neither.
+const CHART_ONLY: &[&str] = &["POD_NAMESPACE", "NODE_NAME"];
+
 /// Settings the chart leaves out, and why.
 const NOT_IN_CHART: &[(&str, &str)] = &[("AWS_PROFILE", "local runs only; pods use IRSA")];
 
@@ -37,7 +42,7 @@ fn setting(var: &str) -> Option<&'static Setting> {
 }
 
 fn known(var: &str) -> bool {
-    setting(var).is_some() || READ_ELSEWHERE.contains(&var)
+    setting(var).is_some() || READ_ELSEWHERE.contains(&var) || CHART_ONLY.contains(&var)
 }
 
 fn is_var(name: &str) -> bool {
