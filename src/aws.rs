@@ -37,14 +37,14 @@ where
     }
 }
 
-/// An error and its sources, each once, joined by `: `.
+/// An error and its sources on one line, each said once (some repeat their source's text in
+/// their own; the SDK, tonic and reqwest put the useful part in sources).
 pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {
         let text = err.to_string();
-        // Some errors repeat their source's text in their own.
-        if !parts.last().is_some_and(|p| p.contains(&text)) {
+        if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         next = err.source();

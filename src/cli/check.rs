@@ -3,7 +3,6 @@
 //! fine and what is not. Exit code 0: all ok (warnings included); 1: a check failed; 78: the
 //! configuration is invalid.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::process::ExitCode;
@@ -315,19 +314,19 @@ async fn check_inventory(config: &Config) -> Row {
     let fail = |detail: String| row("inventory", Status::Fail, format!("{uri}: {detail}"));
     let endpoint = match Endpoint::from_shared(config.inventory_uri.clone()) {
         Ok(e) => e.connect_timeout(CHECK_TIMEOUT).timeout(CHECK_TIMEOUT),
-        Err(e) => return fail(chain(&e)),
+        Err(e) => return fail(crate::aws::causes(&e)),
     };
     let endpoint = if config.inventory_uri.starts_with("https://") {
         match endpoint.tls_config(ClientTlsConfig::new().with_native_roots()) {
             Ok(e) => e,
-            Err(e) => return fail(format!("TLS: {}", chain(&e))),
+            Err(e) => return fail(format!("TLS: {}", crate::aws::causes(&e))),
         }
     } else {
         endpoint
     };
     let channel = match bounded(endpoint.connect()).await {
         Some(Ok(c)) => c,
-        Some(Err(e)) => return fail(format!("cannot connect: {}", chain(&e))),
+        Some(Err(e)) => return fail(format!("cannot connect: {}", crate::aws::causes(&e))),
         None => return fail(format!("cannot connect: {}", no_answer())),
     };
     let mut client = HealthClient::new(channel);
@@ -394,7 +393,7 @@ async fn check_reservations(config: &Config) -> Row {
         .build()
     {
         Ok(h) => h,
-        Err(e) => return fail(chain(&e.without_url())),
+        Err(e) => return fail(crate::aws::causes(&e.without_url())),
     };
     let mut req = http.get(&config.reservation_api_base);
     if let Some(token) = &config.reservation_api_token
@@ -421,22 +420,11 @@ async fn check_reservations(config: &Config) -> Row {
             }
         }
         Err(e) if e.is_timeout() => fail(no_answer()),
-        Err(e) => fail(format!("cannot connect: {}", chain(&e.without_url()))),
+        Err(e) => fail(format!(
+            "cannot connect: {}",
+            crate::aws::causes(&e.without_url())
+        )),
     }
-}
-
-/// An error and its sources on one line (tonic and reqwest put the useful part in sources).
-fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = s.source();
-    }
-    parts.join(": ")
 }
 
 /// A URL without user or password, for output.
