@@ -2,6 +2,8 @@
 //! malformed message is caught here, once, with an error that names the field.
 
 mod envelope;
+#[cfg(any(test, fuzzing))]
+pub mod invariants;
 mod validate;
 
 pub use envelope::parse;
