@@ -56,8 +56,10 @@ test: ## Everything CI runs: fmt --check, clippy, unit + integration tests (inst
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@$(INSTALL_MOTO)
 	@$(INSTALL_PROMTOOL)
-	@# The chart and Dockerfile checks build nothing: they run beside the tests (which mostly
-	@# wait), their output held until the tests end; any of the three failing fails the target.
+	$(CARGO) test --workspace --no-run --quiet
+	@# The chart and Dockerfile checks build nothing (but tools they install once): they run
+	@# beside the tests, which mostly wait, not beside the build, which needs both cores; their
+	@# output is held until the tests end; any of the three failing fails the target.
 	@rm -rf target/checks; mkdir -p target/checks; \
 	( rc=0; $(MAKE) --no-print-directory chart-check >target/checks/chart.log 2>&1 || rc=$$?; echo $$rc >target/checks/chart.rc ) & \
 	( rc=0; $(MAKE) --no-print-directory dockerfile-check >target/checks/dockerfile.log 2>&1 || rc=$$?; echo $$rc >target/checks/dockerfile.rc ) & \
