@@ -75,8 +75,8 @@ pub enum Output {
 
 /// Prints `value` as pretty JSON, masked as every output is.
 pub(crate) fn print_json(value: &serde_json::Value) {
-    let text =
-        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    // A Value always serializes: its keys are strings.
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
     println!("{}", crate::redact::owned(text));
 }
 

@@ -7,6 +7,21 @@ use crate::support;
 use support::Harness;
 use support::worker::{BIN, run};
 
+/// `send` of one event the worker accepts.
+const SEND_VALID: [&str; 11] = [
+    "send",
+    "--type",
+    "reservation.expired",
+    "--reservation-id",
+    "r-1",
+    "--event-id",
+    "e",
+    "--seat-ids",
+    "A-1",
+    "--qty",
+    "1",
+];
+
 /// The harness's environment with `SQS_QUEUE_URL` set to `url`.
 fn env_with_queue(h: &Harness, url: &str) -> Vec<(String, String)> {
     let mut env = h.env();
@@ -56,23 +71,7 @@ async fn sqs_errors_are_one_short_line() {
     );
     assert_no_dump(&r.stdout);
 
-    let r = run(
-        &env,
-        &[
-            "send",
-            "--type",
-            "reservation.expired",
-            "--reservation-id",
-            "r-1",
-            "--event-id",
-            "e",
-            "--seat-ids",
-            "A-1",
-            "--qty",
-            "1",
-        ],
-    )
-    .await;
+    let r = run(&env, &SEND_VALID).await;
     assert_eq!(r.code, Some(1));
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(
@@ -247,23 +246,7 @@ async fn send_refuses_an_event_the_worker_would_dead_letter_unless_allowed() {
     assert_eq!(h.queue.depth().await, (1, 0), "sent on purpose");
 
     // A valid one goes out without the flag.
-    let r = run(
-        &h.env(),
-        &[
-            "send",
-            "--type",
-            "reservation.expired",
-            "--reservation-id",
-            "r-2",
-            "--event-id",
-            "e",
-            "--seat-ids",
-            "A-1",
-            "--qty",
-            "1",
-        ],
-    )
-    .await;
+    let r = run(&h.env(), &SEND_VALID).await;
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let sent = h.queue.receive(30).await;
     assert_eq!(sent.len(), 2);
