@@ -60,19 +60,43 @@ fn worker_bin() -> std::ffi::OsString {
 /// Downstream latency of the Little's-law runs, per call; a workflow is two calls.
 const PEER_LATENCY: Duration = Duration::from_millis(20);
 
+/// How the worker (and the floor beside it) speak to the reservation API.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RestHttp {
+    /// The default: HTTP/1.1, a connection per request in flight.
+    Http1,
+    /// `RESERVATION_API_HTTP2=prior-knowledge`: cleartext HTTP/2 on a few connections.
+    H2c,
+}
+
+impl RestHttp {
+    fn label(self) -> &'static str {
+        match self {
+            RestHttp::Http1 => "",
+            RestHttp::H2c => ", REST over h2c",
+        }
+    }
+}
+
 /// Rates are measured between these fractions of the drain, so start-up and the tail (the
 /// last receives finding a nearly empty queue) do not count.
 const WINDOW: (f64, f64) = (0.10, 0.90);
 
+/// Issue 14's targets: each a ratio to the contract floor in the same run, except where noted.
 #[derive(Clone, Copy)]
 struct Targets;
 impl Targets {
-    const RATIO: f64 = 0.90;
-    const EFFICIENCY: f64 = 0.90;
-    const CPU_US_PER_EVENT: f64 = 25.0;
+    /// The worker's events/s at least this share of the floor's.
+    const RATE: f64 = 0.95;
+    /// The worker's CPU per event at most this multiple of the floor's.
+    const CPU: f64 = 1.15;
+    /// The worker's peak RSS at most this multiple of the floor's…
+    const RSS: f64 = 1.2;
+    /// …and at most this many MiB up to concurrency [`Targets::RSS_MIB_UP_TO`].
     const RSS_MIB: f64 = 30.0;
-    const PICKUP_P99_MS: f64 = 50.0;
-    const STARTUP_MS: f64 = 100.0;
+    const RSS_MIB_UP_TO: usize = 100;
+    const PICKUP_P99_MS: f64 = 5.0;
+    const STARTUP_MS: f64 = 50.0;
 }
 
 /// Settings of one run, from the environment (all optional).
@@ -91,9 +115,70 @@ struct Plan {
     startups: usize,
     /// `load`: only the full drain with its audit.
     load_only: bool,
+    /// Concurrencies of the 20 ms runs repeated with the REST peer over h2c
+    /// (`BENCH_H2C_CONCURRENCY`).
+    h2_concurrency: Vec<usize>,
+    /// The parts to run (`BENCH_PARTS`, comma-separated; all by default).
+    parts: Vec<Part>,
+    /// Events of the long run whose memory must stay flat (`BENCH_LEAK_N`).
+    leak_n: usize,
+}
+
+/// A part of the bench, named in `BENCH_PARTS` to run only some (e.g. while profiling one).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Part {
+    /// The drains with zero-latency peers: worker, bare loop, contract floor.
+    Drain,
+    /// The 20 ms runs: Little's law and the scale curve, beside the floor.
+    Scale,
+    /// The long run whose RSS must stay flat.
+    Leak,
+    Pickup,
+    Startup,
+    /// What an id costs in the duplicate memory.
+    Dedupe,
+}
+
+impl Part {
+    const ALL: [Part; 6] = [
+        Part::Drain,
+        Part::Scale,
+        Part::Leak,
+        Part::Pickup,
+        Part::Startup,
+        Part::Dedupe,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Part::Drain => "drain",
+            Part::Scale => "scale",
+            Part::Leak => "leak",
+            Part::Pickup => "pickup",
+            Part::Startup => "startup",
+            Part::Dedupe => "dedupe",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<Part> {
+        Part::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .with_context(|| {
+                let names: Vec<_> = Part::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "BENCH_PARTS: {s:?} is not a part; expected any of {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 impl Plan {
+    fn runs(&self, part: Part) -> bool {
+        self.parts.contains(&part)
+    }
+
     fn from_env() -> anyhow::Result<Plan> {
         let num = |k: &str, d: usize| -> anyhow::Result<usize> {
             match std::env::var(k) {
@@ -105,7 +190,9 @@ impl Plan {
             match std::env::var(k) {
                 Ok(v) => v
                     .split(',')
-                    .map(|s| s.trim().parse().with_context(|| format!("{k}={v:?}")))
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().with_context(|| format!("{k}={v:?}")))
                     .collect(),
                 Err(_) => Ok(d.to_vec()),
             }
@@ -114,11 +201,22 @@ impl Plan {
             n: num("BENCH_N", 20_000)?,
             moto_n: num("BENCH_MOTO_N", 1_000)?,
             drain_concurrency: list("BENCH_DRAIN_CONCURRENCY", &[20, 100])?,
-            little_concurrency: list("BENCH_LITTLE_CONCURRENCY", &[20, 100, 500])?,
+            little_concurrency: list("BENCH_LITTLE_CONCURRENCY", &[20, 100, 500, 1000])?,
             skip_moto: std::env::var("BENCH_SKIP_MOTO").is_ok_and(|v| v == "1"),
             pickups: num("BENCH_PICKUPS", 500)?,
             startups: num("BENCH_STARTUPS", 20)?,
             load_only: std::env::args().skip(1).any(|a| a == "load"),
+            parts: match std::env::var("BENCH_PARTS") {
+                Ok(v) => v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(Part::parse)
+                    .collect::<anyhow::Result<_>>()?,
+                Err(_) => Part::ALL.to_vec(),
+            },
+            leak_n: num("BENCH_LEAK_N", 200_000)?,
+            h2_concurrency: list("BENCH_H2C_CONCURRENCY", &[500])?,
         })
     }
 }
@@ -179,7 +277,7 @@ async fn run() -> anyhow::Result<bool> {
 
     if plan.load_only {
         let c = plan.drain_concurrency.first().copied().unwrap_or(20);
-        let run = worker_drain(&fast, c, plan.n, Duration::ZERO).await?;
+        let run = worker_drain(&fast, c, plan.n, Duration::ZERO, RestHttp::Http1).await?;
         eprintln!("{}", run.audit.line());
         println!(
             "load: {} messages drained by the worker at WORKER_CONCURRENCY={c} in {:.1} s ({:.0}/s); {}",
@@ -193,21 +291,27 @@ async fn run() -> anyhow::Result<bool> {
 
     // 1. Drain ratio: the worker and a bare loop at the same concurrency, same endpoint.
     let mut endpoints = vec![(fast.clone(), plan.n)];
-    if !plan.skip_moto {
+    if !plan.skip_moto && plan.runs(Part::Drain) {
         endpoints.push((Endpoint::moto().await?, plan.moto_n));
     }
     for (endpoint, n) in &endpoints {
-        for &c in &plan.drain_concurrency {
+        for &c in plan
+            .drain_concurrency
+            .iter()
+            .filter(|_| plan.runs(Part::Drain))
+        {
             // moto serialises requests: its figure is about moto, so one concurrency is enough.
             if endpoint.is_moto() && c != plan.drain_concurrency[0] {
                 continue;
             }
-            let worker = worker_drain(endpoint, c, *n, Duration::ZERO).await?;
+            let worker = worker_drain(endpoint, c, *n, Duration::ZERO, RestHttp::Http1).await?;
             let bare = bare_drain(endpoint, c, *n).await?;
             // moto is the bottleneck there: the floor would measure moto again.
             let floor = match endpoint.is_moto() {
                 true => None,
-                false => Some(floor::drain(endpoint, c, *n, Duration::ZERO).await?),
+                false => {
+                    Some(floor::drain(endpoint, c, *n, Duration::ZERO, RestHttp::Http1).await?)
+                }
             };
             eprintln!(
                 "drain {} c={c}: worker {:.0}/s, bare {:.0}/s, contract floor {}; {}",
@@ -232,12 +336,16 @@ async fn run() -> anyhow::Result<bool> {
         }
     }
 
-    // 2. Little's law: 20 ms per peer call.
-    for &c in &plan.little_concurrency {
+    // 2. Little's law and the scale curve: 20 ms per peer call.
+    for &c in plan
+        .little_concurrency
+        .iter()
+        .filter(|_| plan.runs(Part::Scale))
+    {
         let ideal = c as f64 / (2.0 * PEER_LATENCY.as_secs_f64());
-        let n = ((ideal * 10.0) as usize).clamp(5_000, 30_000);
-        let run = worker_drain(&fast, c, n, PEER_LATENCY).await?;
-        let floor = floor::drain(&fast, c, n, PEER_LATENCY).await?;
+        let n = little_n(c);
+        let run = worker_drain(&fast, c, n, PEER_LATENCY, RestHttp::Http1).await?;
+        let floor = floor::drain(&fast, c, n, PEER_LATENCY, RestHttp::Http1).await?;
         eprintln!(
             "little c={c}: {:.0}/s of ideal {ideal:.0}/s, contract floor {:.0}/s ({}); {}",
             run.rate,
@@ -248,12 +356,44 @@ async fn run() -> anyhow::Result<bool> {
         report.little.push((c, n, ideal, run, floor));
     }
 
+    // The same with the reservation API over h2c, worker and floor alike.
+    for &c in plan
+        .h2_concurrency
+        .iter()
+        .filter(|_| plan.runs(Part::Scale))
+    {
+        let n = little_n(c);
+        let run = worker_drain(&fast, c, n, PEER_LATENCY, RestHttp::H2c).await?;
+        let floor = floor::drain(&fast, c, n, PEER_LATENCY, RestHttp::H2c).await?;
+        eprintln!(
+            "h2c c={c}: worker {:.0}/s, contract floor {:.0}/s ({}); {}",
+            run.rate,
+            floor.rate,
+            floor.audit.line(),
+            run.audit.line()
+        );
+        report.h2.push((c, run, floor));
+    }
+
+    // 3. Memory over a long run.
+    if plan.runs(Part::Leak) {
+        let run = long_run(&fast, LEAK_CONCURRENCY, plan.leak_n).await?;
+        eprintln!("{}", run.line());
+        report.leak = Some(run);
+    }
+
     // 4. Pickup latency; 5. start-up.
-    report.pickup = Some(pickup_latency(&fast, plan.pickups).await?);
-    report.startup = Some(startup(&fast, plan.startups).await?);
+    if plan.runs(Part::Pickup) {
+        report.pickup = Some(pickup_latency(&fast, plan.pickups).await?);
+    }
+    if plan.runs(Part::Startup) {
+        report.startup = Some(startup(&fast, plan.startups).await?);
+    }
 
     // 6. What an id costs in the duplicate memory.
-    report.dedupe = dedupe::measure()?;
+    if plan.runs(Part::Dedupe) {
+        report.dedupe = dedupe::measure()?;
+    }
 
     report.fast_stats = fast.stats().and_then(|s| serde_json::to_value(s).ok());
     let (table, all_ok) = report.table(&machine);
@@ -267,6 +407,12 @@ async fn run() -> anyhow::Result<bool> {
         endpoint.stop();
     }
     Ok(all_ok)
+}
+
+/// Events of a 20 ms run at concurrency `c`: about ten seconds at the ideal rate.
+fn little_n(c: usize) -> usize {
+    let ideal = c as f64 / (2.0 * PEER_LATENCY.as_secs_f64());
+    ((ideal * 10.0) as usize).clamp(5_000, 30_000)
 }
 
 // ---------------------------------------------------------------- the machine
@@ -600,6 +746,7 @@ impl Worker {
         queue: &str,
         peers: &Peers,
         concurrency: usize,
+        http: RestHttp,
     ) -> anyhow::Result<Worker> {
         let http_port = free_port()?;
         let grpc_port = free_port()?;
@@ -615,6 +762,7 @@ impl Worker {
             .env("GRPC_DEBUG_PORT", grpc_port.to_string())
             .env("LOG_LEVEL", "info")
             .env("LOG_FORMAT", "json")
+            .envs((http == RestHttp::H2c).then_some(("RESERVATION_API_HTTP2", "prior-knowledge")))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -844,6 +992,8 @@ struct WorkerRun {
     harness_cpu: Duration,
     /// The kernel's part of `cpu`.
     sys_cpu: Duration,
+    /// (fraction of the drain done, VmRSS KiB) at each depth sample.
+    rss_samples: Vec<(f64, u64)>,
     audit: Audit,
 }
 
@@ -905,23 +1055,22 @@ async fn worker_drain(
     concurrency: usize,
     n: usize,
     latency: Duration,
+    http: RestHttp,
 ) -> anyhow::Result<WorkerRun> {
     let run = run_name("w");
     let (queue, dlq) = endpoint.queues(&run).await?;
     endpoint.preload(&queue, &run, n).await?;
     let peers = Peers::start(latency).await?;
     let stats_before = endpoint.stats();
-    let mut worker = Worker::spawn(endpoint, &queue, &peers, concurrency)?;
+    let mut worker = Worker::spawn(endpoint, &queue, &peers, concurrency, http)?;
     let http = reqwest::Client::new();
     let start = worker.wait_ready(&http, Duration::from_millis(5)).await?;
     let (user_at_start, sys_at_start) = proc_cpu_split(worker.pid())?;
     let harness_cpu_at_start = proc_cpu(std::process::id())?;
-    let mut steady = Vec::new();
+    let mut rss_samples = Vec::new();
     let progress = watch_drain(endpoint, &queue, n, start, |fraction| {
-        if (0.5..0.9).contains(&fraction)
-            && let Ok((rss, _)) = worker.memory_kib()
-        {
-            steady.push(rss);
+        if let Ok((rss, _)) = worker.memory_kib() {
+            rss_samples.push((fraction, rss));
         }
     })
     .await?;
@@ -937,8 +1086,7 @@ async fn worker_drain(
     let sqs = stats_before
         .zip(endpoint.stats())
         .map(|(b, a)| SqsCalls::between(&b, &a));
-    steady.sort_unstable();
-    let steady_rss_kib = steady.get(steady.len() / 2).copied().unwrap_or(rss);
+    let steady_rss_kib = median_rss(&rss_samples, 0.5..0.9).unwrap_or(rss);
     let (log_bytes, log_lines) = (
         worker.log_bytes.load(Ordering::Relaxed),
         worker.log_lines.load(Ordering::Relaxed),
@@ -957,7 +1105,84 @@ async fn worker_drain(
         sqs,
         harness_cpu,
         sys_cpu: sys,
+        rss_samples,
         audit,
+    })
+}
+
+/// The median of the RSS samples taken while the drain was within `band` (fractions of it).
+fn median_rss(samples: &[(f64, u64)], band: std::ops::Range<f64>) -> Option<u64> {
+    let mut in_band: Vec<u64> = samples
+        .iter()
+        .filter(|(f, _)| band.contains(f))
+        .map(|(_, kib)| *kib)
+        .collect();
+    in_band.sort_unstable();
+    in_band.get(in_band.len() / 2).copied()
+}
+
+/// The long run's concurrency: the highest the ≤ 30 MiB target covers.
+const LEAK_CONCURRENCY: usize = 100;
+
+/// The share of the long run that is warm-up: caches, connection pools and the duplicate
+/// memory fill during it.
+const WARM_UP: f64 = 0.10;
+
+/// The most RSS may grow after warm-up in the long run.
+const LEAK_LIMIT_KIB: u64 = 1024;
+
+/// A long drain whose memory must stay flat once warm.
+struct LongRun {
+    run: WorkerRun,
+    concurrency: usize,
+}
+
+impl LongRun {
+    /// Median RSS just after warm-up, the largest sample after it, and the median at the end.
+    fn rss(&self) -> (u64, u64, u64) {
+        let s = &self.run.rss_samples;
+        let warm = median_rss(s, WARM_UP..WARM_UP + 0.1).unwrap_or(0);
+        let max = s
+            .iter()
+            .filter(|(f, _)| *f >= WARM_UP)
+            .map(|(_, kib)| *kib)
+            .max()
+            .unwrap_or(0);
+        let end = median_rss(s, 0.9..1.01).unwrap_or(0);
+        (warm, max, end)
+    }
+
+    /// Growth after warm-up: the largest sample over the warm median.
+    fn growth_kib(&self) -> u64 {
+        let (warm, max, _) = self.rss();
+        max.saturating_sub(warm)
+    }
+
+    fn ok(&self) -> bool {
+        self.growth_kib() <= LEAK_LIMIT_KIB && self.run.audit.ok()
+    }
+
+    fn line(&self) -> String {
+        let (warm, max, end) = self.rss();
+        format!(
+            "long run, {} events at c={}: RSS after warm-up {:.1} MiB, largest after {:.1} MiB (+{} KiB), at the end {:.1} MiB, over {} samples; {:.0}/s; {}",
+            self.run.n,
+            self.concurrency,
+            mib(warm),
+            mib(max),
+            max.saturating_sub(warm),
+            mib(end),
+            self.run.rss_samples.len(),
+            self.run.rate,
+            self.run.audit.line()
+        )
+    }
+}
+
+async fn long_run(endpoint: &Endpoint, concurrency: usize, n: usize) -> anyhow::Result<LongRun> {
+    Ok(LongRun {
+        run: worker_drain(endpoint, concurrency, n, Duration::ZERO, RestHttp::Http1).await?,
+        concurrency,
     })
 }
 
@@ -1173,7 +1398,7 @@ async fn pickup_latency(endpoint: &Endpoint, sends: usize) -> anyhow::Result<Lat
     let run = run_name("p");
     let (queue, _dlq) = endpoint.queues(&run).await?;
     let peers = Peers::start(Duration::ZERO).await?;
-    let mut worker = Worker::spawn(endpoint, &queue, &peers, 20)?;
+    let mut worker = Worker::spawn(endpoint, &queue, &peers, 20, RestHttp::Http1)?;
     worker
         .wait_ready(&reqwest::Client::new(), Duration::from_millis(20))
         .await?;
@@ -1221,7 +1446,7 @@ async fn startup(endpoint: &Endpoint, times: usize) -> anyhow::Result<Latencies>
     let mut samples = Vec::with_capacity(times);
     for _ in 0..times {
         let start = Instant::now();
-        let mut worker = Worker::spawn(endpoint, &queue, &peers, 20)?;
+        let mut worker = Worker::spawn(endpoint, &queue, &peers, 20, RestHttp::Http1)?;
         let ready = worker.wait_ready(&http, Duration::from_millis(1)).await?;
         samples.push(ready - start);
         worker.stop().await?;
@@ -1248,6 +1473,9 @@ struct Report {
     little: Vec<(usize, usize, f64, WorkerRun, FloorRun)>,
     pickup: Option<Latencies>,
     startup: Option<Latencies>,
+    leak: Option<LongRun>,
+    /// 20 ms runs with the REST peer over h2c: (concurrency, worker, contract floor).
+    h2: Vec<(usize, WorkerRun, FloorRun)>,
     /// What the fast endpoint served over the whole run.
     fast_stats: Option<Value>,
     /// What one id costs in the duplicate memory, by id length.
@@ -1263,32 +1491,107 @@ fn mib(kib: u64) -> f64 {
 }
 
 impl Report {
-    /// Every worker run (drains, then the 20 ms runs), each with its name for the table.
-    fn worker_runs(&self) -> impl Iterator<Item = (String, &WorkerRun)> {
+    /// Every scenario measured beside the contract floor: (name, concurrency, worker, floor).
+    fn scenarios(&self) -> impl Iterator<Item = (String, usize, &WorkerRun, &FloorRun)> {
         self.drains
             .iter()
-            .map(|d| {
-                (
-                    format!("drain {} c={}", d.endpoint, d.concurrency),
+            .filter_map(|d| {
+                let f = d.floor.as_ref()?;
+                Some((
+                    format!("fast drain, c={}", d.concurrency),
+                    d.concurrency,
                     &d.worker,
-                )
+                    f,
+                ))
             })
-            .chain(
-                self.little
-                    .iter()
-                    .map(|l| (format!("20 ms peers c={}", l.0), &l.3)),
-            )
+            .chain(self.little.iter().map(|(c, _, _, w, f)| {
+                (
+                    format!("{} ms peers, c={c}", PEER_LATENCY.as_millis()),
+                    *c,
+                    w,
+                    f,
+                )
+            }))
+            .chain(self.h2.iter().map(|(c, w, f)| {
+                (
+                    format!(
+                        "{} ms peers, c={c}{}",
+                        PEER_LATENCY.as_millis(),
+                        RestHttp::H2c.label()
+                    ),
+                    *c,
+                    w,
+                    f,
+                )
+            }))
     }
 
-    /// The table, and whether every audit passed.
+    /// The table, and whether every audit (and the long run's memory check) passed.
     fn table(&self, machine: &Machine) -> (String, bool) {
         let mut t = String::new();
-        let mut audits_ok = true;
+        let mut ok = true;
         let _ = writeln!(t, "\nreservation-worker bench — {}", machine.line());
         let _ = writeln!(
             t,
             "worker: release build, production settings (LOG_LEVEL=info JSON to a pipe, SQS_WAIT_TIME=20); peers and SQS endpoints in the bench process; both share the cores above"
         );
+        let _ = writeln!(
+            t,
+            "\nAgainst the contract floor (the same calls, nothing else), measured in this run:\n"
+        );
+        let _ = writeln!(
+            t,
+            "| scenario | events/s worker / floor | rate ≥ {:.2}× | CPU µs/event worker / floor | CPU ≤ {:.2}× | peak RSS MiB worker / floor | RSS ≤ {:.1}× (≤ {:.0} MiB to c={}) |\n|---|---|---|---|---|---|---|",
+            Targets::RATE,
+            Targets::CPU,
+            Targets::RSS,
+            Targets::RSS_MIB,
+            Targets::RSS_MIB_UP_TO
+        );
+        for (name, c, w, f) in self.scenarios() {
+            ok &= w.audit.ok() && f.audit.ok();
+            let rate = w.rate / f.rate;
+            let cpu = w.cpu_us_per_event() / f.cpu_us_per_event();
+            let (wm, fm) = (mib(w.peak_rss_kib), mib(f.peak_rss_kib));
+            let rss_ok =
+                wm <= Targets::RSS * fm && (c > Targets::RSS_MIB_UP_TO || wm <= Targets::RSS_MIB);
+            let _ = writeln!(
+                t,
+                "| {name} | {:.0} / {:.0} | {rate:.2} {} | {:.1} / {:.1} | {cpu:.2} {} | {wm:.1} / {fm:.1} | {:.2} {} |",
+                w.rate,
+                f.rate,
+                mark(rate >= Targets::RATE),
+                w.cpu_us_per_event(),
+                f.cpu_us_per_event(),
+                mark(cpu <= Targets::CPU),
+                wm / fm,
+                mark(rss_ok),
+            );
+        }
+        if !self.little.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nScale curve, {} ms per peer call (ideal = concurrency / {} ms):\n",
+                PEER_LATENCY.as_millis(),
+                2 * PEER_LATENCY.as_millis()
+            );
+            let _ = writeln!(
+                t,
+                "| concurrency | worker events/s (of ideal) | worker CPU µs/event | worker cores busy | floor events/s | floor CPU µs/event |\n|---|---|---|---|---|---|"
+            );
+            for (c, _, ideal, w, f) in &self.little {
+                let _ = writeln!(
+                    t,
+                    "| {c} | {:.0} ({:.2} of {ideal:.0}) | {:.1} | {:.2} | {:.0} | {:.1} |",
+                    w.rate,
+                    w.rate / ideal,
+                    w.cpu_us_per_event(),
+                    w.cpu.as_secs_f64() / w.elapsed.as_secs_f64(),
+                    f.rate,
+                    f.cpu_us_per_event()
+                );
+            }
+        }
         let _ = writeln!(t, "\n| figure | measured | target | |\n|---|---|---|---|");
         let row =
             |t: &mut String, name: String, value: String, target: String, pass: Option<bool>| {
@@ -1298,9 +1601,8 @@ impl Report {
                     pass.map_or("", mark)
                 );
             };
-        for d in &self.drains {
-            audits_ok &= d.worker.audit.ok();
-            let ratio = d.worker.rate / d.bare.rate;
+        for d in self.drains.iter().filter(|d| d.floor.is_none()) {
+            ok &= d.worker.audit.ok();
             row(
                 &mut t,
                 format!(
@@ -1308,95 +1610,27 @@ impl Report {
                     d.endpoint, d.n, d.concurrency, d.bare.loops
                 ),
                 format!(
-                    "worker {:.0}/s, bare {:.0}/s, ratio {ratio:.2}",
-                    d.worker.rate, d.bare.rate
-                ),
-                format!("ratio ≥ {:.2}", Targets::RATIO),
-                Some(ratio >= Targets::RATIO),
-            );
-        }
-        for (c, n, ideal, w, _) in &self.little {
-            audits_ok &= w.audit.ok();
-            let eff = w.rate / ideal;
-            row(
-                &mut t,
-                format!("Little's law, 20 ms per call, concurrency {c}, N={n}"),
-                format!("{:.0}/s of {ideal:.0}/s, efficiency {eff:.2}", w.rate),
-                format!("≥ {:.2}", Targets::EFFICIENCY),
-                Some(eff >= Targets::EFFICIENCY),
-            );
-        }
-        for d in self.drains.iter().filter(|d| d.endpoint == "fast") {
-            let us = d.worker.cpu_us_per_event();
-            row(
-                &mut t,
-                format!(
-                    "CPU per event, drain {} c={} N={}",
-                    d.endpoint, d.concurrency, d.n
-                ),
-                format!("{us:.1} µs (user+sys {:.2} s)", d.worker.cpu.as_secs_f64()),
-                format!("≤ {:.0} µs", Targets::CPU_US_PER_EVENT),
-                Some(us <= Targets::CPU_US_PER_EVENT),
-            );
-        }
-        for (c, n, _, w, _) in &self.little {
-            let us = w.cpu_us_per_event();
-            row(
-                &mut t,
-                format!("CPU per event, 20 ms peers c={c} N={n}"),
-                format!("{us:.1} µs"),
-                format!("≤ {:.0} µs", Targets::CPU_US_PER_EVENT),
-                Some(us <= Targets::CPU_US_PER_EVENT),
-            );
-        }
-        for (what, w) in self.worker_runs() {
-            let peak = mib(w.peak_rss_kib);
-            row(
-                &mut t,
-                format!("RSS, {what}"),
-                format!(
-                    "peak {peak:.1} MiB, steady {:.1} MiB",
-                    mib(w.steady_rss_kib)
-                ),
-                format!("≤ {:.0} MiB", Targets::RSS_MIB),
-                Some(peak <= Targets::RSS_MIB),
-            );
-        }
-        for d in &self.drains {
-            if let Some(f) = &d.floor {
-                audits_ok &= f.audit.ok();
-                row(
-                    &mut t,
-                    format!(
-                        "contract floor (the same calls, nothing else), drain {} c={}",
-                        d.endpoint, d.concurrency
-                    ),
-                    format!(
-                        "{:.0}/s, floor/bare {:.2}, worker/floor {:.2}; {}",
-                        f.rate,
-                        f.rate / d.bare.rate,
-                        d.worker.rate / f.rate,
-                        f.costs(&d.worker)
-                    ),
-                    "reference".into(),
-                    None,
-                );
-            }
-        }
-        for (c, _, ideal, w, f) in &self.little {
-            audits_ok &= f.audit.ok();
-            row(
-                &mut t,
-                format!("contract floor, 20 ms per call, concurrency {c}"),
-                format!(
-                    "{:.0}/s, efficiency {:.2}, worker/floor {:.2}; {}",
-                    f.rate,
-                    f.rate / ideal,
-                    w.rate / f.rate,
-                    f.costs(w)
+                    "worker {:.0}/s, bare {:.0}/s, ratio {:.2} ({} is the limit)",
+                    d.worker.rate,
+                    d.bare.rate,
+                    d.worker.rate / d.bare.rate,
+                    d.endpoint
                 ),
                 "reference".into(),
                 None,
+            );
+        }
+        if let Some(l) = &self.leak {
+            ok &= l.ok();
+            row(
+                &mut t,
+                format!(
+                    "RSS over a long run: {} events, fast endpoint, c={}",
+                    l.run.n, l.concurrency
+                ),
+                l.line(),
+                format!("growth after warm-up ≤ {} KiB", LEAK_LIMIT_KIB),
+                Some(l.ok()),
             );
         }
         if let Some(p) = &self.pickup {
@@ -1430,35 +1664,35 @@ impl Report {
             let w = &d.worker;
             let _ = writeln!(
                 t,
-                "drain {} c={}: worker whole drain {:.0}/s in {:.2} s; bare loop process CPU {:.1} µs/msg; worker logs {:.0} B/event ({} lines); {}",
+                "drain {} c={}: worker whole drain {:.0}/s in {:.2} s; bare loop {:.0}/s, {:.1} µs/msg of its process; worker logs {:.0} B/event ({} lines); {}",
                 d.endpoint,
                 d.concurrency,
                 w.full_rate(),
                 w.elapsed.as_secs_f64(),
+                d.bare.rate,
                 d.bare.cpu_us_per_event,
                 w.log_bytes as f64 / w.n as f64,
                 w.log_lines,
                 w.audit.line()
             );
         }
-        for (c, _, _, w, _) in &self.little {
-            let _ = writeln!(t, "20 ms peers c={c}: {}", w.audit.line());
-        }
-        for (what, w) in self.worker_runs() {
+        for (name, _, w, f) in self.scenarios() {
             let cores = |d: Duration| d.as_secs_f64() / w.elapsed.as_secs_f64();
             let _ = write!(
                 t,
-                "{what}: cores busy: worker {:.2} ({:.0} % in the kernel), bench process (peers, endpoint) {:.2}",
+                "{name}: worker cores busy {:.2} ({:.0} % in the kernel), steady RSS {:.1} MiB, bench process (peers, endpoint) {:.2}; floor {}",
                 cores(w.cpu),
                 w.sys_cpu.as_secs_f64() * 100.0 / w.cpu.as_secs_f64().max(1e-9),
-                cores(w.harness_cpu)
+                mib(w.steady_rss_kib),
+                cores(w.harness_cpu),
+                f.costs(w)
             );
             if let Some(sqs) = &w.sqs {
                 let _ = write!(t, "; worker SQS calls: {}", sqs.line());
             }
-            let _ = writeln!(t);
+            let _ = writeln!(t, "; {}", w.audit.line());
         }
-        (t, audits_ok)
+        (t, ok)
     }
 
     fn json(&self, machine: &Machine) -> Value {
@@ -1495,13 +1729,29 @@ impl Report {
             },
             "rate_window": [WINDOW.0, WINDOW.1],
             "targets": {
-                "drain_ratio": Targets::RATIO,
-                "efficiency": Targets::EFFICIENCY,
-                "cpu_us_per_event": Targets::CPU_US_PER_EVENT,
-                "rss_mib": Targets::RSS_MIB,
+                "rate_over_floor_min": Targets::RATE,
+                "cpu_over_floor_max": Targets::CPU,
+                "peak_rss_over_floor_max": Targets::RSS,
+                "peak_rss_mib_max": Targets::RSS_MIB,
+                "peak_rss_mib_max_up_to_concurrency": Targets::RSS_MIB_UP_TO,
                 "pickup_p99_ms": Targets::PICKUP_P99_MS,
                 "startup_ms": Targets::STARTUP_MS,
+                "leak_kib_max": LEAK_LIMIT_KIB,
             },
+            "long_run": self.leak.as_ref().map(|l| {
+                let (warm, max, end) = l.rss();
+                json!({
+                    "concurrency": l.concurrency,
+                    "warm_up_fraction": WARM_UP,
+                    "rss_after_warm_up_mib": mib(warm),
+                    "rss_max_after_warm_up_mib": mib(max),
+                    "rss_at_end_mib": mib(end),
+                    "growth_kib": l.growth_kib(),
+                    "ok": l.ok(),
+                    "worker": worker(&l.run),
+                    "rss_samples": l.run.rss_samples.iter().map(|(f, kib)| json!([f, kib])).collect::<Vec<_>>(),
+                })
+            }),
             "drain": self.drains.iter().map(|Drain { endpoint: ep, concurrency: c, n, worker: w, bare: b, floor: f }| json!({
                 "endpoint": ep,
                 "concurrency": c,
@@ -1520,6 +1770,13 @@ impl Report {
                 "worker": worker(w),
                 "contract_floor": floor_json(f, w),
                 "contract_floor_efficiency": f.rate / ideal,
+            })).collect::<Vec<_>>(),
+            "rest_over_h2c": self.h2.iter().map(|(c, w, f)| json!({
+                "concurrency": c,
+                "events": w.n,
+                "peer_latency_ms": PEER_LATENCY.as_millis() as u64,
+                "worker": worker(w),
+                "contract_floor": floor_json(f, w),
             })).collect::<Vec<_>>(),
             "pickup": lat(&self.pickup),
             "startup": lat(&self.startup),

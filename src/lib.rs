@@ -45,6 +45,7 @@ pub use pipeline::poller::Poller;
 pub use pipeline::{Pool, PoolSettings, RecentlyCompleted};
 pub use server::http::serve as serve_http;
 pub use sqs::{Delivery, Queue, SqsQueue};
+pub use telemetry::batch_log_lines;
 pub use workflow::Peers;
 
 use std::sync::Arc;
@@ -134,6 +135,7 @@ pub async fn serve(
             &config.reservation_api_base,
             config.reservation_api_token.clone(),
             config.reservation_api_timeout,
+            config.reservation_api_http2,
         )?)),
         CircuitSettings {
             failures: config.circuit_failures,

@@ -25,7 +25,8 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use crate::{
-    Audit, Endpoint, Peers, Progress, WorkerRun, moto, proc_cpu_split, run_name, watch_drain,
+    Audit, Endpoint, Peers, Progress, RestHttp, WorkerRun, moto, proc_cpu_split, run_name,
+    watch_drain,
 };
 
 /// The argument that makes the bench binary run as the floor's process.
@@ -75,6 +76,7 @@ pub(crate) async fn drain(
     concurrency: usize,
     n: usize,
     latency: Duration,
+    http: RestHttp,
 ) -> anyhow::Result<FloorRun> {
     let run = run_name("f");
     let (queue, dlq) = endpoint.queues(&run).await?;
@@ -92,6 +94,7 @@ pub(crate) async fn drain(
             format!("http://{}", peers.inventory_addr),
         )
         .env("FLOOR_RESERVATIONS", &peers.reservation_base)
+        .envs((http == RestHttp::H2c).then_some(("FLOOR_H2C", "1")))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -149,7 +152,12 @@ pub(crate) fn child_main() -> anyhow::Result<()> {
                 .tcp_nodelay(true)
                 .connect_lazy(),
         );
-        let rest = reqwest::Client::builder().tcp_nodelay(true).build()?;
+        let rest = match std::env::var("FLOOR_H2C").is_ok_and(|v| v == "1") {
+            true => reqwest::Client::builder().http2_prior_knowledge(),
+            false => reqwest::Client::builder(),
+        }
+        .tcp_nodelay(true)
+        .build()?;
         let peers = Calls {
             inventory,
             rest,

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use super::classify::{self, Applied, CallError};
 use super::{ReservationRecord, ReservationStatus, Reservations};
-use crate::config::Secret;
+use crate::config::{Http2, Secret};
 use crate::labels::DeadLetterReason;
 use crate::telemetry::tracing::ClientSpan;
 
@@ -55,10 +55,16 @@ impl RestReservations {
         base: &str,
         token: Option<Secret>,
         timeout: Duration,
+        http2: Http2,
     ) -> Result<Self, ReservationClientError> {
         let base = reqwest::Url::parse(base)
             .map_err(|_| ReservationClientError::Base(base.to_string()))?;
-        let http = reqwest::Client::builder()
+        let builder = match http2 {
+            Http2::Alpn => reqwest::Client::builder(),
+            Http2::PriorKnowledge => reqwest::Client::builder().http2_prior_knowledge(),
+            Http2::Off => reqwest::Client::builder().http1_only(),
+        };
+        let http = builder
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(60))

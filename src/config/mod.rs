@@ -85,6 +85,19 @@ pub enum ConfigError {
     },
 }
 
+/// Which HTTP the worker speaks to the reservation API (`RESERVATION_API_HTTP2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http2 {
+    /// HTTP/2 where TLS negotiates it (ALPN on `https://`), HTTP/1.1 otherwise: the default,
+    /// since not every API behind a plain `http://` URL speaks HTTP/2.
+    Alpn,
+    /// HTTP/2 from the first byte, without negotiating: cleartext h2c on `http://`. Every
+    /// request in flight shares a few connections instead of holding one each.
+    PriorKnowledge,
+    /// HTTP/1.1 only, even where TLS would offer HTTP/2.
+    Off,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

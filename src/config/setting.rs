@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer};
 
-use super::{ConfigError, LogFormat, Secret};
+use super::{ConfigError, Http2, LogFormat, Secret};
 
 /// One setting: a row of the table in `table.rs`.
 #[derive(Debug, Clone, Copy)]
@@ -251,6 +251,27 @@ impl FromSetting for LogFormat {
             LogFormat::Json => "json".into(),
             LogFormat::Pretty => "pretty".into(),
         })
+    }
+}
+
+impl FromSetting for Http2 {
+    fn parse(s: &Setting, text: String) -> Result<Self, ConfigError> {
+        match text.as_str() {
+            "alpn" => Ok(Http2::Alpn),
+            "prior-knowledge" => Ok(Http2::PriorKnowledge),
+            "off" => Ok(Http2::Off),
+            _ => Err(s.invalid(text, s.kind.expected())),
+        }
+    }
+    fn show(&self, _: &Setting) -> Option<String> {
+        Some(
+            match self {
+                Http2::Alpn => "alpn",
+                Http2::PriorKnowledge => "prior-knowledge",
+                Http2::Off => "off",
+            }
+            .into(),
+        )
     }
 }
 

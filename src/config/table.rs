@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::setting::Kind::{BaseUrl, Bool, Choice, Endpoint, Filter, Text, Token, Url};
 use super::setting::{Field, FromSetting, Seed, Setting, Unset, count, millis, secs};
 use super::{
-    ConfigError, DEDUPE_CAPACITY_EXPECTED, LogFormat, MAX_DEDUPE_CAPACITY, MAX_RUNTIME_THREADS,
-    MAX_VISIBILITY, Secret,
+    ConfigError, DEDUPE_CAPACITY_EXPECTED, Http2, LogFormat, MAX_DEDUPE_CAPACITY,
+    MAX_RUNTIME_THREADS, MAX_VISIBILITY, Secret,
 };
 
 /// The most messages `WORKER_CONCURRENCY` may ask for (and so the most receive loops).
@@ -94,6 +94,11 @@ settings! {
     /// timeout of each REST request (connect timeout ≤ 5 s)
     reservation_api_timeout: Duration = RESERVATION_API_TIMEOUT_MS, millis(1, 600_000),
         default "5000";
+    /// `alpn`: HTTP/2 where TLS negotiates it, else HTTP/1.1; `prior-knowledge`: HTTP/2 from
+    /// the first byte (h2c on `http://`), so requests in flight share connections instead of
+    /// holding one each ([memory](performance.md#memory-at-high-concurrency)); `off`: HTTP/1.1 only
+    reservation_api_http2: Http2 = RESERVATION_API_HTTP2,
+        Choice(&["alpn", "prior-knowledge", "off"]), default "alpn";
     /// region of the queue and of the secret
     aws_region: String = AWS_REGION, Text, default "ap-northeast-2";
     /// named profile for local runs

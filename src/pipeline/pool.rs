@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::disposition::{Deleted, Disposition};
 use super::groups::{FifoGroups, Place};
+use super::span::SpanNames;
 use super::{KeyedLocks, RecentlyCompleted};
 use crate::backoff::{Backoff, redelivery_delay};
 use crate::client::CallError;
@@ -42,6 +43,7 @@ pub struct PoolSettings {
 struct Shared {
     settings: PoolSettings,
     queue: Arc<dyn Queue>,
+    span_names: SpanNames,
     peers: Peers,
     acks: mpsc::Sender<Settle>,
     /// Reservations being worked on: one reservation's events never run at once.
@@ -58,13 +60,11 @@ struct Shared {
     hard_stop: CancellationToken,
 }
 
-/// Most rounds a reserve yields to finishing tasks before it receives with what it has.
-const GATHER_ROUNDS: usize = 16;
-
-/// Rounds in a row that free nothing before a reserve stops gathering. The second round
-/// catches replies that arrived while the first ran: a yielded task resumes only after the
-/// runtime has looked for I/O.
-const IDLE_ROUNDS: usize = 2;
+/// How long a reserve on a saturated pool waits for a full batch of slots before it receives
+/// with fewer. Each receive costs a whole request's CPU (and SQS charges) however few messages
+/// it asks for; waiting lets the slots of messages that started together, and so finish
+/// together, go out in one receive. An idle pool never waits: its slots are free already.
+pub(crate) const FILL_WAIT: Duration = Duration::from_millis(5);
 
 /// A bounded set of message tasks. Cheap to clone.
 #[derive(Clone)]
@@ -95,6 +95,7 @@ impl Pool {
             shared: Arc::new(Shared {
                 recent: RecentlyCompleted::new(settings.dedupe_capacity, settings.dedupe_ttl),
                 settings,
+                span_names: SpanNames::new(queue.url()),
                 queue,
                 peers,
                 acks,
@@ -109,12 +110,10 @@ impl Pool {
     }
 
     /// Takes up to `max` slots for one receive: waits for its turn (one receive loop reserves
-    /// at a time), then for one free slot, then takes what is free and what the tasks ready to
-    /// run free up: it yields to them, round after round until [`IDLE_ROUNDS`] rounds in a row
-    /// free nothing (at most [`GATHER_ROUNDS`]). The turn keeps freed slots together: every loop waiting on the
-    /// semaphore at once would get one slot each, and each receive costs as much CPU (and SQS
-    /// request charges) as a full one. Yielding, unlike a timed wait, gathers only where
-    /// tasks are finishing right now: on an idle pool a slot waits for nothing.
+    /// at a time), then for one free slot, then takes what is free. When that is not `max`,
+    /// every slot is busy, and it waits up to [`FILL_WAIT`] for more to free. The turn keeps
+    /// freed slots together: every loop waiting on the semaphore at once would get one slot
+    /// each.
     pub async fn reserve(&self, max: usize) -> Vec<OwnedSemaphorePermit> {
         let _turn = self.turn.lock().await;
         let Ok(first) = self.permits.clone().acquire_owned().await else {
@@ -122,19 +121,15 @@ impl Pool {
         };
         let mut permits = vec![first];
         self.take_free(&mut permits, max);
-        let mut idle_rounds = 0;
-        for _ in 0..GATHER_ROUNDS {
-            if permits.len() >= max || idle_rounds == IDLE_ROUNDS {
-                break;
+        let until = tokio::time::Instant::now() + FILL_WAIT;
+        while permits.len() < max {
+            match tokio::time::timeout_at(until, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => {
+                    permits.push(permit);
+                    self.take_free(&mut permits, max);
+                }
+                _ => break,
             }
-            let before = permits.len();
-            tokio::task::yield_now().await;
-            self.take_free(&mut permits, max);
-            idle_rounds = if permits.len() == before {
-                idle_rounds + 1
-            } else {
-                0
-            };
         }
         permits
     }
@@ -224,7 +219,7 @@ async fn settle(
             attributes: delivery.attributes.clone(),
         },
     );
-    let span = super::span::process_span(shared.queue.url(), &delivery, parsed.as_ref().ok());
+    let span = super::span::process_span(&shared.span_names, &delivery, parsed.as_ref().ok());
     // Known even for a message released before its workflow started, and for a body that
     // named its type but failed on a field.
     let event_type = match &parsed {
@@ -440,8 +435,13 @@ mod tests {
             Peers::new(
                 Arc::new(GrpcInventory::new("http://127.0.0.1:1", Duration::from_secs(1)).unwrap()),
                 Arc::new(
-                    RestReservations::new("http://127.0.0.1:1", None, Duration::from_secs(1))
-                        .unwrap(),
+                    RestReservations::new(
+                        "http://127.0.0.1:1",
+                        None,
+                        Duration::from_secs(1),
+                        crate::config::Http2::Alpn,
+                    )
+                    .unwrap(),
                 ),
                 CircuitSettings::OFF,
                 |_| {},
@@ -485,26 +485,50 @@ mod tests {
         (tx, fourth)
     }
 
-    #[tokio::test]
-    async fn a_reserve_gathers_the_slots_that_finishing_tasks_free() {
+    #[tokio::test(start_paused = true)]
+    async fn a_saturated_pool_waits_a_little_for_a_full_batch() {
+        let pool = pool(4);
+        let (three, fourth) = busy_four(&pool).await;
+        let gathering = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.reserve(4).await.len() }
+        });
+        let _ = three.send(());
+        tokio::time::sleep(FILL_WAIT / 2).await;
+        let _ = fourth.send(());
+        assert_eq!(
+            gathering.await.unwrap(),
+            4,
+            "the slot freed inside the wait joins"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_goes_short_once_the_fill_wait_is_up() {
         let pool = pool(4);
         let (three, _fourth) = busy_four(&pool).await;
         let gathering = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.reserve(10).await.len() }
+            async move {
+                let n = pool.reserve(4).await.len();
+                (n, tokio::time::Instant::now())
+            }
         });
         tokio::task::yield_now().await;
+        let freed = tokio::time::Instant::now();
         let _ = three.send(());
-        assert_eq!(gathering.await.unwrap(), 3);
+        let (n, at) = gathering.await.unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(at - freed, FILL_WAIT, "no longer than the fill wait");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn one_loop_reserves_at_a_time_so_freed_slots_are_not_spread_thin() {
         let pool = pool(4);
         let (three, fourth) = busy_four(&pool).await;
         let reserving = |pool: &Pool| {
             let pool = pool.clone();
-            tokio::spawn(async move { pool.reserve(10).await })
+            tokio::spawn(async move { pool.reserve(4).await })
         };
         let (first, second) = (reserving(&pool), reserving(&pool));
         tokio::task::yield_now().await;
@@ -526,7 +550,7 @@ mod tests {
         assert_eq!(busy.len(), 5);
         busy.truncate(1);
         let at = tokio::time::Instant::now();
-        assert_eq!(pool.reserve(10).await.len(), 4);
+        assert_eq!(pool.reserve(4).await.len(), 4);
         assert_eq!(at.elapsed(), Duration::ZERO, "no timed wait for more slots");
     }
 }

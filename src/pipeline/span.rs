@@ -13,18 +13,33 @@ use crate::event::Event;
 use crate::sqs::Delivery;
 use crate::telemetry::tracing::{incoming_parent, queue_name};
 
+/// A queue's names in its messages' spans, made once rather than per message.
+pub(super) struct SpanNames {
+    queue: String,
+    process: String,
+}
+
+impl SpanNames {
+    pub(super) fn new(queue_url: &str) -> SpanNames {
+        let queue = queue_name(queue_url);
+        SpanNames {
+            process: format!("process {queue}"),
+            queue: queue.to_string(),
+        }
+    }
+}
+
 /// The span of one message, start to finish, named `process <queue>` as OpenTelemetry's
 /// messaging conventions name it. Its fields are the message's log fields (the event's, when
 /// it parsed; the exporter files them under `reservation_worker.*`); its parent is the
 /// message's incoming trace context, and it links to the receive that delivered it.
-pub(super) fn process_span(queue_url: &str, delivery: &Delivery, event: Option<&Event>) -> Span {
-    let queue = queue_name(queue_url);
+pub(super) fn process_span(names: &SpanNames, delivery: &Delivery, event: Option<&Event>) -> Span {
     let span = tracing::info_span!(
         "message",
-        otel.name = format!("process {queue}").as_str(),
+        otel.name = names.process.as_str(),
         otel.kind = "consumer",
         "messaging.system" = "aws_sqs",
-        "messaging.destination.name" = queue,
+        "messaging.destination.name" = names.queue.as_str(),
         "messaging.message.id" = delivery.message_id.as_str(),
         "messaging.operation.type" = "process",
         "messaging.operation.name" = "process",

@@ -2,6 +2,7 @@
 //! the operator commands need (finding the dead-letter queue, the raw client).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -96,6 +97,10 @@ fn kind_of(code: Option<&str>, status: u16) -> QueueErrorKind {
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
+    /// The client for long polls, whose timeout fits the poll's wait; built at the first
+    /// receive. One per queue handle rather than a per-call override: merging an override into
+    /// the client's settings costs every receive more CPU than its signing does.
+    receiver: Arc<Mutex<Option<(Duration, aws_sdk_sqs::Client)>>>,
     /// The source queue's URL.
     pub url: String,
 }
@@ -119,8 +124,31 @@ impl SqsQueue {
             .build();
         SqsQueue {
             client: aws_sdk_sqs::Client::from_conf(conf),
+            receiver: Arc::default(),
             url: url.into(),
         }
+    }
+
+    /// The client for a long poll of `wait`: the queue's, with the operation timeout of a
+    /// receive.
+    fn receiver(&self, wait: Duration) -> aws_sdk_sqs::Client {
+        let mut cached = self.receiver.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((w, client)) = cached.as_ref()
+            && *w == wait
+        {
+            return client.clone();
+        }
+        let conf = self.client.config();
+        let timeouts = conf
+            .timeout_config()
+            .map(TimeoutConfig::to_builder)
+            .unwrap_or_default()
+            .operation_timeout(receive_timeout(wait))
+            .build();
+        let client =
+            aws_sdk_sqs::Client::from_conf(conf.to_builder().timeout_config(timeouts).build());
+        *cached = Some((wait, client.clone()));
+        client
     }
 
     /// Builds the SDK settings from the worker's config and returns a handle on its queue.
@@ -140,6 +168,7 @@ impl SqsQueue {
             .build();
         SqsQueue {
             client: aws_sdk_sqs::Client::from_conf(conf),
+            receiver: Arc::default(),
             url: self.url.clone(),
         }
     }
@@ -148,6 +177,7 @@ impl SqsQueue {
     pub fn sibling(&self, url: impl Into<String>) -> SqsQueue {
         SqsQueue {
             client: self.client.clone(),
+            receiver: Arc::default(),
             url: url.into(),
         }
     }
@@ -231,16 +261,8 @@ impl Queue for SqsQueue {
     ) -> Result<Vec<Delivery>, QueueError> {
         let _timer = metrics().sqs_call(SqsOperation::ReceiveMessage);
         let call = ClientSpan::sqs(SqsOperation::ReceiveMessage, &self.url);
-        let timeouts = self
-            .client
-            .config()
-            .timeout_config()
-            .map(TimeoutConfig::to_builder)
-            .unwrap_or_default()
-            .operation_timeout(receive_timeout(wait))
-            .build();
         let out = self
-            .client
+            .receiver(wait)
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, 10) as i32)
@@ -248,8 +270,6 @@ impl Queue for SqsQueue {
             .visibility_timeout(visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
-            .customize()
-            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
             .send()
             .instrument(call.span().clone())
             .await

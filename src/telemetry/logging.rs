@@ -51,7 +51,7 @@ where
     let filter = LogFilter::new(env_filter(&settings.level));
     match settings.format {
         LogFormat::Json => {
-            Box::new(JsonLines::new(settings.pod_name, io::stdout).with_filter(filter))
+            Box::new(JsonLines::new(settings.pod_name, BatchedStdout).with_filter(filter))
         }
         // Colour only for a terminal: log files stay free of escape codes.
         LogFormat::Pretty => Box::new(
@@ -142,6 +142,102 @@ where
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         <EnvFilter as Filter<S>>::on_close(&self.env, id, ctx);
+    }
+}
+
+/// The most a runtime thread keeps of its lines before it writes them out anyway.
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// A runtime worker thread's unwritten lines.
+struct ThreadBatch {
+    /// Set once the thread has unparked: it is a worker thread, which parks again (and then
+    /// writes its batch) as soon as it runs out of tasks.
+    on: bool,
+    lines: Vec<u8>,
+}
+
+impl ThreadBatch {
+    fn write_out(&mut self) {
+        if !self.lines.is_empty() {
+            let _ = io::stdout().lock().write_all(&self.lines);
+            self.lines.clear();
+        }
+    }
+}
+
+impl Drop for ThreadBatch {
+    fn drop(&mut self) {
+        self.write_out();
+    }
+}
+
+thread_local! {
+    static BATCH: std::cell::RefCell<ThreadBatch> = const {
+        std::cell::RefCell::new(ThreadBatch { on: false, lines: Vec::new() })
+    };
+}
+
+/// Makes the runtime's worker threads write their log lines in batches: a thread keeps its
+/// lines until it parks (it has no task left to run) or holds [`BATCH_BYTES`], and at its
+/// exit. One write per batch instead of one per line: the write, and the wake-up of whoever
+/// reads the pipe, were the largest part of a log line's cost. A line waits no longer than the
+/// thread stays busy; only a process killed outright loses what its threads held.
+pub fn batch_log_lines(runtime: &mut tokio::runtime::Builder) {
+    runtime
+        .on_thread_unpark(|| {
+            let _ = BATCH.try_with(|b| b.borrow_mut().on = true);
+        })
+        .on_thread_park(|| {
+            let _ = BATCH.try_with(|b| b.borrow_mut().write_out());
+        });
+}
+
+/// Stdout for JSON lines: batched on a runtime worker thread (see [`batch_log_lines`]),
+/// written at once anywhere else.
+#[derive(Clone, Copy)]
+pub(crate) struct BatchedStdout;
+
+/// One line (the JSON layer writes each line whole). A warning or an error goes out at once,
+/// with the thread's lines before it: it may be the last line before the process exits.
+pub(crate) struct BatchedLine {
+    urgent: bool,
+}
+
+impl io::Write for BatchedLine {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let batched = BATCH.try_with(|b| {
+            let mut b = b.borrow_mut();
+            if !b.on {
+                return false;
+            }
+            b.lines.extend_from_slice(line);
+            if self.urgent || b.lines.len() >= BATCH_BYTES {
+                b.write_out();
+            }
+            true
+        });
+        if batched != Ok(true) {
+            io::stdout().lock().write_all(line)?;
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchedStdout {
+    type Writer = BatchedLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        BatchedLine { urgent: true }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        BatchedLine {
+            urgent: *meta.level() <= tracing::Level::WARN,
+        }
     }
 }
 
@@ -277,47 +373,55 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // The enclosing spans' fields are borrowed, not copied: their extensions stay locked
+        // (for reading) until the line is written.
+        let spans: Vec<_> = ctx
+            .event_scope(event)
+            .map(|scope| scope.from_root().collect())
+            .unwrap_or_default();
+        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
+        let meta = event.metadata();
         let mut line = Line::default();
-        let mut ts = String::with_capacity(32);
-        let _ = SystemTime.format_time(&mut Writer::new(&mut ts));
-        line.fixed("ts", Value::String(ts));
-        line.fixed(
-            "level",
-            Value::String(event.metadata().level().as_str().to_string()),
-        );
-        line.fixed("msg", Value::String(String::new()));
-        line.fixed(
-            "target",
-            Value::String(event.metadata().target().to_string()),
-        );
-        line.fixed("pod_name", self.pod_name.clone());
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(fields) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in &fields.0 {
-                        line.set(k, v.clone());
-                    }
+        line.fixed("ts", Piece::Now);
+        line.fixed("level", Piece::Text(meta.level().as_str()));
+        line.fixed("msg", Piece::Text(""));
+        line.fixed("target", Piece::Text(meta.target()));
+        line.fixed("pod_name", Piece::Ref(&self.pod_name));
+        for ext in &extensions {
+            if let Some(fields) = ext.get::<SpanFields>() {
+                for (k, v) in &fields.0 {
+                    line.set(k, Piece::Ref(v));
                 }
             }
         }
         event.record(&mut Visitor(&mut line));
         let text = crate::redact::owned(line.to_json());
-        let mut out = self.writer.make_writer();
+        let mut out = self.writer.make_writer_for(meta);
         let _ = out.write_all(text.as_bytes());
     }
+}
+
+/// One value of a line: borrowed where it can be, made for this line where it must.
+enum Piece<'a> {
+    /// The time the line is written.
+    Now,
+    /// A JSON string.
+    Text(&'a str),
+    Ref(&'a Value),
+    Owned(Value),
 }
 
 /// One line's keys in order of first appearance; setting a key again replaces its value.
 /// Keys are field names (`'static`); only a renamed reserved one is allocated.
 #[derive(Default)]
-struct Line(Vec<(Cow<'static, str>, Value)>);
+struct Line<'a>(Vec<(Cow<'static, str>, Piece<'a>)>);
 
-impl Line {
-    fn fixed(&mut self, key: &'static str, value: Value) {
+impl<'a> Line<'a> {
+    fn fixed(&mut self, key: &'static str, value: Piece<'a>) {
         self.0.push((Cow::Borrowed(key), value));
     }
 
-    fn set(&mut self, key: &'static str, value: Value) {
+    fn set(&mut self, key: &'static str, value: Piece<'a>) {
         let key = if RESERVED.contains(&key) {
             Cow::Owned(format!("field_{key}"))
         } else {
@@ -331,7 +435,7 @@ impl Line {
 
     fn set_msg(&mut self, msg: String) {
         if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == "msg") {
-            slot.1 = Value::String(msg);
+            slot.1 = Piece::Owned(Value::String(msg));
         }
     }
 
@@ -346,10 +450,36 @@ impl Line {
             // Writing to a Vec cannot fail, and a Value always serializes.
             let _ = serde_json::to_writer(&mut out, k.as_ref());
             out.push(b':');
-            let _ = serde_json::to_writer(&mut out, v);
+            match v {
+                // RFC 3339: nothing in it needs escaping.
+                Piece::Now => {
+                    out.push(b'"');
+                    let _ = SystemTime.format_time(&mut Writer::new(&mut Utf8(&mut out)));
+                    out.push(b'"');
+                }
+                Piece::Text(t) => {
+                    let _ = serde_json::to_writer(&mut out, t);
+                }
+                Piece::Ref(v) => {
+                    let _ = serde_json::to_writer(&mut out, v);
+                }
+                Piece::Owned(v) => {
+                    let _ = serde_json::to_writer(&mut out, v);
+                }
+            }
         }
         out.extend_from_slice(b"}\n");
         String::from_utf8(out).expect("serde_json writes UTF-8 only")
+    }
+}
+
+/// `fmt::Write` onto bytes, for the timestamp.
+struct Utf8<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Utf8<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -456,9 +586,9 @@ impl FieldSink for SpanFields {
     }
 }
 
-impl FieldSink for Line {
+impl FieldSink for Line<'_> {
     fn put(&mut self, field: &Field, value: Value) {
-        self.set(field.name(), value);
+        self.set(field.name(), Piece::Owned(value));
     }
     fn message(&mut self, text: String, _: &Field) {
         self.set_msg(text);

@@ -290,8 +290,13 @@ async fn a_poll_loop_waiting_for_a_slot_keeps_beating_and_one_that_dies_fails_he
             .expect("inventory client"),
         ),
         Arc::new(
-            RestReservations::new(&h.peers.reservation_base, None, Duration::from_secs(5))
-                .expect("reservation client"),
+            RestReservations::new(
+                &h.peers.reservation_base,
+                None,
+                Duration::from_secs(5),
+                reservation_worker::config::Http2::Alpn,
+            )
+            .expect("reservation client"),
         ),
         reservation_worker::CircuitSettings::OFF,
         |_| {},

@@ -283,3 +283,34 @@ async fn a_body_without_id_uses_the_sqs_message_id_and_ids_are_percent_encoded()
     assert_eq!(http.headers.get("idempotency-key"), Some(&message_id));
     assert_eq!(h.peers.inventory.calls()[0].idempotency_key, message_id);
 }
+
+/// `RESERVATION_API_HTTP2=prior-knowledge` speaks cleartext HTTP/2 (h2c) to the reservation
+/// API, so requests in flight share a connection; by default an `http://` API gets HTTP/1.1.
+#[tokio::test]
+async fn the_reservation_api_gets_h2c_only_when_asked() {
+    for (setting, version) in [(None, "HTTP/1.1"), (Some("prior-knowledge"), "HTTP/2.0")] {
+        let h = Harness::start().await;
+        h.peers.hold("r-h2");
+        let env: Vec<(&str, &str)> = setting
+            .map(|v| ("RESERVATION_API_HTTP2", v))
+            .into_iter()
+            .collect();
+        let _w = support::InProcess::start(&h, &env).await;
+        h.queue.send(&bodies::approved("env-h2", "r-h2")).await;
+        eventually("confirmed", || {
+            h.peers
+                .reservations
+                .get("r-h2")
+                .is_some_and(|r| r.status == "CONFIRMED")
+        })
+        .await;
+        let versions: Vec<String> = h
+            .peers
+            .reservations
+            .calls_for("r-h2")
+            .into_iter()
+            .map(|c| c.version)
+            .collect();
+        assert_eq!(versions, [version], "RESERVATION_API_HTTP2={setting:?}");
+    }
+}

@@ -20,7 +20,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, Version};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
@@ -197,6 +197,8 @@ pub struct HttpCall {
     pub applied: bool,
     /// When the request arrived.
     pub at: Instant,
+    /// The HTTP version it came over (`HTTP/1.1`, or `HTTP/2.0` from a client speaking h2c).
+    pub version: String,
 }
 
 /// The simulated reservation API. Cheap to clone: clones share state, so a test keeps one
@@ -595,11 +597,12 @@ pub fn router(sim: ReservationSim) -> Router {
 async fn stray_handler(
     State(sim): State<ReservationSim>,
     method: axum::http::Method,
+    version: Version,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut call = new_call(method.as_str(), &uri, "", &headers, &body);
+    let mut call = new_call(method.as_str(), version, &uri, "", &headers, &body);
     let response = if method == axum::http::Method::GET {
         (StatusCode::OK, Html(MAINTENANCE_PAGE)).into_response()
     } else {
@@ -636,11 +639,12 @@ pub async fn serve_reservation(
 async fn patch_handler(
     State(sim): State<ReservationSim>,
     Path(id): Path<String>,
+    version: Version,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let call = new_call("PATCH", &uri, &id, &headers, &body);
+    let call = new_call("PATCH", version, &uri, &id, &headers, &body);
     sim.serve(HttpRoute::Patch, call, &headers, |sim, config, idx| {
         sim.patch(config, idx, &id, &headers, &body)
     })
@@ -650,18 +654,26 @@ async fn patch_handler(
 async fn get_handler(
     State(sim): State<ReservationSim>,
     Path(id): Path<String>,
+    version: Version,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let call = new_call("GET", &uri, &id, &headers, &body);
+    let call = new_call("GET", version, &uri, &id, &headers, &body);
     sim.serve(HttpRoute::Get, call, &headers, |sim, config, _idx| {
         sim.get_one(config, &id)
     })
     .await
 }
 
-fn new_call(method: &str, uri: &Uri, id: &str, headers: &HeaderMap, body: &[u8]) -> HttpCall {
+fn new_call(
+    method: &str,
+    version: Version,
+    uri: &Uri,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> HttpCall {
     let mut names: HashMap<String, String> = HashMap::new();
     for (name, value) in headers {
         let value = String::from_utf8_lossy(value.as_bytes());
@@ -692,6 +704,7 @@ fn new_call(method: &str, uri: &Uri, id: &str, headers: &HeaderMap, body: &[u8])
         replayed: false,
         applied: false,
         at: Instant::now(),
+        version: format!("{version:?}"),
     }
 }
 

@@ -99,8 +99,13 @@ fn peers_at(inventory_uri: &str, reservation_base: &str) -> Peers {
     Peers::new(
         Arc::new(GrpcInventory::new(inventory_uri, Duration::from_secs(5)).expect("inventory")),
         Arc::new(
-            RestReservations::new(reservation_base, None, Duration::from_secs(5))
-                .expect("reservations"),
+            RestReservations::new(
+                reservation_base,
+                None,
+                Duration::from_secs(5),
+                crate::config::Http2::Alpn,
+            )
+            .expect("reservations"),
         ),
         CircuitSettings::OFF,
         |_| {},
