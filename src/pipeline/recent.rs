@@ -17,17 +17,23 @@ pub struct RecentlyCompleted {
     ttl: Duration,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     at: HashMap<Arc<str>, Instant>,
     order: VecDeque<(Arc<str>, Instant)>,
 }
 
 impl RecentlyCompleted {
-    /// Remembers at most `capacity` ids, each for `ttl`.
+    /// Remembers at most `capacity` ids, each for `ttl`. Sized for that at once: a table that
+    /// keeps forgetting and learning ids fills with tombstones and grows to twice its items
+    /// before it can clean up in place, so grown on demand it would reach that size only
+    /// after a few turnovers, long after start-up, which a memory graph shows as a late step.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RecentlyCompleted {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                at: HashMap::with_capacity(capacity.saturating_mul(2)),
+                order: VecDeque::with_capacity(capacity.saturating_add(1)),
+            }),
             capacity,
             ttl,
         }
@@ -90,6 +96,21 @@ mod tests {
         assert!(!r.contains("a"));
         assert!(r.contains("b") && r.contains("c"));
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn the_memory_is_sized_for_its_turnover_at_once() {
+        let r = RecentlyCompleted::new(1000, Duration::from_secs(60));
+        let sized = |r: &RecentlyCompleted| {
+            let inner = r.inner.lock().expect("lock");
+            (inner.at.capacity(), inner.order.capacity())
+        };
+        let at_start = sized(&r);
+        for i in 0..20_000 {
+            r.insert(&format!("id-{i}"));
+        }
+        assert_eq!(r.len(), 1000);
+        assert_eq!(sized(&r), at_start, "no growth after turning over 20 times");
     }
 
     #[test]
