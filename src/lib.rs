@@ -45,7 +45,7 @@ pub use pipeline::poller::Poller;
 pub use pipeline::{Pool, PoolSettings, RecentlyCompleted};
 pub use server::http::serve as serve_http;
 pub use sqs::{Delivery, Queue, SqsQueue};
-pub use telemetry::batch_log_lines;
+pub use telemetry::{batch_log_lines, write_pending_log_lines};
 pub use workflow::Peers;
 
 use std::sync::Arc;

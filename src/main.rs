@@ -21,5 +21,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(reservation_worker::cli::main(cli))
+    let code = runtime.block_on(reservation_worker::cli::main(cli));
+    // Lines logged while the runtime stops are kept back too.
+    drop(runtime);
+    reservation_worker::write_pending_log_lines();
+    code
 }

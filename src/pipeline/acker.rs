@@ -540,6 +540,8 @@ async fn send_dead_letter(
 }
 
 async fn delete(w: Arc<Writer>, pending: Vec<String>) {
+    // Each message's `message finished` line is out before the message is gone.
+    crate::telemetry::write_pending_log_lines();
     let left = write_with_retries(&w, pending, SettleWrite::Delete, |batch| {
         let w = w.clone();
         async move {

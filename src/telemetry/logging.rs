@@ -12,6 +12,8 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
 use tracing::field::{Field, Visit};
@@ -145,79 +147,79 @@ where
     }
 }
 
-/// The most a runtime thread keeps of its lines before it writes them out anyway.
+/// The most lines (in bytes) kept back before they are written anyway.
 const BATCH_BYTES: usize = 16 * 1024;
 
-/// A runtime worker thread's unwritten lines.
-struct ThreadBatch {
-    /// Set once the thread has unparked: it is a worker thread, which parks again (and then
-    /// writes its batch) as soon as it runs out of tasks.
-    on: bool,
-    lines: Vec<u8>,
-}
+/// Lines not yet written, in the order they were made.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
-impl ThreadBatch {
-    fn write_out(&mut self) {
-        if !self.lines.is_empty() {
-            let _ = io::stdout().lock().write_all(&self.lines);
-            self.lines.clear();
-        }
-    }
-}
+/// Set by [`batch_log_lines`]: without it every line is written at once.
+static BATCHING: AtomicBool = AtomicBool::new(false);
 
-impl Drop for ThreadBatch {
-    fn drop(&mut self) {
-        self.write_out();
-    }
-}
-
-thread_local! {
-    static BATCH: std::cell::RefCell<ThreadBatch> = const {
-        std::cell::RefCell::new(ThreadBatch { on: false, lines: Vec::new() })
-    };
-}
-
-/// Makes the runtime's worker threads write their log lines in batches: a thread keeps its
-/// lines until it parks (it has no task left to run) or holds [`BATCH_BYTES`], and at its
-/// exit. One write per batch instead of one per line: the write, and the wake-up of whoever
-/// reads the pipe, were the largest part of a log line's cost. A line waits no longer than the
-/// thread stays busy; only a process killed outright loses what its threads held.
+/// Makes JSON log lines go out in batches: a line is kept back until a runtime thread parks (it
+/// has nothing left to run), 16 KiB are waiting, a warning or an error is logged (it goes out
+/// with the lines before it), or a delete is sent ([`write_pending_log_lines`]: a message's
+/// `message finished` line is out before the message is acknowledged). One write per batch
+/// instead of one per line: the write, and the wake-up of whoever reads the pipe, were the
+/// largest part of a line's cost. Only a process killed outright loses what was kept back.
 pub fn batch_log_lines(runtime: &mut tokio::runtime::Builder) {
-    runtime
-        .on_thread_unpark(|| {
-            let _ = BATCH.try_with(|b| b.borrow_mut().on = true);
-        })
-        .on_thread_park(|| {
-            let _ = BATCH.try_with(|b| b.borrow_mut().write_out());
-        });
+    BATCHING.store(true, Ordering::Relaxed);
+    runtime.on_thread_park(write_pending_log_lines);
 }
 
-/// Stdout for JSON lines: batched on a runtime worker thread (see [`batch_log_lines`]),
-/// written at once anywhere else.
+/// Writes the lines kept back, if any. The process calls it before it exits.
+pub fn write_pending_log_lines() {
+    let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+    if !pending.is_empty() {
+        let _ = io::stdout().lock().write_all(&pending);
+        pending.clear();
+    }
+}
+
+/// For tests of what writes the lines kept back, which are the process's: a lock each such
+/// test holds, …
+#[cfg(test)]
+pub(crate) fn one_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// … the lines kept back now, …
+#[cfg(test)]
+pub(crate) fn pending_lines() -> String {
+    String::from_utf8_lossy(&PENDING.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+}
+
+/// … and a line kept back as the batching writer keeps it.
+#[cfg(test)]
+pub(crate) fn keep_back(line: &str) {
+    BATCHING.store(true, Ordering::Relaxed);
+    let _ = BatchedLine { urgent: false }.write(line.as_bytes());
+}
+
+/// Stdout for JSON lines, batched once [`batch_log_lines`] was called.
 #[derive(Clone, Copy)]
 pub(crate) struct BatchedStdout;
 
 /// One line (the JSON layer writes each line whole). A warning or an error goes out at once,
-/// with the thread's lines before it: it may be the last line before the process exits.
+/// with the lines before it: it may be the last line before the process exits.
 pub(crate) struct BatchedLine {
     urgent: bool,
 }
 
 impl io::Write for BatchedLine {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let batched = BATCH.try_with(|b| {
-            let mut b = b.borrow_mut();
-            if !b.on {
-                return false;
-            }
-            b.lines.extend_from_slice(line);
-            if self.urgent || b.lines.len() >= BATCH_BYTES {
-                b.write_out();
-            }
-            true
-        });
-        if batched != Ok(true) {
+        if !BATCHING.load(Ordering::Relaxed) {
             io::stdout().lock().write_all(line)?;
+            return Ok(line.len());
+        }
+        // Written under the lock, so lines keep their order.
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.extend_from_slice(line);
+        if self.urgent || pending.len() >= BATCH_BYTES {
+            let written = io::stdout().lock().write_all(&pending);
+            pending.clear();
+            written?;
         }
         Ok(line.len())
     }
@@ -598,6 +600,27 @@ impl FieldSink for Line<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batched_lines_wait_for_a_warning_or_a_flush_and_keep_their_order() {
+        let _one_at_a_time = one_test_at_a_time();
+        BATCHING.store(true, Ordering::Relaxed);
+        let info = |text: &str| {
+            let _ = BatchedLine { urgent: false }.write(text.as_bytes());
+        };
+        info("{\"msg\":\"batched test line 1\"}\n");
+        info("{\"msg\":\"batched test line 2\"}\n");
+        let kept = PENDING.lock().expect("pending").clone();
+        assert!(kept.ends_with(b"line 1\"}\n{\"msg\":\"batched test line 2\"}\n"));
+        let _ = BatchedLine { urgent: true }.write(b"{\"msg\":\"batched test warning\"}\n");
+        assert!(
+            PENDING.lock().expect("pending").is_empty(),
+            "a warning goes out with the lines before it"
+        );
+        info("{\"msg\":\"batched test line 3\"}\n");
+        write_pending_log_lines();
+        assert!(PENDING.lock().expect("pending").is_empty());
+    }
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
 

@@ -15,7 +15,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::Config;
 use logging::LogSettings;
-pub use logging::batch_log_lines;
+pub use logging::{batch_log_lines, write_pending_log_lines};
 
 /// How long shutdown waits for the last spans to reach the collector.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -293,3 +293,23 @@ async fn what_was_decided_is_written_when_the_senders_are_gone() {
     assert_eq!(queue.len(), 6);
     assert_eq!(queue.visible(), 6);
 }
+
+#[tokio::test(start_paused = true)]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the lock only keeps other tests off the process's kept-back lines meanwhile"
+)]
+async fn a_delete_first_writes_the_log_lines_kept_back() {
+    use crate::telemetry::logging::{keep_back, one_test_at_a_time, pending_lines};
+    let _one_at_a_time = one_test_at_a_time();
+    keep_back("{\"msg\":\"acker test: kept back\"}\n");
+    assert!(pending_lines().contains("acker test: kept back"));
+    let s = setup(1).await;
+    s.settle(0, Disposition::Delete(Deleted::Applied)).await;
+    let (queue, _) = s.finish().await;
+    assert_eq!(queue.calls_of(SqsOperation::DeleteMessageBatch).len(), 1);
+    assert!(
+        !pending_lines().contains("acker test: kept back"),
+        "the line kept back is written when a delete is sent"
+    );
+}
