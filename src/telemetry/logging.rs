@@ -165,6 +165,16 @@ static BATCHING: AtomicBool = AtomicBool::new(false);
 pub fn batch_log_lines(runtime: &mut tokio::runtime::Builder) {
     BATCHING.store(true, Ordering::Relaxed);
     runtime.on_thread_park(write_pending_log_lines);
+    // A panic that ends the process writes them too; `try_lock`, since the panic may have
+    // come from a write that holds the batch.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut pending) = PENDING.try_lock() {
+            let _ = io::stdout().lock().write_all(&pending);
+            pending.clear();
+        }
+        report(info);
+    }));
 }
 
 /// Writes the lines kept back, if any. The process calls it before it exits.
