@@ -110,7 +110,13 @@ mod tests {
             r.insert(&format!("id-{i}"));
         }
         assert_eq!(r.len(), 1000);
-        assert_eq!(sized(&r), at_start, "no growth after turning over 20 times");
+        // The table's capacity counts its tombstones out, so it dips between clean-ups; a
+        // reallocation would at least double it.
+        let after = sized(&r);
+        assert!(
+            after.0 <= at_start.0 && after.1 == at_start.1,
+            "no growth after turning over 20 times: {at_start:?} → {after:?}"
+        );
     }
 
     #[test]
