@@ -158,8 +158,9 @@ static BATCHING: AtomicBool = AtomicBool::new(false);
 
 /// Makes JSON log lines go out in batches: a line is kept back until a runtime thread parks (it
 /// has nothing left to run), 16 KiB are waiting, a warning or an error is logged (it goes out
-/// with the lines before it), or a delete is sent ([`write_pending_log_lines`]: a message's
-/// `message finished` line is out before the message is acknowledged). One write per batch
+/// with the lines before it), a delete is sent or `/metrics` is scraped
+/// ([`write_pending_log_lines`]: a message's `message finished` line is out before the message
+/// is acknowledged, and before a scrape counts it). One write per batch
 /// instead of one per line: the write, and the wake-up of whoever reads the pipe, were the
 /// largest part of a line's cost. Only a process killed outright loses what was kept back.
 pub fn batch_log_lines(runtime: &mut tokio::runtime::Builder) {
