@@ -74,3 +74,25 @@ pub async fn serve(
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::logging::{keep_back, one_test_at_a_time, pending_lines};
+
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the lock only keeps other tests off the process's kept-back lines meanwhile"
+    )]
+    async fn a_scrape_first_writes_the_log_lines_kept_back() {
+        let _one_at_a_time = one_test_at_a_time();
+        keep_back("{\"msg\":\"scrape test: kept back\"}\n");
+        assert!(pending_lines().contains("scrape test: kept back"));
+        let _ = prometheus(State(Arc::new(WorkerStatus::default()))).await;
+        assert!(
+            !pending_lines().contains("scrape test: kept back"),
+            "a scrape never counts an event whose line is still kept back"
+        );
+    }
+}

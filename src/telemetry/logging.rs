@@ -171,8 +171,7 @@ pub fn batch_log_lines(runtime: &mut tokio::runtime::Builder) {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if let Ok(mut pending) = PENDING.try_lock() {
-            let _ = io::stdout().lock().write_all(&pending);
-            pending.clear();
+            let _ = write_out(&mut pending);
         }
         report(info);
     }));
@@ -180,11 +179,17 @@ pub fn batch_log_lines(runtime: &mut tokio::runtime::Builder) {
 
 /// Writes the lines kept back, if any. The process calls it before it exits.
 pub fn write_pending_log_lines() {
-    let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-    if !pending.is_empty() {
-        let _ = io::stdout().lock().write_all(&pending);
-        pending.clear();
+    let _ = write_out(&mut PENDING.lock().unwrap_or_else(PoisonError::into_inner));
+}
+
+/// Writes `pending` to stdout and empties it, written or not (a line is never written twice).
+fn write_out(pending: &mut Vec<u8>) -> io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
     }
+    let written = io::stdout().lock().write_all(pending);
+    pending.clear();
+    written
 }
 
 /// For tests of what writes the lines kept back, which are the process's: a lock each such
@@ -228,9 +233,7 @@ impl io::Write for BatchedLine {
         let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
         pending.extend_from_slice(line);
         if self.urgent || pending.len() >= BATCH_BYTES {
-            let written = io::stdout().lock().write_all(&pending);
-            pending.clear();
-            written?;
+            write_out(&mut pending)?;
         }
         Ok(line.len())
     }

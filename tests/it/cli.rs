@@ -218,17 +218,9 @@ async fn completions_for_each_shell() {
 #[tokio::test]
 async fn send_refuses_an_event_the_worker_would_dead_letter_unless_allowed() {
     let h = Harness::start().await;
-    // A hold expiry without its seats: the worker's parser refuses it.
-    let args = [
-        "send",
-        "--type",
-        "reservation.expired",
-        "--reservation-id",
-        "r-1",
-        "--event-id",
-        "e",
-    ];
-    let r = run(&h.env(), &args).await;
+    // A hold expiry without its seats and quantity: the worker's parser refuses it.
+    let args = &SEND_VALID[..7];
+    let r = run(&h.env(), args).await;
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains(
