@@ -26,6 +26,45 @@ pub(super) const MAX_QTY: u32 = i32::MAX as u32;
 /// The longest numeric string accepted as an `amount`; anything longer is not a price.
 const MAX_AMOUNT_STR: usize = 64;
 
+/// A field's name for an error, made only when there is one: a valid event names no field.
+pub(super) trait FieldName {
+    fn name(&self) -> String;
+}
+
+impl FieldName for str {
+    fn name(&self) -> String {
+        self.to_owned()
+    }
+}
+
+/// `prefix.key` (just `key` in the envelope itself).
+pub(super) struct Path<'a> {
+    prefix: &'a str,
+    key: &'a str,
+}
+
+impl FieldName for Path<'_> {
+    fn name(&self) -> String {
+        if self.prefix.is_empty() {
+            self.key.to_owned()
+        } else {
+            format!("{}.{}", self.prefix, self.key)
+        }
+    }
+}
+
+/// One element of an array field: `field[index]`.
+struct Item<'a, F: ?Sized> {
+    field: &'a F,
+    index: usize,
+}
+
+impl<F: FieldName + ?Sized> FieldName for Item<'_, F> {
+    fn name(&self) -> String {
+        format!("{}[{}]", self.field.name(), self.index)
+    }
+}
+
 /// Builds an [`EventError::InvalidField`]; a shorthand because almost every check ends in one.
 pub(super) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> EventError {
     EventError::InvalidField {
@@ -61,28 +100,28 @@ pub(super) fn describe_str(s: &str) -> String {
 /// Checks an id (reservation, event, payment, user, seat, envelope): a string that is
 /// non-empty after trimming, at most [`MAX_ID_LEN`] bytes, without control characters.
 /// Returns the trimmed id, because ids become idempotency keys and lookup keys downstream.
-pub(super) fn id(field: &str, v: &Value) -> Result<String, EventError> {
+pub(super) fn id(field: &(impl FieldName + ?Sized), v: &Value) -> Result<String, EventError> {
     match v {
         Value::String(s) => id_str(field, s),
         other => Err(invalid(
-            field,
+            field.name(),
             format!("expected a string, found {}", describe(other)),
         )),
     }
 }
 
 /// [`id`] for a string that did not come from JSON (an SQS attribute or MessageId).
-pub(super) fn id_str(field: &str, s: &str) -> Result<String, EventError> {
+pub(super) fn id_str(field: &(impl FieldName + ?Sized), s: &str) -> Result<String, EventError> {
     let t = s.trim();
     if t.is_empty() {
         return Err(invalid(
-            field,
+            field.name(),
             format!("expected a non-empty id, found {}", describe_str(s)),
         ));
     }
     if t.len() > MAX_ID_LEN {
         return Err(invalid(
-            field,
+            field.name(),
             format!(
                 "expected an id of at most {MAX_ID_LEN} bytes, found {} bytes: {}",
                 t.len(),
@@ -92,7 +131,7 @@ pub(super) fn id_str(field: &str, s: &str) -> Result<String, EventError> {
     }
     if let Some((at, c)) = t.char_indices().find(|(_, c)| c.is_control()) {
         return Err(invalid(
-            field,
+            field.name(),
             format!(
                 "expected an id without control characters, found {c:?} at byte {at} of {}",
                 describe_str(t)
@@ -109,11 +148,14 @@ pub(super) fn id_str(field: &str, s: &str) -> Result<String, EventError> {
 /// turns `%2F` back into a separator, then resolves dot segments and merges slashes: the id
 /// `r1/../r2` would update `r2`. So every part between separators must be a plain name: not
 /// empty, not a dot segment, nor one percent-encoded (for a server that decodes twice).
-pub(super) fn path_segment_id(field: &str, v: &Value) -> Result<String, EventError> {
+pub(super) fn path_segment_id(
+    field: &(impl FieldName + ?Sized),
+    v: &Value,
+) -> Result<String, EventError> {
     let id = id(field, v)?;
     let refuse = |why: &str| {
         Err(invalid(
-            field,
+            field.name(),
             format!(
                 "expected an id that can be one URL path segment, found {}: {why}",
                 describe_str(&id)
@@ -137,7 +179,7 @@ pub(super) fn path_segment_id(field: &str, v: &Value) -> Result<String, EventErr
 /// [`id`] for the envelope id, which is also sent as the `Idempotency-Key` HTTP header: a
 /// header value holds visible ASCII and spaces only, so anything else is refused here, naming
 /// the field, rather than failing every request later.
-pub(super) fn key_id(field: &str, v: &Value) -> Result<String, EventError> {
+pub(super) fn key_id(field: &(impl FieldName + ?Sized), v: &Value) -> Result<String, EventError> {
     match v {
         Value::String(s) => key_id_str(field, s),
         other => id(field, other),
@@ -145,14 +187,14 @@ pub(super) fn key_id(field: &str, v: &Value) -> Result<String, EventError> {
 }
 
 /// [`key_id`] for a string that did not come from JSON (the SQS MessageId).
-pub(super) fn key_id_str(field: &str, s: &str) -> Result<String, EventError> {
+pub(super) fn key_id_str(field: &(impl FieldName + ?Sized), s: &str) -> Result<String, EventError> {
     let id = id_str(field, s)?;
     if let Some((at, c)) = id
         .char_indices()
         .find(|(_, c)| !(c.is_ascii_graphic() || *c == ' '))
     {
         return Err(invalid(
-            field,
+            field.name(),
             format!(
                 "expected an id of visible ASCII characters (it is sent as the Idempotency-Key header), found {c:?} at byte {at} of {}",
                 describe_str(&id)
@@ -174,7 +216,7 @@ pub(super) fn log_string(v: &Value) -> Option<String> {
 /// Checks a seat count: an integer `0..=i32::MAX` (it goes into an `int32` proto field).
 /// An integral float such as `2.0` is accepted, since some JSON encoders write every
 /// number that way.
-pub(super) fn qty(field: &str, v: &Value) -> Result<u32, EventError> {
+pub(super) fn qty(field: &(impl FieldName + ?Sized), v: &Value) -> Result<u32, EventError> {
     let expected = || {
         format!(
             "expected an integer from 0 to {MAX_QTY}, found {}",
@@ -182,7 +224,7 @@ pub(super) fn qty(field: &str, v: &Value) -> Result<u32, EventError> {
         )
     };
     let Value::Number(n) = v else {
-        return Err(invalid(field, expected()));
+        return Err(invalid(field.name(), expected()));
     };
     let whole = if let Some(u) = n.as_u64() {
         Some(u)
@@ -200,15 +242,18 @@ pub(super) fn qty(field: &str, v: &Value) -> Result<u32, EventError> {
     whole
         .and_then(|u| u32::try_from(u).ok())
         .filter(|&q| q <= MAX_QTY)
-        .ok_or_else(|| invalid(field, expected()))
+        .ok_or_else(|| invalid(field.name(), expected()))
 }
 
 /// Checks a list of seat ids: an array of at most [`MAX_SEATS`] valid, distinct ids. A bad
 /// element is named by its index (`detail.seat_ids[3]`) so it can be found in the body.
-pub(super) fn seat_ids(field: &str, v: &Value) -> Result<Vec<String>, EventError> {
+pub(super) fn seat_ids(
+    field: &(impl FieldName + ?Sized),
+    v: &Value,
+) -> Result<Vec<String>, EventError> {
     let Value::Array(items) = v else {
         return Err(invalid(
-            field,
+            field.name(),
             format!(
                 "expected an array of seat id strings, found {}",
                 describe(v)
@@ -217,7 +262,7 @@ pub(super) fn seat_ids(field: &str, v: &Value) -> Result<Vec<String>, EventError
     };
     if items.len() > MAX_SEATS {
         return Err(invalid(
-            field,
+            field.name(),
             format!(
                 "expected at most {MAX_SEATS} seat ids, found {}",
                 items.len()
@@ -225,20 +270,22 @@ pub(super) fn seat_ids(field: &str, v: &Value) -> Result<Vec<String>, EventError
         ));
     }
     let mut seats = Vec::with_capacity(items.len());
-    let mut first_seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("{field}[{i}]");
+    // Keyed by the body's own (trimmed) text: no copy of a seat id but the one kept.
+    let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let at = Item { field, index };
         let seat = id(&at, item)?;
-        if let Some(first) = first_seen.get(&seat) {
+        let text = item.as_str().map_or("", str::trim);
+        if let Some(first) = first_seen.get(text) {
             return Err(invalid(
-                at,
+                at.name(),
                 format!(
                     "expected distinct seat ids, found {} again (first at index {first})",
                     describe_str(&seat)
                 ),
             ));
         }
-        first_seen.insert(seat.clone(), i);
+        first_seen.insert(text, index);
         seats.push(seat);
     }
     Ok(seats)
@@ -246,7 +293,7 @@ pub(super) fn seat_ids(field: &str, v: &Value) -> Result<Vec<String>, EventError
 
 /// Checks an amount: a finite JSON number ≥ 0, or a string holding one (`"12.50"`), since
 /// payment systems often send decimals as strings to avoid float rounding.
-pub(super) fn amount(field: &str, v: &Value) -> Result<f64, EventError> {
+pub(super) fn amount(field: &(impl FieldName + ?Sized), v: &Value) -> Result<f64, EventError> {
     let expected = || {
         format!(
             "expected a finite number ≥ 0 (or a numeric string), found {}",
@@ -262,7 +309,7 @@ pub(super) fn amount(field: &str, v: &Value) -> Result<f64, EventError> {
         .filter(|a| a.is_finite() && *a >= 0.0)
         // `+ 0.0` turns a `-0` into `0`.
         .map(|a| a + 0.0)
-        .ok_or_else(|| invalid(field, expected()))
+        .ok_or_else(|| invalid(field.name(), expected()))
 }
 
 /// Parses a plain decimal string (digits, `.`, sign, exponent). Rejects what `f64::from_str`
@@ -279,13 +326,13 @@ fn parse_decimal(s: &str) -> Option<f64> {
 
 /// Checks a currency code: three uppercase ASCII letters (ISO 4217 style), so downstream
 /// never has to guess between `usd`, `US$` and `USD`.
-pub(super) fn currency(field: &str, v: &Value) -> Result<String, EventError> {
+pub(super) fn currency(field: &(impl FieldName + ?Sized), v: &Value) -> Result<String, EventError> {
     match v {
         Value::String(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) => {
             Ok(s.clone())
         }
         other => Err(invalid(
-            field,
+            field.name(),
             format!(
                 "expected a 3-letter uppercase currency code such as \"EUR\", found {}",
                 describe(other)
@@ -296,14 +343,18 @@ pub(super) fn currency(field: &str, v: &Value) -> Result<String, EventError> {
 
 /// Checks free text (`error_code`, `error_message`): a string, trimmed, cut to `max_bytes`.
 /// An empty string counts as absent.
-pub(super) fn text(field: &str, v: &Value, max_bytes: usize) -> Result<Option<String>, EventError> {
+pub(super) fn text(
+    field: &(impl FieldName + ?Sized),
+    v: &Value,
+    max_bytes: usize,
+) -> Result<Option<String>, EventError> {
     match v {
         Value::String(s) => {
             let t = crate::text::prefix(s.trim(), max_bytes).trim_end();
             Ok((!t.is_empty()).then(|| t.to_owned()))
         }
         other => Err(invalid(
-            field,
+            field.name(),
             format!("expected a string, found {}", describe(other)),
         )),
     }
@@ -355,10 +406,14 @@ impl<'a> Fields<'a> {
 
     /// The dotted path of `key`, as it appears in [`EventError::InvalidField`].
     pub(super) fn path(&self, key: &str) -> String {
-        if self.prefix.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.prefix)
+        self.at(key).name()
+    }
+
+    /// `key`'s name for an error, made only if there is one.
+    fn at<'k>(&self, key: &'k str) -> Path<'k> {
+        Path {
+            prefix: self.prefix,
+            key,
         }
     }
 
@@ -394,7 +449,7 @@ impl<'a> Fields<'a> {
     /// A required id.
     pub(super) fn required_id(&self, key: &str) -> Result<String, EventError> {
         match self.get(key) {
-            Some(v) => id(&self.path(key), v),
+            Some(v) => id(&self.at(key), v),
             None => Err(invalid(
                 self.path(key),
                 "missing: expected a non-empty string",
@@ -405,7 +460,7 @@ impl<'a> Fields<'a> {
     /// A required id that must be one URL path segment ([`path_segment_id`]).
     pub(super) fn required_path_id(&self, key: &str) -> Result<String, EventError> {
         match self.get(key) {
-            Some(v) => path_segment_id(&self.path(key), v),
+            Some(v) => path_segment_id(&self.at(key), v),
             None => self.required_id(key),
         }
     }
@@ -418,7 +473,7 @@ impl<'a> Fields<'a> {
         alias: &'static str,
     ) -> Result<String, EventError> {
         match self.pick(key, alias)? {
-            Some((found, v)) => id(&self.path(found), v),
+            Some((found, v)) => id(&self.at(found), v),
             None => Err(invalid(
                 self.path(key),
                 format!("missing: expected a non-empty string (in {key} or {alias})"),
@@ -432,7 +487,7 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(v) => id(&self.path(key), v).map(Some),
+            Some(v) => id(&self.at(key), v).map(Some),
         }
     }
 
@@ -443,20 +498,20 @@ impl<'a> Fields<'a> {
         alias: &'static str,
     ) -> Result<Option<u32>, EventError> {
         self.pick(key, alias)?
-            .map(|(found, v)| qty(&self.path(found), v))
+            .map(|(found, v)| qty(&self.at(found), v))
             .transpose()
     }
 
     /// Seat ids; absent means none.
     pub(super) fn seat_ids(&self, key: &str) -> Result<Vec<String>, EventError> {
         self.get(key)
-            .map_or_else(|| Ok(Vec::new()), |v| seat_ids(&self.path(key), v))
+            .map_or_else(|| Ok(Vec::new()), |v| seat_ids(&self.at(key), v))
     }
 
     /// A required amount.
     pub(super) fn amount(&self, key: &str) -> Result<f64, EventError> {
         match self.get(key) {
-            Some(v) => amount(&self.path(key), v),
+            Some(v) => amount(&self.at(key), v),
             None => Err(invalid(
                 self.path(key),
                 "missing: expected a finite number ≥ 0 (or a numeric string)",
@@ -469,7 +524,7 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(v) => currency(&self.path(key), v).map(Some),
+            Some(v) => currency(&self.at(key), v).map(Some),
         }
     }
 
@@ -481,7 +536,7 @@ impl<'a> Fields<'a> {
     ) -> Result<Option<String>, EventError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => text(&self.path(key), v, max_bytes),
+            Some(v) => text(&self.at(key), v, max_bytes),
         }
     }
 
