@@ -45,7 +45,10 @@ async fn bounded_text(
 #[derive(Clone, Debug)]
 pub struct RestReservations {
     http: reqwest::Client,
-    base: reqwest::Url,
+    /// `{base}/internal/reservations`, made once: each call only adds the id.
+    reservations: reqwest::Url,
+    /// Its path segments, which a call's URL has one more of.
+    segments: usize,
     token: Option<Secret>,
 }
 
@@ -57,8 +60,14 @@ impl RestReservations {
         timeout: Duration,
         http2: Http2,
     ) -> Result<Self, ReservationClientError> {
-        let base = reqwest::Url::parse(base)
-            .map_err(|_| ReservationClientError::Base(base.to_string()))?;
+        let not_a_base = || ReservationClientError::Base(base.to_string());
+        let mut reservations = reqwest::Url::parse(base).map_err(|_| not_a_base())?;
+        reservations
+            .path_segments_mut()
+            .map_err(|_| not_a_base())?
+            .pop_if_empty()
+            .extend(["internal", "reservations"]);
+        let segments = reservations.path_segments().map_or(0, Iterator::count);
         let builder = match http2 {
             Http2::Alpn => reqwest::Client::builder(),
             Http2::PriorKnowledge => reqwest::Client::builder().http2_prior_knowledge(),
@@ -73,25 +82,23 @@ impl RestReservations {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("reservation-worker/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(RestReservations { http, base, token })
+        Ok(RestReservations {
+            http,
+            reservations,
+            segments,
+            token,
+        })
     }
 
     /// `{base}/internal/reservations/{id}`, the id percent-encoded as one path segment.
     fn url(&self, reservation_id: &str) -> Result<reqwest::Url, CallError> {
-        let no_path = || CallError::terminal("RESERVATION_API_BASE cannot take a path");
-        let segments = |u: &reqwest::Url| u.path_segments().map_or(0, Iterator::count);
-        let mut url = self.base.clone();
+        let mut url = self.reservations.clone();
         url.path_segments_mut()
-            .map_err(|_| no_path())?
-            .pop_if_empty()
-            .extend(["internal", "reservations"]);
-        let expected = segments(&url) + 1;
-        url.path_segments_mut()
-            .map_err(|_| no_path())?
+            .map_err(|_| CallError::terminal("RESERVATION_API_BASE cannot take a path"))?
             .push(reservation_id);
         // The URL library skips `.` and `..` instead of encoding them: the request would go to
         // another resource. Validation refuses such ids; this catches any that get past it.
-        if segments(&url) != expected {
+        if url.path_segments().map_or(0, Iterator::count) != self.segments + 1 {
             return Err(CallError::Terminal {
                 class: DeadLetterReason::InvalidField,
                 reason: format!("reservation id {reservation_id:?} cannot be one URL path segment"),
@@ -117,7 +124,7 @@ impl RestReservations {
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ReservationClientError {
-    #[error("RESERVATION_API_BASE={0:?} is not a URL")]
+    #[error("RESERVATION_API_BASE={0:?} is not a URL that can take a path")]
     Base(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
