@@ -24,6 +24,8 @@ WORKDIR /src
 # crate and the test tooling's crate (workspace members cargo must load, never built here:
 # every build names `-p reservation-worker`) keep their placeholders for good.
 COPY Cargo.toml Cargo.lock build.rs ./
+# Build settings: mimalloc's compile-time defaults (see the file).
+COPY .cargo ./.cargo
 COPY crates/sim/Cargo.toml ./crates/sim/
 COPY crates/testkit/Cargo.toml ./crates/testkit/
 COPY proto ./proto

@@ -4,6 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc, not glibc's malloc: a message's work allocates a few hundred times, and glibc's
+/// slower paths (consolidating freed chunks, moving them between bins) were the largest single
+/// cost once two runtime threads shared the work (docs/performance.md). Its arenas are
+/// committed on demand (`.cargo/config.toml`), which keeps the resident memory where it was.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = reservation_worker::cli::Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
