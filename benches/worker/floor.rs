@@ -13,6 +13,7 @@
 //! worker/floor is the worker's overhead, floor/bare what the contract costs on this machine.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -158,16 +159,19 @@ pub(crate) fn child_main() -> anyhow::Result<()> {
         }
         .tcp_nodelay(true)
         .build()?;
-        let peers = Calls {
+        let peers = Arc::new(Calls {
             inventory,
             rest,
             base: var("FLOOR_RESERVATIONS")?,
-        };
-        let queue = var("FLOOR_QUEUE_URL")?;
+        });
+        let queue: Arc<str> = var("FLOOR_QUEUE_URL")?.into();
         println!("ready");
-        let loops = (0..concurrency.div_ceil(10)).map(|_| receive_loop(&sqs, &queue, &peers));
+        // Spawned, as the worker's loops are: run inside `block_on` they would have the main
+        // thread to themselves, one thread more than the worker gets.
+        let loops = (0..concurrency.div_ceil(10))
+            .map(|_| tokio::spawn(receive_loop(sqs.clone(), queue.clone(), peers.clone())));
         for result in join_all(loops).await {
-            result?;
+            result??;
         }
         Ok(())
     })
@@ -201,7 +205,12 @@ struct Detail {
     user_id: String,
 }
 
-async fn receive_loop(sqs: &aws_sdk_sqs::Client, queue: &str, peers: &Calls) -> anyhow::Result<()> {
+async fn receive_loop(
+    sqs: aws_sdk_sqs::Client,
+    queue: Arc<str>,
+    peers: Arc<Calls>,
+) -> anyhow::Result<()> {
+    let (queue, peers) = (&*queue, &*peers);
     loop {
         let received = sqs
             .receive_message()
