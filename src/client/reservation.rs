@@ -93,9 +93,10 @@ impl RestReservations {
     /// `{base}/internal/reservations/{id}`, the id percent-encoded as one path segment.
     fn url(&self, reservation_id: &str) -> Result<reqwest::Url, CallError> {
         let mut url = self.reservations.clone();
-        url.path_segments_mut()
-            .map_err(|_| CallError::terminal("RESERVATION_API_BASE cannot take a path"))?
-            .push(reservation_id);
+        // `new` checked that this URL takes a path, so the push always happens.
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(reservation_id);
+        }
         // The URL library skips `.` and `..` instead of encoding them: the request would go to
         // another resource. Validation refuses such ids; this catches any that get past it.
         if url.path_segments().map_or(0, Iterator::count) != self.segments + 1 {

@@ -38,7 +38,7 @@ impl FieldName for str {
 }
 
 /// `prefix.key` (just `key` in the envelope itself).
-pub(super) struct Path<'a> {
+struct Path<'a> {
     prefix: &'a str,
     key: &'a str,
 }
