@@ -4,6 +4,7 @@
 //! once, shared by the lookup and the eviction order (what an entry costs is measured by
 //! `make bench` and stated in docs/performance.md).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,14 +56,19 @@ impl RecentlyCompleted {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.at.insert(id.clone(), now);
         inner.order.push_back((id, now));
-        while let Some((old, t)) = inner.order.front().cloned() {
-            if inner.order.len() <= self.capacity && t.elapsed() < self.ttl {
+        while let Some((_, t)) = inner.order.front() {
+            if inner.order.len() <= self.capacity && now.duration_since(*t) < self.ttl {
                 break;
             }
-            inner.order.pop_front();
-            // Only forget the id if this entry is its latest completion.
-            if inner.at.get(&old) == Some(&t) {
-                inner.at.remove(&old);
+            let Some((old, t)) = inner.order.pop_front() else {
+                break;
+            };
+            // Only forget the id if this entry is its latest completion. One lookup: the
+            // entry API hashes the id once where a get and a remove hash it twice.
+            if let Entry::Occupied(latest) = inner.at.entry(old)
+                && *latest.get() == t
+            {
+                latest.remove();
             }
         }
     }

@@ -34,6 +34,8 @@ impl SpanNames {
 /// it parsed; the exporter files them under `reservation_worker.*`); its parent is the
 /// message's incoming trace context, and it links to the receive that delivered it.
 pub(super) fn process_span(names: &SpanNames, delivery: &Delivery, event: Option<&Event>) -> Span {
+    // The event's fields go in at creation: one pass over the fields instead of a `record`
+    // (an extensions lock and a visit) per field. A `None` is left out of the log line.
     let span = tracing::info_span!(
         "message",
         otel.name = names.process.as_str(),
@@ -46,20 +48,12 @@ pub(super) fn process_span(names: &SpanNames, delivery: &Delivery, event: Option
         "messaging.operation" = "process",
         message_id = delivery.message_id.as_str(),
         receive_count = delivery.receive_count,
-        envelope_id = Empty,
-        event_type = Empty,
-        reservation_id = Empty,
-        trace_id = Empty,
+        envelope_id = event.map(|e| e.envelope_id.as_str()),
+        event_type = event.map(|e| e.event_type().as_str()),
+        reservation_id = event.map(Event::reservation_id),
+        trace_id = event.and_then(|e| e.trace_id.as_deref()),
         attempt = Empty,
     );
-    if let Some(e) = event {
-        span.record("envelope_id", e.envelope_id.as_str());
-        span.record("event_type", e.event_type().as_str());
-        span.record("reservation_id", e.reservation_id());
-        if let Some(t) = &e.trace_id {
-            span.record("trace_id", t.as_str());
-        }
-    }
     if let Some(receive) = &delivery.received_in {
         span.add_link(receive.clone());
     }

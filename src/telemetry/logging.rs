@@ -397,7 +397,9 @@ where
             .unwrap_or_default();
         let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
         let meta = event.metadata();
-        let mut line = Line::default();
+        // Room for the fixed keys, a message's span fields and a few of the event's: grown
+        // from empty it would be reallocated three times per line.
+        let mut line = Line(Vec::with_capacity(16));
         line.fixed("ts", Piece::Now);
         line.fixed("level", Piece::Text(meta.level().as_str()));
         line.fixed("msg", Piece::Text(""));
@@ -429,7 +431,6 @@ enum Piece<'a> {
 
 /// One line's keys in order of first appearance; setting a key again replaces its value.
 /// Keys are field names (`'static`); only a renamed reserved one is allocated.
-#[derive(Default)]
 struct Line<'a>(Vec<(Cow<'static, str>, Piece<'a>)>);
 
 impl<'a> Line<'a> {
@@ -457,7 +458,7 @@ impl<'a> Line<'a> {
 
     /// Serialized straight into one buffer: no string per key or value.
     fn to_json(&self) -> String {
-        let mut out = Vec::with_capacity(384);
+        let mut out = Vec::with_capacity(512);
         out.push(b'{');
         for (i, (k, v)) in self.0.iter().enumerate() {
             if i > 0 {

@@ -608,6 +608,9 @@ impl ClientSpan {
 
     /// Puts this span's `traceparent` into a gRPC request's metadata.
     pub(crate) fn inject_grpc(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if self.0.is_disabled() {
+            return;
+        }
         struct Md<'a>(&'a mut tonic::metadata::MetadataMap);
         impl Injector for Md<'_> {
             fn set(&mut self, key: &str, value: String) {
@@ -624,6 +627,9 @@ impl ClientSpan {
 
     /// This span's `traceparent` (and `tracestate`) as HTTP headers; empty when tracing is off.
     pub(crate) fn http_headers(&self) -> reqwest::header::HeaderMap {
+        if self.0.is_disabled() {
+            return reqwest::header::HeaderMap::new();
+        }
         struct Headers(reqwest::header::HeaderMap);
         impl Injector for Headers {
             fn set(&mut self, key: &str, value: String) {
