@@ -172,26 +172,25 @@ impl Acker {
         let mut deletes: Vec<String> = Vec::new();
         let mut visibility: Vec<(String, Duration)> = Vec::new();
         let mut deadline: Option<Instant> = None;
+        // One timer for the loop's life, moved when the deadline changes: a timer made per
+        // turn would be entered into and taken out of the runtime's timer wheel per message.
+        let flush_due = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(flush_due);
         let mut open = true;
         while open {
-            let flush_due = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             // Partial batches go out when the flush interval since the first of them is up.
             let mut flush = false;
             tokio::select! {
                 m = rx.recv() => match m {
                     Some(settle) => {
-                        let span = settle.span.clone();
-                        let _entered = span.enter();
+                        // Only a dead letter logs here, and its lines belong to the message.
+                        let _entered = matches!(settle.disposition, Disposition::DeadLetter { .. })
+                            .then(|| settle.span.clone().entered());
                         route(&writer, settle, &mut writes, &mut deletes, &mut visibility);
                     }
                     None => open = false,
                 },
-                _ = flush_due => flush = true,
+                _ = &mut flush_due, if deadline.is_some() => flush = true,
                 Some(_) = writes.join_next(), if !writes.is_empty() => {}
             }
             let due = !open || flush;
@@ -215,7 +214,9 @@ impl Acker {
                 deadline = None;
             } else if deadline.is_none() || flush {
                 // Left over for want of a free batch slot, or the first of a new batch.
-                deadline = Some(Instant::now() + FLUSH_INTERVAL);
+                let at = Instant::now() + FLUSH_INTERVAL;
+                flush_due.as_mut().reset(at);
+                deadline = Some(at);
             }
         }
         // Everything decided goes out; the batch slots only pace it.
