@@ -277,8 +277,9 @@ impl Queue for SqsQueue {
         call.message_count(out.messages().len());
         let received_in = call.span_context();
         Ok(out
-            .messages()
-            .iter()
+            .messages
+            .unwrap_or_default()
+            .into_iter()
             .map(|m| Delivery {
                 received_in: received_in.clone(),
                 ..Delivery::from_sdk(m)

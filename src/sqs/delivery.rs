@@ -29,32 +29,30 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub(crate) fn from_sdk(m: &Message) -> Delivery {
-        let sys = m.attributes();
-        let sys_get = |k: MessageSystemAttributeName| sys.and_then(|a| a.get(&k)).cloned();
+    /// Takes the message apart: its strings are moved, not copied.
+    pub(crate) fn from_sdk(m: Message) -> Delivery {
+        let mut sys = m.attributes.unwrap_or_default();
+        let mut sys_take = |k: MessageSystemAttributeName| sys.remove(&k);
         let mut attributes: HashMap<String, String> = m
-            .message_attributes()
-            .map(|attrs| {
-                attrs
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(xray) = sys_get(MessageSystemAttributeName::AwsTraceHeader) {
+            .message_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.string_value?)))
+            .collect();
+        if let Some(xray) = sys_take(MessageSystemAttributeName::AwsTraceHeader) {
             attributes.insert("AWSTraceHeader".into(), xray);
         }
         Delivery {
-            message_id: m.message_id().unwrap_or_default().to_string(),
-            receipt_handle: m.receipt_handle().unwrap_or_default().to_string(),
-            body: m.body().unwrap_or_default().to_string(),
-            receive_count: sys_get(MessageSystemAttributeName::ApproximateReceiveCount)
+            message_id: m.message_id.unwrap_or_default(),
+            receipt_handle: m.receipt_handle.unwrap_or_default(),
+            body: m.body.unwrap_or_default(),
+            receive_count: sys_take(MessageSystemAttributeName::ApproximateReceiveCount)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(1),
-            group_id: sys_get(MessageSystemAttributeName::MessageGroupId),
-            sequence_number: sys_get(MessageSystemAttributeName::SequenceNumber)
+            group_id: sys_take(MessageSystemAttributeName::MessageGroupId),
+            sequence_number: sys_take(MessageSystemAttributeName::SequenceNumber)
                 .and_then(|n| n.parse().ok()),
-            sent_at: sys_get(MessageSystemAttributeName::SentTimestamp)
+            sent_at: sys_take(MessageSystemAttributeName::SentTimestamp)
                 .and_then(|t| super::epoch_millis(&t)),
             attributes,
             received_at: Instant::now(),
