@@ -115,6 +115,8 @@ impl Pool {
     /// freed slots together: every loop waiting on the semaphore at once would get one slot
     /// each.
     pub async fn reserve(&self, max: usize) -> Vec<OwnedSemaphorePermit> {
+        // More than the pool has would never come: the fill wait would always run out.
+        let max = max.min(self.shared.settings.concurrency);
         let _turn = self.turn.lock().await;
         let Ok(first) = self.permits.clone().acquire_owned().await else {
             return Vec::new();
@@ -541,6 +543,18 @@ mod tests {
         );
         let _ = fourth.send(());
         assert_eq!(second.await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn asking_for_more_slots_than_the_pool_has_takes_them_all_at_once() {
+        let pool = pool(4);
+        let at = tokio::time::Instant::now();
+        assert_eq!(pool.reserve(10).await.len(), 4);
+        assert_eq!(
+            at.elapsed(),
+            Duration::ZERO,
+            "no fill wait for slots that do not exist"
+        );
     }
 
     #[tokio::test(start_paused = true)]
