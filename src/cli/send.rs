@@ -371,8 +371,8 @@ impl Sender<'_> {
         let parsed = event::parse(
             &body,
             &MessageContext {
-                message_id: String::new(),
-                attributes,
+                message_id: "",
+                attributes: &attributes,
             },
         );
         let (envelope_id, reservation_id) = match parsed {

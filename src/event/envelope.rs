@@ -43,7 +43,7 @@ const STATUS_FAILED: &str = "PAYMENT_STATUS_FAILED";
 /// [`EventError::MalformedJson`] when the body, or an SNS wrapper's `Message`, is not a JSON
 /// object; [`EventError::UnknownType`] for a type name the worker does not handle; and
 /// [`EventError::InvalidField`], naming the field, for anything missing or wrong.
-pub fn parse(body: &str, ctx: &MessageContext) -> Result<Event, EventError> {
+pub fn parse(body: &str, ctx: &MessageContext<'_>) -> Result<Event, EventError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(EventError::TooLarge {
             size: body.len(),
@@ -213,7 +213,7 @@ fn route(envelope: &Fields<'_>) -> Result<Route, EventError> {
 fn envelope_id(
     envelope: &Fields<'_>,
     sns: Option<&Fields<'_>>,
-    ctx: &MessageContext,
+    ctx: &MessageContext<'_>,
 ) -> Result<String, EventError> {
     if let Some(v) = envelope.get("id") {
         return validate::key_id("id", v);
@@ -230,12 +230,12 @@ fn envelope_id(
             "missing: expected an envelope id, and the SQS message has no MessageId to fall back on",
         ));
     }
-    validate::key_id_str("id", &ctx.message_id)
+    validate::key_id_str("id", ctx.message_id)
 }
 
 /// The trace id: `TraceId` attribute, else `traceparent` attribute, else the envelope's
 /// `trace_id`. Bad values are skipped, never fatal: tracing is best effort.
-fn trace_id(envelope: &Fields<'_>, ctx: &MessageContext) -> Option<String> {
+fn trace_id(envelope: &Fields<'_>, ctx: &MessageContext<'_>) -> Option<String> {
     ctx.attributes
         .get("TraceId")
         .and_then(|t| validate::id_str("TraceId", t).ok())
@@ -333,19 +333,22 @@ mod tests {
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-    fn ctx() -> MessageContext {
+    fn ctx() -> MessageContext<'static> {
         MessageContext {
-            message_id: "sqs-msg-1".to_owned(),
-            attributes: HashMap::new(),
+            message_id: "sqs-msg-1",
+            ..MessageContext::default()
         }
     }
 
-    fn ctx_with(attrs: &[(&str, &str)]) -> MessageContext {
+    /// A context with `attrs`, leaked: a test's few small maps outlive it by a moment.
+    fn ctx_with(attrs: &[(&str, &str)]) -> MessageContext<'static> {
         MessageContext {
-            attributes: attrs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            attributes: Box::leak(Box::new(
+                attrs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<HashMap<_, _>>(),
+            )),
             ..ctx()
         }
     }
@@ -827,7 +830,7 @@ mod tests {
     fn trace_id_precedence() {
         let body = documented("reservation.expired", expired_detail()).to_string();
         let parent = format!("00-{TRACE}-00f067aa0ba902b7-01");
-        let trace = |c: &MessageContext| parse(&body, c).map(|e| e.trace_id);
+        let trace = |c: &MessageContext<'_>| parse(&body, c).map(|e| e.trace_id);
 
         let all = ctx_with(&[("TraceId", "attr-trace"), ("traceparent", &parent)]);
         assert_eq!(trace(&all), Ok(Some("attr-trace".to_owned())));

@@ -34,8 +34,8 @@ pub fn check(data: &[u8]) {
         .map(|(name, value)| ((*name).to_owned(), value.to_owned()))
         .collect();
     let ctx = MessageContext {
-        message_id: "m-1".into(),
-        attributes,
+        message_id: "m-1",
+        attributes: &attributes,
     };
     match parse(body, &ctx) {
         Ok(event) => check_event(&event),

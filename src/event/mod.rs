@@ -27,13 +27,26 @@ pub const MAX_ID_LEN: usize = 256;
 /// `send --file`, kept on DLQ copies and by a redrive).
 pub const ENVELOPE_ID_ATTRIBUTE: &str = "EnvelopeId";
 
-/// What the parser needs from the SQS message besides its body.
-#[derive(Debug, Clone, Default)]
-pub struct MessageContext {
+/// What the parser needs from the SQS message besides its body, borrowed from the delivery:
+/// parsing is per message, and copying the attributes for it would be too.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageContext<'a> {
     /// The SQS MessageId: the envelope id when the body carries none.
-    pub message_id: String,
+    pub message_id: &'a str,
     /// String-valued SQS message attributes (`TraceId`, `traceparent`, `EnvelopeId`, …).
-    pub attributes: HashMap<String, String>,
+    pub attributes: &'a HashMap<String, String>,
+}
+
+impl Default for MessageContext<'_> {
+    /// No MessageId and no attributes: the body alone decides.
+    fn default() -> Self {
+        static NONE: std::sync::LazyLock<HashMap<String, String>> =
+            std::sync::LazyLock::new(HashMap::new);
+        MessageContext {
+            message_id: "",
+            attributes: &NONE,
+        }
+    }
 }
 
 /// The three kinds of event the worker acts on. Used as a bounded label and in logs.

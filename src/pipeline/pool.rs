@@ -217,8 +217,8 @@ async fn settle(
     let parsed = event::parse(
         &delivery.body,
         &MessageContext {
-            message_id: delivery.message_id.clone(),
-            attributes: delivery.attributes.clone(),
+            message_id: &delivery.message_id,
+            attributes: &delivery.attributes,
         },
     );
     let span = super::span::process_span(&shared.span_names, &delivery, parsed.as_ref().ok());

@@ -232,8 +232,8 @@ fn parse(
     event::parse(
         &body,
         &MessageContext {
-            message_id,
-            attributes,
+            message_id: &message_id,
+            attributes: &attributes,
         },
     )
 }

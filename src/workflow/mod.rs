@@ -372,7 +372,7 @@ mod tests {
         let mut p = Progress::default();
         let event = crate::event::parse(
             &serde_json::json!({"type": "payment.approved", "detail": {"reservation_id": "r", "payment_intent_id": "pi", "amount": 1}}).to_string(),
-            &crate::event::MessageContext { message_id: "m".into(), attributes: Default::default() },
+            &crate::event::MessageContext { message_id: "m", attributes: &Default::default() },
         )
         .expect("a valid event");
         assert_eq!(p.applied(&event).to_string(), "none");

@@ -170,8 +170,8 @@ fn generate(recipe: &str) -> String {
 /// What the parser says about a body: (class, error message), as the worker would dead-letter it.
 fn outcome(body: &str) -> Result<(&'static str, String), Box<event::Event>> {
     let ctx = MessageContext {
-        message_id: "sqs-corpus".into(),
-        attributes: HashMap::new(),
+        message_id: "sqs-corpus",
+        ..MessageContext::default()
     };
     match event::parse(body, &ctx) {
         Ok(ev) => Err(Box::new(ev)),

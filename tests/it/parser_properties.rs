@@ -9,7 +9,7 @@
 //!
 //! 256 cases per property by default (`PROPTEST_CASES` overrides), well under a second each.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use reservation_worker::event::{
@@ -17,10 +17,10 @@ use reservation_worker::event::{
 };
 use serde_json::{Value, json};
 
-fn ctx() -> MessageContext {
+fn ctx() -> MessageContext<'static> {
     MessageContext {
-        message_id: "sqs-prop-1".into(),
-        attributes: HashMap::new(),
+        message_id: "sqs-prop-1",
+        ..MessageContext::default()
     }
 }
 
