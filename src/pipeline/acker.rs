@@ -171,11 +171,12 @@ impl Acker {
         let slots = Arc::new(Semaphore::new(BATCH_WRITES));
         let mut deletes: Vec<String> = Vec::new();
         let mut visibility: Vec<(String, Duration)> = Vec::new();
-        let mut deadline: Option<Instant> = None;
         // One timer for the loop's life, moved when the deadline changes: a timer made per
         // turn would be entered into and taken out of the runtime's timer wheel per message.
+        // `armed` while a partial batch waits for it.
         let flush_due = tokio::time::sleep_until(Instant::now());
         tokio::pin!(flush_due);
+        let mut armed = false;
         let mut open = true;
         while open {
             // Partial batches go out when the flush interval since the first of them is up.
@@ -190,7 +191,7 @@ impl Acker {
                     }
                     None => open = false,
                 },
-                _ = &mut flush_due, if deadline.is_some() => flush = true,
+                _ = &mut flush_due, if armed => flush = true,
                 Some(_) = writes.join_next(), if !writes.is_empty() => {}
             }
             let due = !open || flush;
@@ -211,12 +212,11 @@ impl Acker {
                 |w, batch| Box::pin(change_visibility(w, batch)),
             );
             if deletes.is_empty() && visibility.is_empty() {
-                deadline = None;
-            } else if deadline.is_none() || flush {
+                armed = false;
+            } else if !armed || flush {
                 // Left over for want of a free batch slot, or the first of a new batch.
-                let at = Instant::now() + FLUSH_INTERVAL;
-                flush_due.as_mut().reset(at);
-                deadline = Some(at);
+                flush_due.as_mut().reset(Instant::now() + FLUSH_INTERVAL);
+                armed = true;
             }
         }
         // Everything decided goes out; the batch slots only pace it.

@@ -56,16 +56,13 @@ impl RecentlyCompleted {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.at.insert(id.clone(), now);
         inner.order.push_back((id, now));
-        while let Some((_, t)) = inner.order.front() {
-            if inner.order.len() <= self.capacity && now.duration_since(*t) < self.ttl {
-                break;
-            }
-            let Some((old, t)) = inner.order.pop_front() else {
-                break;
-            };
+        while inner.order.front().is_some_and(|(_, t)| {
+            inner.order.len() > self.capacity || now.duration_since(*t) >= self.ttl
+        }) {
             // Only forget the id if this entry is its latest completion. One lookup: the
             // entry API hashes the id once where a get and a remove hash it twice.
-            if let Entry::Occupied(latest) = inner.at.entry(old)
+            if let Some((old, t)) = inner.order.pop_front()
+                && let Entry::Occupied(latest) = inner.at.entry(old)
                 && *latest.get() == t
             {
                 latest.remove();
