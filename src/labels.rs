@@ -51,7 +51,6 @@ pub enum SqsOperation {
     ReceiveMessage,
     DeleteMessageBatch,
     ChangeMessageVisibilityBatch,
-    ChangeMessageVisibility,
     SendMessage,
     GetQueueAttributes,
     GetQueueUrl,
@@ -59,11 +58,10 @@ pub enum SqsOperation {
 
 impl SqsOperation {
     /// Every operation, each exported at zero from the start.
-    pub const ALL: [SqsOperation; 7] = [
+    pub const ALL: [SqsOperation; 6] = [
         SqsOperation::ReceiveMessage,
         SqsOperation::DeleteMessageBatch,
         SqsOperation::ChangeMessageVisibilityBatch,
-        SqsOperation::ChangeMessageVisibility,
         SqsOperation::SendMessage,
         SqsOperation::GetQueueAttributes,
         SqsOperation::GetQueueUrl,
@@ -75,7 +73,6 @@ impl SqsOperation {
             SqsOperation::ReceiveMessage => "ReceiveMessage",
             SqsOperation::DeleteMessageBatch => "DeleteMessageBatch",
             SqsOperation::ChangeMessageVisibilityBatch => "ChangeMessageVisibilityBatch",
-            SqsOperation::ChangeMessageVisibility => "ChangeMessageVisibility",
             SqsOperation::SendMessage => "SendMessage",
             SqsOperation::GetQueueAttributes => "GetQueueAttributes",
             SqsOperation::GetQueueUrl => "GetQueueUrl",
@@ -87,9 +84,9 @@ impl SqsOperation {
     pub fn operation_type(self) -> Option<&'static str> {
         match self {
             SqsOperation::ReceiveMessage => Some("receive"),
-            SqsOperation::DeleteMessageBatch
-            | SqsOperation::ChangeMessageVisibilityBatch
-            | SqsOperation::ChangeMessageVisibility => Some("settle"),
+            SqsOperation::DeleteMessageBatch | SqsOperation::ChangeMessageVisibilityBatch => {
+                Some("settle")
+            }
             SqsOperation::SendMessage => Some("send"),
             SqsOperation::GetQueueAttributes | SqsOperation::GetQueueUrl => None,
         }

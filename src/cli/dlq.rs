@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::check::{load_config, redact};
 use crate::config::Config;
-use crate::sqs::{Queue, QueueError, QueueErrorKind, SqsOperation, SqsQueue, epoch_millis};
+use crate::sqs::{
+    BATCH_LIMIT, Queue, QueueError, QueueErrorKind, SqsOperation, SqsQueue, epoch_millis,
+};
 
 /// The attributes our acker adds when it dead-letters a message; `redrive` drops them.
 pub const DEAD_LETTER_ATTRIBUTES: [&str; 7] = [
@@ -212,7 +214,7 @@ async fn receive(
         .client()
         .receive_message()
         .queue_url(&dlq.url)
-        .max_number_of_messages(max.clamp(1, 10) as i32)
+        .max_number_of_messages(max.clamp(1, BATCH_LIMIT) as i32)
         .wait_time_seconds(1)
         .visibility_timeout(visibility.as_secs() as i32)
         .message_attribute_names("All")
@@ -244,7 +246,7 @@ async fn receive(
 /// Makes messages visible again at once (visibility 0), in batches of 10.
 async fn release(dlq: &SqsQueue, receipts: &[String]) -> usize {
     let mut failed = 0;
-    for chunk in receipts.chunks(10) {
+    for chunk in receipts.chunks(BATCH_LIMIT) {
         let entries: Vec<(&str, Duration)> =
             chunk.iter().map(|r| (r.as_str(), Duration::ZERO)).collect();
         match dlq.change_visibility_batch(&entries).await {
@@ -606,7 +608,7 @@ impl Holds {
 
     /// Hides everything held for another `visibility`.
     async fn renew(&self) {
-        for chunk in self.receipts().chunks(10) {
+        for chunk in self.receipts().chunks(BATCH_LIMIT) {
             let entries: Vec<(&str, Duration)> = chunk
                 .iter()
                 .map(|r| (r.as_str(), self.visibility))
@@ -792,7 +794,8 @@ impl Redrive<'_> {
             if quota == Some(0) {
                 break;
             }
-            let batch = match receive(self.dlq, quota.unwrap_or(10), HOLD_VISIBILITY).await {
+            let batch = match receive(self.dlq, quota.unwrap_or(BATCH_LIMIT), HOLD_VISIBILITY).await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     receive_error = Some(e);

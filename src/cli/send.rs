@@ -20,13 +20,11 @@ use serde_json::{Value, json};
 use super::check::redact;
 use crate::config::Config;
 use crate::event::{self, ENVELOPE_ID_ATTRIBUTE, EventError, MessageContext};
-use crate::sqs::{Queue, SqsQueue};
+use crate::sqs::{BATCH_LIMIT, Queue, SqsQueue};
 
 /// SQS's limit on one SendMessageBatch request, and so on any one message in it: the bodies
 /// plus every message attribute's name, data type and value, in bytes.
 const SQS_REQUEST_LIMIT: usize = 262_144;
-/// SQS's limit on entries per batch call.
-const BATCH_ENTRIES: usize = 10;
 /// The data type of every attribute `send` sets.
 const STRING: &str = "String";
 /// Namespace of the envelope ids derived from file lines (UUID v5 of the line's bytes).
@@ -315,7 +313,7 @@ impl Sender<'_> {
             let checked = self.check(candidate);
             // A refused message flushes what came before it, so the report stays in line order.
             let cut = match &checked {
-                Ok(ready) => batch.len() == BATCH_ENTRIES || batch_bytes + ready.size > self.limit,
+                Ok(ready) => batch.len() == BATCH_LIMIT || batch_bytes + ready.size > self.limit,
                 Err(_) => true,
             };
             if cut {

@@ -22,7 +22,7 @@ settings! {
         required "the URL of the SQS queue to consume", key "sqs_queue_url";
     /// long-poll wait per receive
     wait_time: Duration = SQS_WAIT_TIME, secs(0, 20), default "20";
-    /// visibility per receive, renewed by the heartbeat at half of it (at most SQS's 12 h)
+    /// visibility per receive, renewed at half of it while a message is worked on (at most SQS's 12 h)
     visibility_timeout: Duration = SQS_VISIBILITY_TIMEOUT, secs(2, MAX_VISIBILITY.as_secs()),
         default "30";
     /// where terminal messages go

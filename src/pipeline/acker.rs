@@ -22,12 +22,12 @@ use crate::config::MAX_VISIBILITY;
 use crate::event::EventType;
 use crate::health::WorkerStatus;
 use crate::labels::{AppliedSteps, DeadLetterReason, SettleWrite};
-use crate::sqs::{Delivery, EntryFailure, Queue, QueueError, QueueErrorKind, SqsOperation};
+use crate::sqs::{
+    BATCH_LIMIT, Delivery, EntryFailure, Queue, QueueError, QueueErrorKind, SqsOperation,
+};
 use crate::telemetry::metrics::metrics;
 use crate::text::shortened;
 
-/// SQS's batch limit.
-const BATCH: usize = 10;
 /// How long a lone write waits for company before it is sent.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Attempts per write before giving up (the message then simply reappears later).
@@ -256,11 +256,11 @@ fn spawn_batches<T: Send + 'static>(
     due: bool,
     write: impl Fn(Arc<Writer>, Vec<T>) -> Write,
 ) {
-    while pending.len() >= BATCH || (due && !pending.is_empty()) {
+    while pending.len() >= BATCH_LIMIT || (due && !pending.is_empty()) {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             return;
         };
-        let take = pending.len().min(BATCH);
+        let take = pending.len().min(BATCH_LIMIT);
         let batch: Vec<T> = pending.drain(..take).collect();
         let work = write(writer.clone(), batch);
         writes.spawn(async move {

@@ -1,6 +1,6 @@
 //! The pipeline: receive loops feed a bounded pool of tasks, each taking one delivery from
-//! parse to disposition (retry, keyed serialization, duplicate memory, a visibility
-//! heartbeat); the acker carries the dispositions out in batches.
+//! parse to disposition (retry, keyed serialization, duplicate memory) while the renewals keep
+//! it hidden; the acker carries the dispositions out in batches.
 
 pub(crate) mod acker;
 pub(crate) mod disposition;
@@ -11,6 +11,7 @@ mod keyed;
 pub(crate) mod poller;
 mod pool;
 mod recent;
+mod renewal;
 mod run;
 mod span;
 

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::Pool;
 use crate::backoff::Backoff;
 use crate::health::WorkerStatus;
-use crate::sqs::Queue;
+use crate::sqs::{BATCH_LIMIT, Queue};
 use crate::telemetry::metrics::metrics;
 
 /// How often the loop beats while it waits for its turn, a free slot or out an error backoff.
@@ -57,7 +57,7 @@ impl Poller {
             let Some(admission) = self.beating(me, circuits.admit(), &receiving).await else {
                 return;
             };
-            let limit = admission.limit(self.batch.clamp(1, 10));
+            let limit = admission.limit(self.batch.clamp(1, BATCH_LIMIT));
             let trial = admission.into_trial();
             let Some(permits) = self.beating(me, self.pool.reserve(limit), &receiving).await else {
                 return;

@@ -1,7 +1,6 @@
 //! The pool: permits bound the work in flight, and every received message gets a task that
 //! carries its permit from dispatch until its disposition is handed to the acker.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tracing::Instrument;
 
 use super::disposition::{Deleted, Disposition};
 use super::groups::{FifoGroups, Place};
+use super::renewal::Renewals;
 use super::span::SpanNames;
 use super::{KeyedLocks, RecentlyCompleted};
 use crate::backoff::{Backoff, redelivery_delay};
@@ -42,7 +42,8 @@ pub struct PoolSettings {
 /// Everything a task needs, shared by all tasks.
 struct Shared {
     settings: PoolSettings,
-    queue: Arc<dyn Queue>,
+    /// Keeps the messages being worked on hidden.
+    renewals: Renewals,
     span_names: SpanNames,
     peers: Peers,
     acks: mpsc::Sender<Settle>,
@@ -94,9 +95,9 @@ impl Pool {
             tracker: TaskTracker::new(),
             shared: Arc::new(Shared {
                 recent: RecentlyCompleted::new(settings.dedupe_capacity, settings.dedupe_ttl),
+                renewals: Renewals::start(queue.clone(), settings.visibility),
                 settings,
                 span_names: SpanNames::new(queue.url()),
-                queue,
                 peers,
                 acks,
                 locks: KeyedLocks::default(),
@@ -244,10 +245,17 @@ async fn settle(
         let _running = shared.running.lock(&delivery.message_id).await;
         decide(&shared, &delivery, parsed).await
     };
-    let disposition = tokio::select! {
-        d = with_heartbeat(shared.queue.as_ref(), shared.settings.visibility, &delivery, work).instrument(span.clone()) => d,
-        _ = shared.hard_stop.cancelled() => Disposition::Release,
+    let work = async {
+        tokio::select! {
+            d = work => d,
+            _ = shared.hard_stop.cancelled() => Disposition::Release,
+        }
     };
+    let disposition = shared
+        .renewals
+        .hidden_while(&delivery, &span, work)
+        .instrument(span.clone())
+        .await;
     if let Some(place) = place {
         shared
             .groups
@@ -286,41 +294,6 @@ async fn settle(
         tracing::error!("acker is gone; the message will reappear after its visibility timeout");
     }
     shared.status.end();
-}
-
-/// Keeps the message invisible while `work` runs: renews its visibility at half the timeout,
-/// counted from its receive. A failed renewal is logged and the next one tried on time.
-pub(super) async fn with_heartbeat<F: Future>(
-    queue: &dyn Queue,
-    visibility: Duration,
-    delivery: &Delivery,
-    work: F,
-) -> F::Output {
-    let beat = async {
-        let period = visibility / 2;
-        let mut at = tokio::time::Instant::from_std(delivery.received_at) + period;
-        loop {
-            tokio::time::sleep_until(at).await;
-            match queue
-                .change_visibility(&delivery.receipt_handle, visibility)
-                .await
-            {
-                Ok(()) => {
-                    metrics().visibility_extended(true);
-                    tracing::debug!(message_id = %delivery.message_id, "visibility extended");
-                }
-                Err(e) => {
-                    metrics().visibility_extended(false);
-                    tracing::warn!(message_id = %delivery.message_id, error = %e, "visibility extension failed");
-                }
-            }
-            at += period;
-        }
-    };
-    tokio::select! {
-        out = work => out,
-        never = beat => never,
-    }
 }
 
 /// Dead-letter what did not parse, serialize by key, skip duplicates, run the workflow with

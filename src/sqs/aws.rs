@@ -16,8 +16,8 @@ use aws_sdk_sqs::types::{
 use tracing::Instrument;
 
 use super::{
-    CALL_TIMEOUT, Delivery, DlqOrigin, EntryFailure, Queue, QueueError, QueueErrorKind,
-    SqsOperation, receive_timeout,
+    BATCH_LIMIT, CALL_TIMEOUT, Delivery, DlqOrigin, EntryFailure, Queue, QueueError,
+    QueueErrorKind, SqsOperation, receive_timeout,
 };
 use crate::config::{Config, MAX_VISIBILITY};
 use crate::telemetry::metrics::metrics;
@@ -265,7 +265,7 @@ impl Queue for SqsQueue {
             .receiver(wait)
             .receive_message()
             .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .max_number_of_messages(max.clamp(1, BATCH_LIMIT) as i32)
             .wait_time_seconds(wait.as_secs() as i32)
             .visibility_timeout(visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
@@ -352,27 +352,6 @@ impl Queue for SqsQueue {
                 ))
             })?;
         Ok(entry_failures(out.failed()))
-    }
-
-    /// Sets one message's visibility (the heartbeat's renewal).
-    async fn change_visibility(&self, receipt: &str, d: Duration) -> Result<(), QueueError> {
-        let _timer = metrics().sqs_call(SqsOperation::ChangeMessageVisibility);
-        let call = ClientSpan::sqs(SqsOperation::ChangeMessageVisibility, &self.url);
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.url)
-            .receipt_handle(receipt)
-            .visibility_timeout(d.as_secs().min(MAX_VISIBILITY.as_secs()) as i32)
-            .send()
-            .instrument(call.span().clone())
-            .await
-            .map_err(|e| {
-                call.fail(QueueError::from_sdk(
-                    SqsOperation::ChangeMessageVisibility,
-                    e,
-                ))
-            })?;
-        Ok(())
     }
 
     /// Sends one message with string attributes. On a FIFO queue `group` is required and the

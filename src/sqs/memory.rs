@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant as StdInstant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -32,6 +32,8 @@ struct State {
     failures: HashMap<SqsOperation, VecDeque<QueueErrorKind>>,
     /// Batch entries to refuse as SQS's own (transient) failure, per operation: how many.
     refusals: HashMap<SqsOperation, usize>,
+    /// How long each call of an operation takes to be answered.
+    delays: HashMap<SqsOperation, Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +129,11 @@ impl MemoryQueue {
         *self.state().refusals.entry(operation).or_default() += n;
     }
 
+    /// Answers each later call of `operation` only after `delay` (its effect lands then).
+    pub(crate) fn delay(&self, operation: SqsOperation, delay: Duration) {
+        self.state().delays.insert(operation, delay);
+    }
+
     /// Every call so far, in order.
     pub(crate) fn calls(&self) -> Vec<Call> {
         self.state().calls.clone()
@@ -187,15 +194,22 @@ impl MemoryQueue {
 
     /// Records a call and applies its scripted failure.
     async fn call(&self, operation: SqsOperation, entries: usize) -> Result<(), QueueError> {
-        let failure = {
+        let (failure, delay) = {
             let mut s = self.state();
             s.calls.push(Call {
                 operation,
                 entries,
                 at: Instant::now(),
             });
-            s.failures.get_mut(&operation).and_then(VecDeque::pop_front)
+            let delay = s.delays.get(&operation).copied();
+            (
+                s.failures.get_mut(&operation).and_then(VecDeque::pop_front),
+                delay,
+            )
         };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         match failure {
             Some(kind) => Err(QueueError {
                 operation,
@@ -241,7 +255,8 @@ impl MemoryQueue {
                 sequence_number: fifo.then_some(m.sequence),
                 sent_at: Some(m.sent_at),
                 attributes: m.attributes.clone(),
-                received_at: StdInstant::now(),
+                // The tokio clock's, so that it stands still in a test that pauses it.
+                received_at: now.into_std(),
                 received_in: None,
             });
         }
@@ -300,7 +315,7 @@ impl Queue for MemoryQueue {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let max = max.clamp(1, 10);
+        let max = max.clamp(1, super::BATCH_LIMIT);
         self.call(SqsOperation::ReceiveMessage, max).await?;
         let until = Instant::now() + wait;
         loop {
@@ -353,34 +368,6 @@ impl Queue for MemoryQueue {
             &receipts,
             |messages, i, entry| messages[i].visible_at = now + entries[entry].1,
         ))
-    }
-
-    async fn change_visibility(
-        &self,
-        receipt: &str,
-        visibility: Duration,
-    ) -> Result<(), QueueError> {
-        self.call(SqsOperation::ChangeMessageVisibility, 1).await?;
-        let at = Instant::now() + visibility;
-        let failed = self.per_entry(
-            SqsOperation::ChangeMessageVisibility,
-            &[receipt],
-            |m, i, _| {
-                m[i].visible_at = at;
-            },
-        );
-        match failed.first() {
-            None => Ok(()),
-            Some(f) => Err(QueueError {
-                operation: SqsOperation::ChangeMessageVisibility,
-                kind: if f.sender_fault {
-                    QueueErrorKind::Rejected
-                } else {
-                    QueueErrorKind::Transient
-                },
-                message: format!("{}: {}", f.code, f.message),
-            }),
-        }
     }
 
     async fn send(

@@ -16,6 +16,9 @@ pub(crate) use crate::labels::SqsOperation;
 pub use aws::SqsQueue;
 pub use delivery::Delivery;
 
+/// SQS's limit on the entries of a batch call and the messages of one receive.
+pub(crate) const BATCH_LIMIT: usize = 10;
+
 /// Longest a ReceiveMessage may take beyond its long-poll wait before it counts as failed.
 pub(crate) const RECEIVE_MARGIN: Duration = Duration::from_secs(5);
 
@@ -51,13 +54,6 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
         &self,
         entries: &[(&str, Duration)],
     ) -> Result<Vec<EntryFailure>, QueueError>;
-
-    /// Sets one message's visibility (the heartbeat's renewal).
-    async fn change_visibility(
-        &self,
-        receipt: &str,
-        visibility: Duration,
-    ) -> Result<(), QueueError>;
 
     /// Sends one message with string attributes; returns its message id. On a FIFO queue
     /// `group` is required, and the deduplication id makes a repeated send harmless.

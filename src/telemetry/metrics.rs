@@ -232,7 +232,7 @@ impl Metrics {
             renewals: counter_vec(
                 &r,
                 "sqs_visibility_extensions_total",
-                "Heartbeat renewals of an in-flight message's visibility, by result (ok, error).",
+                "Renewals of an in-flight message's visibility, one per message, by result (ok, error).",
                 &["result"],
             ),
             message_age: {
@@ -484,7 +484,7 @@ impl Metrics {
         self.retries.with_label_values(&[step.as_str()]).inc();
     }
 
-    /// The heartbeat renewed (or failed to renew) a message's visibility.
+    /// A message's visibility was renewed (or the renewal failed).
     pub(crate) fn visibility_extended(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.renewals.with_label_values(&[result]).inc();

@@ -246,7 +246,6 @@ async fn every_known_series_is_exported_at_zero_from_the_start() {
         "ReceiveMessage",
         "DeleteMessageBatch",
         "ChangeMessageVisibilityBatch",
-        "ChangeMessageVisibility",
         "SendMessage",
         "GetQueueAttributes",
         "GetQueueUrl",

@@ -166,7 +166,7 @@ async fn two_events_for_one_reservation_never_run_at_once() {
     assert_ne!(keys[0], keys[2]);
 }
 
-/// Found by attacking the promise: on a FIFO queue whose ChangeMessageVisibility calls were
+/// Found by attacking the promise: on a FIFO queue whose visibility renewals were
 /// throttled while a peer was slow, the visibility lapsed and SQS handed the message out again
 /// and again: one message ran three times at once in one process, and the next message of its
 /// group started before the first one's last call ended.
@@ -174,7 +174,7 @@ async fn two_events_for_one_reservation_never_run_at_once() {
 async fn a_lapsed_visibility_runs_no_message_twice_at_once_nor_its_group_out_of_order() {
     let h = Harness::start_fifo().await;
     h.sqs.sim().inject(
-        SqsOperation::ChangeMessageVisibility,
+        SqsOperation::ChangeMessageVisibilityBatch,
         None,
         SqsFault::Throttle,
         None,

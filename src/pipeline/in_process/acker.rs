@@ -133,7 +133,7 @@ async fn an_entry_refused_as_the_senders_fault_is_not_sent_again() {
     let s = setup(2).await;
     // The message was received again: the first receipt is stale.
     s.queue
-        .change_visibility(&s.deliveries[0].receipt_handle, Duration::ZERO)
+        .change_visibility_batch(&[(&s.deliveries[0].receipt_handle, Duration::ZERO)])
         .await
         .expect("release");
     let again = s

@@ -4,9 +4,9 @@
 //! (whose sockets need the real clock).
 
 mod acker;
-mod heartbeat;
 mod pipeline;
 mod poller;
+mod renewal;
 
 use std::sync::Arc;
 use std::time::Duration;
