@@ -66,6 +66,13 @@ fn worker_bin() -> std::ffi::OsString {
 /// Downstream latency of the Little's-law runs, per call; a workflow is two calls.
 const PEER_LATENCY: Duration = Duration::from_millis(20);
 
+/// The renewal run: peers this slow per call and this visibility keep every message in flight
+/// past half its visibility twice, so each is renewed about twice while it is worked on.
+const RENEWAL_PEER_LATENCY: Duration = Duration::from_millis(1_200);
+const RENEWAL_VISIBILITY_SECS: u64 = 2;
+const RENEWAL_CONCURRENCY: usize = 500;
+const RENEWAL_N: usize = 2_000;
+
 /// How the worker (and the floor beside it) speak to the reservation API.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum RestHttp {
@@ -143,12 +150,15 @@ enum Part {
     Startup,
     /// What an id costs in the duplicate memory.
     Dedupe,
+    /// Slow messages whose visibility is renewed while they are worked on.
+    Renewal,
 }
 
 impl Part {
-    const ALL: [Part; 6] = [
+    const ALL: [Part; 7] = [
         Part::Drain,
         Part::Scale,
+        Part::Renewal,
         Part::Leak,
         Part::Pickup,
         Part::Startup,
@@ -163,6 +173,7 @@ impl Part {
             Part::Pickup => "pickup",
             Part::Startup => "startup",
             Part::Dedupe => "dedupe",
+            Part::Renewal => "renewal",
         }
     }
 
@@ -379,6 +390,24 @@ async fn run() -> anyhow::Result<bool> {
             run.audit.line()
         );
         report.h2.push((c, run, floor));
+    }
+
+    // Slow messages: what renewing their visibility costs.
+    if plan.runs(Part::Renewal) {
+        let run = worker_drain_with(
+            &fast,
+            RENEWAL_CONCURRENCY,
+            RENEWAL_N,
+            RENEWAL_PEER_LATENCY,
+            RestHttp::Http1,
+            &[(
+                "SQS_VISIBILITY_TIMEOUT",
+                RENEWAL_VISIBILITY_SECS.to_string(),
+            )],
+        )
+        .await?;
+        eprintln!("{}", renewal_line(&run));
+        report.renewal = Some(run);
     }
 
     // 3. Memory over a long run.
@@ -744,15 +773,16 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Worker {
-    /// Starts the worker with exactly these variables (plus PATH). Logs are the production
-    /// default, `LOG_LEVEL=info` as JSON lines, written to a pipe this process reads and
-    /// discards, like a container runtime's log pipe.
+    /// Starts the worker with exactly these variables (plus PATH, and `settings`). Logs are the
+    /// production default, `LOG_LEVEL=info` as JSON lines, written to a pipe this process reads
+    /// and discards, like a container runtime's log pipe.
     fn spawn(
         endpoint: &Endpoint,
         queue: &str,
         peers: &Peers,
         concurrency: usize,
         http: RestHttp,
+        settings: &[(&str, String)],
     ) -> anyhow::Result<Worker> {
         let http_port = free_port()?;
         let grpc_port = free_port()?;
@@ -769,6 +799,7 @@ impl Worker {
             .env("LOG_LEVEL", "info")
             .env("LOG_FORMAT", "json")
             .envs((http == RestHttp::H2c).then_some(("RESERVATION_API_HTTP2", "prior-knowledge")))
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -836,6 +867,18 @@ impl Worker {
             );
             tokio::time::sleep(every).await;
         }
+    }
+
+    /// Messages whose visibility it renewed, from its `/metrics`.
+    async fn renewed(&self, http: &reqwest::Client) -> anyhow::Result<u64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let text = http.get(&url).send().await?.text().await?;
+        let series = "sqs_visibility_extensions_total{result=\"ok\"} ";
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .with_context(|| format!("no {series} in /metrics"))?;
+        Ok(value.trim().parse::<f64>().context(series)? as u64)
     }
 
     fn stderr(&self) -> String {
@@ -1000,6 +1043,8 @@ struct WorkerRun {
     sys_cpu: Duration,
     /// (fraction of the drain done, VmRSS KiB) at each depth sample.
     rss_samples: Vec<(f64, u64)>,
+    /// Messages whose visibility was renewed (`sqs_visibility_extensions_total{result="ok"}`).
+    renewed: u64,
     audit: Audit,
 }
 
@@ -1010,6 +1055,8 @@ struct SqsCalls {
     received: u64,
     delete_batches: u64,
     deleted: u64,
+    /// ChangeMessageVisibility calls, single and batched.
+    visibility_calls: u64,
 }
 
 impl SqsCalls {
@@ -1020,6 +1067,10 @@ impl SqsCalls {
             received: after.messages_received - before.messages_received,
             delete_batches: after.delete_message_batch - before.delete_message_batch,
             deleted: after.messages_deleted - before.messages_deleted,
+            visibility_calls: after.change_message_visibility
+                + after.change_message_visibility_batch
+                - before.change_message_visibility
+                - before.change_message_visibility_batch,
         }
     }
 
@@ -1041,6 +1092,7 @@ impl SqsCalls {
             "messages_received": self.received,
             "delete_batches": self.delete_batches,
             "messages_deleted": self.deleted,
+            "visibility_calls": self.visibility_calls,
         })
     }
 }
@@ -1063,12 +1115,24 @@ async fn worker_drain(
     latency: Duration,
     http: RestHttp,
 ) -> anyhow::Result<WorkerRun> {
+    worker_drain_with(endpoint, concurrency, n, latency, http, &[]).await
+}
+
+/// [`worker_drain`] with settings beyond the production defaults.
+async fn worker_drain_with(
+    endpoint: &Endpoint,
+    concurrency: usize,
+    n: usize,
+    latency: Duration,
+    http: RestHttp,
+    settings: &[(&str, String)],
+) -> anyhow::Result<WorkerRun> {
     let run = run_name("w");
     let (queue, dlq) = endpoint.queues(&run).await?;
     endpoint.preload(&queue, &run, n).await?;
     let peers = Peers::start(latency).await?;
     let stats_before = endpoint.stats();
-    let mut worker = Worker::spawn(endpoint, &queue, &peers, concurrency, http)?;
+    let mut worker = Worker::spawn(endpoint, &queue, &peers, concurrency, http, settings)?;
     let http = reqwest::Client::new();
     let start = worker.wait_ready(&http, Duration::from_millis(5)).await?;
     let (user_at_start, sys_at_start) = proc_cpu_split(worker.pid())?;
@@ -1097,6 +1161,7 @@ async fn worker_drain(
         worker.log_bytes.load(Ordering::Relaxed),
         worker.log_lines.load(Ordering::Relaxed),
     );
+    let renewed = worker.renewed(&http).await?;
     worker.stop().await?;
     let audit = Audit::check(endpoint, &peers, &run, n, &queue, &dlq).await?;
     Ok(WorkerRun {
@@ -1112,6 +1177,7 @@ async fn worker_drain(
         harness_cpu,
         sys_cpu: sys,
         rss_samples,
+        renewed,
         audit,
     })
 }
@@ -1190,6 +1256,21 @@ async fn long_run(endpoint: &Endpoint, concurrency: usize, n: usize) -> anyhow::
         run: worker_drain(endpoint, concurrency, n, Duration::ZERO, RestHttp::Http1).await?,
         concurrency,
     })
+}
+
+/// The renewal run in a line: renewals, the calls that carried them, CPU.
+fn renewal_line(r: &WorkerRun) -> String {
+    let calls = r.sqs.as_ref().map_or(0, |s| s.visibility_calls);
+    format!(
+        "{} renewals ({:.2} per event) in {} calls ({:.1} each); {:.0}/s; CPU {:.0} µs/event; {}",
+        r.renewed,
+        r.renewed as f64 / r.n as f64,
+        calls,
+        r.renewed as f64 / calls.max(1) as f64,
+        r.rate,
+        r.cpu_us_per_event(),
+        r.audit.line()
+    )
 }
 
 /// What a bare-loop drain measured.
@@ -1404,7 +1485,7 @@ async fn pickup_latency(endpoint: &Endpoint, sends: usize) -> anyhow::Result<Lat
     let run = run_name("p");
     let (queue, _dlq) = endpoint.queues(&run).await?;
     let peers = Peers::start(Duration::ZERO).await?;
-    let mut worker = Worker::spawn(endpoint, &queue, &peers, 20, RestHttp::Http1)?;
+    let mut worker = Worker::spawn(endpoint, &queue, &peers, 20, RestHttp::Http1, &[])?;
     worker
         .wait_ready(&reqwest::Client::new(), Duration::from_millis(20))
         .await?;
@@ -1452,7 +1533,7 @@ async fn startup(endpoint: &Endpoint, times: usize) -> anyhow::Result<Latencies>
     let mut samples = Vec::with_capacity(times);
     for _ in 0..times {
         let start = Instant::now();
-        let mut worker = Worker::spawn(endpoint, &queue, &peers, 20, RestHttp::Http1)?;
+        let mut worker = Worker::spawn(endpoint, &queue, &peers, 20, RestHttp::Http1, &[])?;
         let ready = worker.wait_ready(&http, Duration::from_millis(1)).await?;
         samples.push(ready - start);
         worker.stop().await?;
@@ -1480,6 +1561,8 @@ struct Report {
     pickup: Option<Latencies>,
     startup: Option<Latencies>,
     leak: Option<LongRun>,
+    /// The run of slow messages renewed while worked on.
+    renewal: Option<WorkerRun>,
     /// 20 ms runs with the REST peer over h2c: (concurrency, worker, contract floor).
     h2: Vec<(usize, WorkerRun, FloorRun)>,
     /// What the fast endpoint served over the whole run.
@@ -1626,6 +1709,22 @@ impl Report {
                 None,
             );
         }
+        if let Some(r) = &self.renewal {
+            ok &= r.audit.ok();
+            row(
+                &mut t,
+                format!(
+                    "renewals: {} events at c={}, {} s visibility, peers {} ms per call",
+                    r.n,
+                    RENEWAL_CONCURRENCY,
+                    RENEWAL_VISIBILITY_SECS,
+                    RENEWAL_PEER_LATENCY.as_millis()
+                ),
+                renewal_line(r),
+                "reference".into(),
+                None,
+            );
+        }
         if let Some(l) = &self.leak {
             ok &= l.ok();
             row(
@@ -1744,6 +1843,13 @@ impl Report {
                 "startup_ms": Targets::STARTUP_MS,
                 "leak_kib_max": LEAK_LIMIT_KIB,
             },
+            "renewal": self.renewal.as_ref().map(|r| json!({
+                "concurrency": RENEWAL_CONCURRENCY,
+                "visibility_s": RENEWAL_VISIBILITY_SECS,
+                "peer_latency_ms": RENEWAL_PEER_LATENCY.as_millis() as u64,
+                "messages_renewed": r.renewed,
+                "worker": worker(r),
+            })),
             "long_run": self.leak.as_ref().map(|l| {
                 let (warm, max, end) = l.rss();
                 json!({

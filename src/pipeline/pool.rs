@@ -245,17 +245,22 @@ async fn settle(
         let _running = shared.running.lock(&delivery.message_id).await;
         decide(&shared, &delivery, parsed).await
     };
-    let work = async {
-        tokio::select! {
-            d = work => d,
-            _ = shared.hard_stop.cancelled() => Disposition::Release,
-        }
+    let disposition = {
+        // Pinned here and borrowed below: each async layer that took it by value would hold a
+        // copy of its state (it is most of the task's size).
+        let mut work = std::pin::pin!(work);
+        let cut_short = async {
+            tokio::select! {
+                d = &mut work => d,
+                _ = shared.hard_stop.cancelled() => Disposition::Release,
+            }
+        };
+        shared
+            .renewals
+            .hidden_while(&delivery, &span, cut_short)
+            .instrument(span.clone())
+            .await
     };
-    let disposition = shared
-        .renewals
-        .hidden_while(&delivery, &span, work)
-        .instrument(span.clone())
-        .await;
     if let Some(place) = place {
         shared
             .groups

@@ -2,7 +2,8 @@
 //! is renewed at half the visibility timeout, counted from its receive and then from its last
 //! renewal, with `ChangeMessageVisibilityBatch`, ten to a call. Messages falling due close
 //! together are renewed together, a little early: they then stay in step, so many slow messages
-//! cost one call per ten instead of one each.
+//! cost one call per ten instead of one each. A message joins the schedule only shortly before
+//! its first renewal is due: most are finished by then, and cost a timer, not a place in it.
 //!
 //! A renewal still under way when its message finishes is waited for before the message's
 //! disposition is written: landing after the acker's visibility change, it would undo it.
@@ -95,9 +96,17 @@ impl Renewals {
         span: &Span,
         work: F,
     ) -> F::Output {
+        let due = Instant::from_std(delivery.received_at) + self.inner.period();
+        // Most messages finish long before their first renewal: only a slow one joins the
+        // schedule, early enough to share the call of any due just before it.
+        tokio::pin!(work);
+        tokio::select! {
+            out = &mut work => return out,
+            () = tokio::time::sleep_until(due - self.inner.early()) => {}
+        }
         let watch = Watch {
             inner: &self.inner,
-            key: self.inner.add(delivery, span),
+            key: self.inner.add(delivery, span, due),
         };
         let out = work.await;
         watch.end().await;
@@ -114,8 +123,12 @@ impl Inner {
         self.visibility / 2
     }
 
-    fn add(&self, delivery: &Delivery, span: &Span) -> u64 {
-        let at = Instant::from_std(delivery.received_at) + self.period();
+    /// How far ahead of its time a message may be renewed to share a call.
+    fn early(&self) -> Duration {
+        self.period() / EARLY_SHARE
+    }
+
+    fn add(&self, delivery: &Delivery, span: &Span, at: Instant) -> u64 {
         let mut s = self.schedule();
         let key = s.next_key;
         s.next_key += 1;
@@ -193,7 +206,7 @@ impl Drop for Watch<'_> {
 /// The renewal task: sleeps until the soonest message is due, then renews it with every other
 /// due within a tenth of a period, each ten in a call of their own.
 async fn renew(inner: Arc<Inner>, stop: CancellationToken) {
-    let early = inner.period() / EARLY_SHARE;
+    let early = inner.early();
     let mut calls = JoinSet::new();
     loop {
         let sooner = inner.sooner.notified();
