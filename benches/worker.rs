@@ -1620,9 +1620,13 @@ impl Report {
         let mut t = String::new();
         let mut ok = true;
         let _ = writeln!(t, "\nreservation-worker bench — {}", machine.line());
+        let bin = worker_bin();
+        let size = std::fs::metadata(&bin).map_or(0, |m| m.len());
         let _ = writeln!(
             t,
-            "worker: release build, production settings (LOG_LEVEL=info JSON to a pipe, SQS_WAIT_TIME=20); peers and SQS endpoints in the bench process; both share the cores above"
+            "worker: {} ({:.2} MB), production settings (LOG_LEVEL=info JSON to a pipe, SQS_WAIT_TIME=20); peers and SQS endpoints in the bench process; both share the cores above",
+            bin.to_string_lossy(),
+            size as f64 / 1e6
         );
         let _ = writeln!(
             t,

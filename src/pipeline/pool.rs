@@ -78,7 +78,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of `settings.concurrency` slots writing dispositions to `acks`.
+    /// A pool of `settings.concurrency` slots writing dispositions to `acks`. Starts the
+    /// visibility renewal task, so it must be made inside a tokio runtime.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: PoolSettings,
@@ -246,20 +247,15 @@ async fn settle(
         decide(&shared, &delivery, parsed).await
     };
     let disposition = {
-        // Pinned here and borrowed below: each async layer that took it by value would hold a
-        // copy of its state (it is most of the task's size).
+        // Pinned here and borrowed below: an async layer that took it by value would hold a
+        // copy of its state (most of the task's size).
         let mut work = std::pin::pin!(work);
-        let cut_short = async {
-            tokio::select! {
-                d = &mut work => d,
-                _ = shared.hard_stop.cancelled() => Disposition::Release,
-            }
-        };
-        shared
-            .renewals
-            .hidden_while(&delivery, &span, cut_short)
-            .instrument(span.clone())
-            .await
+        tokio::select! {
+            d = shared.renewals.hidden_while(&delivery, &span, &mut work).instrument(span.clone()) => d,
+            // Out of time: neither the work nor a renewal under way is waited for (the message
+            // reappears a visibility later at the latest).
+            _ = shared.hard_stop.cancelled() => Disposition::Release,
+        }
     };
     if let Some(place) = place {
         shared

@@ -161,6 +161,39 @@ async fn a_refused_entry_is_tried_again_soon_and_the_others_wait_a_period() {
     queue.refuse_entries(RENEW, 1);
     futures::future::join_all(batch.iter().map(|d| work(&renewals, d, 25.0))).await;
     assert_eq!(renewals_since(&queue, start), [(15_000, 2), (18_750, 1)]);
+    // The refused one was the one tried again: one is hidden from 15 s, the other from 18.75 s.
+    let mut hidden_until: Vec<u128> = batch
+        .iter()
+        .map(|d| (queue.visible_at(&d.message_id).expect("there") - start).as_millis())
+        .collect();
+    hidden_until.sort_unstable();
+    assert_eq!(hidden_until, [45_000, 48_750]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_takes_long_to_fail_is_retried_before_the_last_renewal_runs_out() {
+    let (queue, renewals) = setup();
+    let start = Instant::now();
+    let d = received(&queue, 1).await.remove(0);
+    // Answered after 14 s, with a failure: a quarter period later would be 32.75 s, after the
+    // receive's visibility ran out at 30 s.
+    queue.delay(RENEW, Duration::from_secs(14));
+    queue.fail(RENEW, &[QueueErrorKind::Transient]);
+    work(&renewals, &d, 31.0).await;
+    assert_eq!(renewals_since(&queue, start), [(15_000, 1), (30_000, 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_renewal_task_stops_when_the_renewals_are_dropped() {
+    let (queue, renewals) = setup();
+    assert_eq!(
+        Arc::strong_count(&queue),
+        2,
+        "the renewal task holds the queue"
+    );
+    drop(renewals);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(Arc::strong_count(&queue), 1, "and lets go of it");
 }
 
 #[tokio::test(start_paused = true)]
