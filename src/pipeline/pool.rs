@@ -96,7 +96,7 @@ impl Pool {
             tracker: TaskTracker::new(),
             shared: Arc::new(Shared {
                 recent: RecentlyCompleted::new(settings.dedupe_capacity, settings.dedupe_ttl),
-                renewals: Renewals::start(queue.clone(), settings.visibility),
+                renewals: Renewals::start(queue.clone(), settings.visibility, status.clone()),
                 settings,
                 span_names: SpanNames::new(queue.url()),
                 peers,

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Span;
 
+use crate::health::WorkerStatus;
 use crate::sqs::{BATCH_LIMIT, Delivery, EntryFailure, Queue, QueueError};
 use crate::telemetry::metrics::metrics;
 
@@ -82,8 +83,14 @@ struct Renewal {
 
 impl Renewals {
     /// Starts the renewal task, renewing to `visibility` through `queue`, whose calls should
-    /// give up on their own (the pipeline's write queue does, after its write timeout).
-    pub(crate) fn start(queue: Arc<dyn Queue>, visibility: Duration) -> Renewals {
+    /// give up on their own (the pipeline's write queue does, after its write timeout). If the
+    /// task ever stopped before the renewals are dropped, `status` fails `/health`: messages
+    /// would lapse while they are worked on.
+    pub(crate) fn start(
+        queue: Arc<dyn Queue>,
+        visibility: Duration,
+        status: Arc<WorkerStatus>,
+    ) -> Renewals {
         let renewer = Arc::new(Renewer {
             queue,
             visibility,
@@ -92,7 +99,11 @@ impl Renewals {
             answered: Notify::new(),
         });
         let stop = CancellationToken::new();
-        tokio::spawn(renew(renewer.clone(), stop.clone()));
+        tokio::spawn(status.supervise(
+            "visibility renewal",
+            stop.clone(),
+            renew(renewer.clone(), stop.clone()),
+        ));
         Renewals {
             renewer,
             _stop: stop.drop_guard(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Span;
 
+use crate::health::{Liveness, WorkerStatus};
 use crate::pipeline::renewal::Renewals;
 use crate::sqs::memory::MemoryQueue;
 use crate::sqs::{Delivery, Queue, QueueErrorKind, SqsOperation};
@@ -18,7 +19,7 @@ const RENEW: SqsOperation = SqsOperation::ChangeMessageVisibilityBatch;
 
 fn setup() -> (Arc<MemoryQueue>, Renewals) {
     let queue = Arc::new(MemoryQueue::new("memory://events"));
-    let renewals = Renewals::start(queue.clone(), VISIBILITY);
+    let renewals = Renewals::start(queue.clone(), VISIBILITY, Arc::default());
     (queue, renewals)
 }
 
@@ -184,16 +185,19 @@ async fn a_call_that_takes_long_to_fail_is_retried_before_the_last_renewal_runs_
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_renewal_task_stops_when_the_renewals_are_dropped() {
-    let (queue, renewals) = setup();
-    assert_eq!(
-        Arc::strong_count(&queue),
-        2,
-        "the renewal task holds the queue"
-    );
+async fn the_renewal_task_stops_when_the_renewals_are_dropped_and_health_stays_good() {
+    let queue = Arc::new(MemoryQueue::new("memory://events"));
+    let status = Arc::new(WorkerStatus::default());
+    let renewals = Renewals::start(queue.clone(), VISIBILITY, status.clone());
+    assert_eq!(Arc::strong_count(&queue), 2, "the task holds the queue");
     drop(renewals);
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(Arc::strong_count(&queue), 1, "and lets go of it");
+    assert!(
+        !matches!(status.liveness(), Liveness::Stopped { .. }),
+        "a stop asked for is not a failure: {:?}",
+        status.liveness()
+    );
 }
 
 #[tokio::test(start_paused = true)]
