@@ -56,6 +56,17 @@ struct Schedule {
     due: BTreeSet<(Instant, u64)>,
 }
 
+impl Schedule {
+    /// Takes a message out, and out of the order it was due in.
+    fn forget(&mut self, key: u64) {
+        if let Some(h) = self.held.remove(&key)
+            && let State::Due(at) = h.state
+        {
+            self.due.remove(&(at, key));
+        }
+    }
+}
+
 /// A message kept hidden while it is worked on.
 struct Held {
     receipt: Arc<str>,
@@ -177,18 +188,11 @@ impl Renewer {
     /// lock, so that the renewal task cannot take it for a call in between.
     fn leave(&self, key: u64) -> bool {
         let mut s = self.schedule();
-        match s.held.get(&key).map(|h| h.state) {
-            Some(State::Renewing) => false,
-            Some(State::Due(at)) => {
-                s.due.remove(&(at, key));
-                s.held.remove(&key);
-                true
-            }
-            Some(State::Refused) | None => {
-                s.held.remove(&key);
-                true
-            }
+        if s.held.get(&key).is_some_and(|h| h.state == State::Renewing) {
+            return false;
         }
+        s.forget(key);
+        true
     }
 
     /// Takes out every message due by `by`, marked as being renewed.
@@ -257,12 +261,7 @@ impl Hold<'_> {
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
-        let mut s = self.renewer.schedule();
-        if let Some(h) = s.held.remove(&self.key)
-            && let State::Due(at) = h.state
-        {
-            s.due.remove(&(at, self.key));
-        }
+        self.renewer.schedule().forget(self.key);
     }
 }
 
