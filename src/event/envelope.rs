@@ -11,7 +11,7 @@
 //! it came in, so the same mistake gives the same DLQ reason; only problems with the SNS
 //! wrapper itself name its fields (`Message`, `MessageId`).
 
-use serde_json::{Map, Value};
+use super::json::{Json, Object};
 
 use super::validate::{self, Fields, MAX_TEXT_BYTES, describe, invalid};
 use super::{
@@ -106,9 +106,9 @@ fn of_type(t: Option<EventType>) -> impl Fn(EventError) -> EventError + Copy {
 /// Parses text that must hold a JSON object. The error text is the reason alone; the caller
 /// says where the text came from. serde_json's recursion limit turns deep nesting into an
 /// ordinary error, and nothing here recurses.
-fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(obj)) => Ok(obj),
+fn parse_object(text: &str) -> Result<Object<'_>, String> {
+    match Json::parse(text) {
+        Ok(Json::Object(obj)) => Ok(obj),
         Ok(other) => Err(format!(
             "expected a JSON object, found {}",
             describe(&other)
@@ -118,16 +118,16 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, String> {
 }
 
 /// Whether a parsed body is an SNS notification (raw message delivery off).
-fn is_sns_notification(obj: &Map<String, Value>) -> bool {
-    obj.get("Type").and_then(Value::as_str) == Some("Notification")
+fn is_sns_notification(obj: &Object<'_>) -> bool {
+    obj.get("Type").and_then(Json::as_str) == Some("Notification")
 }
 
 /// Returns the envelope held (as a JSON string) in an SNS notification's `Message`. Only one
 /// level is unwrapped: a notification inside a notification is a routing mistake, not
 /// something to follow.
-fn unwrap_sns(outer: &Map<String, Value>) -> Result<Map<String, Value>, EventError> {
+fn unwrap_sns<'a>(outer: &'a Object<'_>) -> Result<Object<'a>, EventError> {
     let message = match outer.get("Message") {
-        Some(Value::String(s)) => s,
+        Some(Json::String(s)) => s,
         Some(other) => {
             return Err(invalid(
                 "Message",
@@ -176,7 +176,7 @@ fn route(envelope: &Fields<'_>) -> Result<Route, EventError> {
             ));
         }
     };
-    let Value::String(name) = value else {
+    let Json::String(name) = value else {
         return Err(invalid(
             field,
             format!(
@@ -185,7 +185,7 @@ fn route(envelope: &Fields<'_>) -> Result<Route, EventError> {
             ),
         ));
     };
-    match name.as_str() {
+    match name.as_ref() {
         "reservation.expired" | "reservation.hold.expired" => {
             Ok(Route::Type(EventType::ReservationExpired))
         }
@@ -307,10 +307,10 @@ fn payment(detail: &Fields<'_>, failed: bool) -> Result<Payment, EventError> {
 fn payment_status_updated(detail: &Fields<'_>) -> Result<EventKind, EventError> {
     let expected = format!("expected {STATUS_COMPLETED} or {STATUS_FAILED}");
     match detail.get("status") {
-        Some(Value::String(s)) if s == STATUS_COMPLETED => Ok(EventKind::PaymentApproved(
+        Some(Json::String(s)) if s == STATUS_COMPLETED => Ok(EventKind::PaymentApproved(
             payment(detail, false).map_err(of_type(Some(EventType::PaymentApproved)))?,
         )),
-        Some(Value::String(s)) if s == STATUS_FAILED => Ok(EventKind::PaymentFailed(
+        Some(Json::String(s)) if s == STATUS_FAILED => Ok(EventKind::PaymentFailed(
             payment(detail, true).map_err(of_type(Some(EventType::PaymentFailed)))?,
         )),
         Some(other) => Err(invalid(
@@ -328,7 +328,7 @@ fn payment_status_updated(detail: &Fields<'_>) -> Result<EventKind, EventError> 
 mod tests {
     use super::*;
     use crate::event::{MAX_SEATS, MessageContext};
-    use serde_json::json;
+    use serde_json::{Value, json};
     use std::collections::HashMap;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

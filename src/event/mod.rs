@@ -4,6 +4,7 @@
 mod envelope;
 #[cfg(any(test, fuzzing))]
 pub mod invariants;
+mod json;
 mod validate;
 
 pub use envelope::parse;

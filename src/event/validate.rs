@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
+use super::json::{Json, Object};
 
 use super::{EventError, MAX_ID_LEN, MAX_SEATS};
 
@@ -75,16 +75,16 @@ pub(super) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> E
 }
 
 /// A short, bounded description of a JSON value for the "found …" part of an error.
-pub(super) fn describe(v: &Value) -> String {
+pub(super) fn describe(v: &Json<'_>) -> String {
     match v {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => describe_str(s),
-        Value::Array(a) if a.len() == 1 => "an array of 1 item".to_owned(),
-        Value::Array(a) => format!("an array of {} items", a.len()),
-        Value::Object(o) if o.len() == 1 => "an object with 1 key".to_owned(),
-        Value::Object(o) => format!("an object with {} keys", o.len()),
+        Json::Null => "null".to_owned(),
+        Json::Bool(b) => format!("boolean {b}"),
+        Json::Number(n) => format!("number {n}"),
+        Json::String(s) => describe_str(s),
+        Json::Array(a) if a.len() == 1 => "an array of 1 item".to_owned(),
+        Json::Array(a) => format!("an array of {} items", a.len()),
+        Json::Object(o) if o.len() == 1 => "an object with 1 key".to_owned(),
+        Json::Object(o) => format!("an object with {} keys", o.len()),
     }
 }
 
@@ -100,9 +100,9 @@ pub(super) fn describe_str(s: &str) -> String {
 /// Checks an id (reservation, event, payment, user, seat, envelope): a string that is
 /// non-empty after trimming, at most [`MAX_ID_LEN`] bytes, without control characters.
 /// Returns the trimmed id, because ids become idempotency keys and lookup keys downstream.
-pub(super) fn id(field: &(impl FieldName + ?Sized), v: &Value) -> Result<String, EventError> {
+pub(super) fn id(field: &(impl FieldName + ?Sized), v: &Json<'_>) -> Result<String, EventError> {
     match v {
-        Value::String(s) => id_str(field, s),
+        Json::String(s) => id_str(field, s),
         other => Err(invalid(
             field.name(),
             format!("expected a string, found {}", describe(other)),
@@ -150,7 +150,7 @@ pub(super) fn id_str(field: &(impl FieldName + ?Sized), s: &str) -> Result<Strin
 /// empty, not a dot segment, nor one percent-encoded (for a server that decodes twice).
 pub(super) fn path_segment_id(
     field: &(impl FieldName + ?Sized),
-    v: &Value,
+    v: &Json<'_>,
 ) -> Result<String, EventError> {
     let id = id(field, v)?;
     let refuse = |why: &str| {
@@ -179,9 +179,12 @@ pub(super) fn path_segment_id(
 /// [`id`] for the envelope id, which is also sent as the `Idempotency-Key` HTTP header: a
 /// header value holds visible ASCII and spaces only, so anything else is refused here, naming
 /// the field, rather than failing every request later.
-pub(super) fn key_id(field: &(impl FieldName + ?Sized), v: &Value) -> Result<String, EventError> {
+pub(super) fn key_id(
+    field: &(impl FieldName + ?Sized),
+    v: &Json<'_>,
+) -> Result<String, EventError> {
     match v {
-        Value::String(s) => key_id_str(field, s),
+        Json::String(s) => key_id_str(field, s),
         other => id(field, other),
     }
 }
@@ -206,9 +209,9 @@ pub(super) fn key_id_str(field: &(impl FieldName + ?Sized), s: &str) -> Result<S
 
 /// A string only logged (`source`, the envelope `trace_id`): kept when it would pass as an
 /// id, silently dropped otherwise, since a bad log label must not dead-letter a good event.
-pub(super) fn log_string(v: &Value) -> Option<String> {
+pub(super) fn log_string(v: &Json<'_>) -> Option<String> {
     match v {
-        Value::String(s) => id_str("", s).ok(),
+        Json::String(s) => id_str("", s).ok(),
         _ => None,
     }
 }
@@ -216,14 +219,14 @@ pub(super) fn log_string(v: &Value) -> Option<String> {
 /// Checks a seat count: an integer `0..=i32::MAX` (it goes into an `int32` proto field).
 /// An integral float such as `2.0` is accepted, since some JSON encoders write every
 /// number that way.
-pub(super) fn qty(field: &(impl FieldName + ?Sized), v: &Value) -> Result<u32, EventError> {
+pub(super) fn qty(field: &(impl FieldName + ?Sized), v: &Json<'_>) -> Result<u32, EventError> {
     let expected = || {
         format!(
             "expected an integer from 0 to {MAX_QTY}, found {}",
             describe(v)
         )
     };
-    let Value::Number(n) = v else {
+    let Json::Number(n) = v else {
         return Err(invalid(field.name(), expected()));
     };
     let whole = if let Some(u) = n.as_u64() {
@@ -249,9 +252,9 @@ pub(super) fn qty(field: &(impl FieldName + ?Sized), v: &Value) -> Result<u32, E
 /// element is named by its index (`detail.seat_ids[3]`) so it can be found in the body.
 pub(super) fn seat_ids(
     field: &(impl FieldName + ?Sized),
-    v: &Value,
+    v: &Json<'_>,
 ) -> Result<Vec<String>, EventError> {
-    let Value::Array(items) = v else {
+    let Json::Array(items) = v else {
         return Err(invalid(
             field.name(),
             format!(
@@ -293,7 +296,7 @@ pub(super) fn seat_ids(
 
 /// Checks an amount: a finite JSON number ≥ 0, or a string holding one (`"12.50"`), since
 /// payment systems often send decimals as strings to avoid float rounding.
-pub(super) fn amount(field: &(impl FieldName + ?Sized), v: &Value) -> Result<f64, EventError> {
+pub(super) fn amount(field: &(impl FieldName + ?Sized), v: &Json<'_>) -> Result<f64, EventError> {
     let expected = || {
         format!(
             "expected a finite number ≥ 0 (or a numeric string), found {}",
@@ -301,8 +304,8 @@ pub(super) fn amount(field: &(impl FieldName + ?Sized), v: &Value) -> Result<f64
         )
     };
     let parsed = match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => parse_decimal(s),
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => parse_decimal(s),
         _ => None,
     };
     parsed
@@ -326,10 +329,13 @@ fn parse_decimal(s: &str) -> Option<f64> {
 
 /// Checks a currency code: three uppercase ASCII letters (ISO 4217 style), so downstream
 /// never has to guess between `usd`, `US$` and `USD`.
-pub(super) fn currency(field: &(impl FieldName + ?Sized), v: &Value) -> Result<String, EventError> {
+pub(super) fn currency(
+    field: &(impl FieldName + ?Sized),
+    v: &Json<'_>,
+) -> Result<String, EventError> {
     match v {
-        Value::String(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) => {
-            Ok(s.clone())
+        Json::String(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) => {
+            Ok(s.to_string())
         }
         other => Err(invalid(
             field.name(),
@@ -345,11 +351,11 @@ pub(super) fn currency(field: &(impl FieldName + ?Sized), v: &Value) -> Result<S
 /// An empty string counts as absent.
 pub(super) fn text(
     field: &(impl FieldName + ?Sized),
-    v: &Value,
+    v: &Json<'_>,
     max_bytes: usize,
 ) -> Result<Option<String>, EventError> {
     match v {
-        Value::String(s) => {
+        Json::String(s) => {
             let t = crate::text::prefix(s.trim(), max_bytes).trim_end();
             Ok((!t.is_empty()).then(|| t.to_owned()))
         }
@@ -394,13 +400,13 @@ pub(super) fn traceparent_trace_id(header: &str) -> Option<String> {
 /// because many producers write `null` for "not set".
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Fields<'a> {
-    obj: &'a Map<String, Value>,
+    obj: &'a Object<'a>,
     prefix: &'static str,
 }
 
 impl<'a> Fields<'a> {
     /// Wraps `obj`, whose fields are named `prefix.key` in errors.
-    pub(super) fn new(obj: &'a Map<String, Value>, prefix: &'static str) -> Self {
+    pub(super) fn new(obj: &'a Object<'a>, prefix: &'static str) -> Self {
         Fields { obj, prefix }
     }
 
@@ -418,7 +424,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The value of `key`, `None` when absent or `null`.
-    pub(super) fn get(&self, key: &str) -> Option<&'a Value> {
+    pub(super) fn get(&self, key: &str) -> Option<&'a Json<'a>> {
         self.obj.get(key).filter(|v| !v.is_null())
     }
 
@@ -429,7 +435,7 @@ impl<'a> Fields<'a> {
         &self,
         key: &'static str,
         alias: &'static str,
-    ) -> Result<Option<(&'static str, &'a Value)>, EventError> {
+    ) -> Result<Option<(&'static str, &'a Json<'a>)>, EventError> {
         match (self.get(key), self.get(alias)) {
             (Some(a), Some(b)) if a != b => Err(invalid(
                 self.path(alias),
@@ -486,7 +492,7 @@ impl<'a> Fields<'a> {
     pub(super) fn optional_id(&self, key: &str) -> Result<Option<String>, EventError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Json::String(s)) if s.trim().is_empty() => Ok(None),
             Some(v) => id(&self.at(key), v).map(Some),
         }
     }
@@ -523,7 +529,7 @@ impl<'a> Fields<'a> {
     pub(super) fn optional_currency(&self, key: &str) -> Result<Option<String>, EventError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Json::String(s)) if s.is_empty() => Ok(None),
             Some(v) => currency(&self.at(key), v).map(Some),
         }
     }
@@ -544,7 +550,7 @@ impl<'a> Fields<'a> {
     /// `key.field`. Only one level deep: the envelope has no deeper objects we read.
     pub(super) fn object(&self, key: &'static str) -> Result<Fields<'a>, EventError> {
         match self.get(key) {
-            Some(Value::Object(obj)) => Ok(Fields::new(obj, key)),
+            Some(Json::Object(obj)) => Ok(Fields::new(obj, key)),
             Some(v) => Err(invalid(
                 self.path(key),
                 format!("expected an object, found {}", describe(v)),
@@ -560,7 +566,13 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    /// `serde_json::json!`, as the parser's tree.
+    macro_rules! json {
+        ($($t:tt)+) => {
+            Json::from(serde_json::json!($($t)+))
+        };
+    }
 
     fn problem(r: Result<impl std::fmt::Debug, EventError>) -> (String, String) {
         match r {
@@ -882,7 +894,7 @@ mod tests {
     #[test]
     fn fields_paths_nulls_and_aliases() {
         let obj = json!({"a": null, "qty": 2, "quantity": 3, "payment_id": "p-1", "e": ""});
-        let Value::Object(map) = obj else {
+        let Json::Object(map) = obj else {
             unreachable!()
         };
         let f = Fields::new(&map, "detail");

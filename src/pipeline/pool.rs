@@ -179,10 +179,12 @@ impl Pool {
             };
             let shared = self.shared.clone();
             let trial = trial.take();
-            self.tracker.spawn(async move {
+            // Boxed: the task's future is a few KiB, and spawning moves it through several
+            // layers by value; a box moves as a pointer.
+            self.tracker.spawn(Box::pin(async move {
                 settle(shared, delivery, permit, place).await;
                 drop(trial);
-            });
+            }));
         }
     }
 

@@ -23,7 +23,6 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
@@ -468,10 +467,9 @@ impl<'a> Line<'a> {
             let _ = serde_json::to_writer(&mut out, k.as_ref());
             out.push(b':');
             match v {
-                // RFC 3339: nothing in it needs escaping.
                 Piece::Now => {
                     out.push(b'"');
-                    let _ = SystemTime.format_time(&mut Writer::new(&mut Utf8(&mut out)));
+                    timestamp(&mut out, time::OffsetDateTime::now_utc());
                     out.push(b'"');
                 }
                 Piece::Text(t) => {
@@ -490,13 +488,33 @@ impl<'a> Line<'a> {
     }
 }
 
-/// `fmt::Write` onto bytes, for the timestamp.
-struct Utf8<'a>(&'a mut Vec<u8>);
+/// `at` in RFC 3339, UTC, to the microsecond (`2026-12-04T18:03:07.123456Z`, as
+/// tracing-subscriber writes it), digit by digit: through `fmt` it cost a fifth of the line.
+fn timestamp(out: &mut Vec<u8>, at: time::OffsetDateTime) {
+    let (year, month, day) = at.to_calendar_date();
+    let (hour, minute, second, micro) = at.to_hms_micro();
+    digits(out, year.clamp(0, 9999).unsigned_abs(), 4);
+    out.push(b'-');
+    digits(out, u8::from(month).into(), 2);
+    out.push(b'-');
+    digits(out, day.into(), 2);
+    out.push(b'T');
+    digits(out, hour.into(), 2);
+    out.push(b':');
+    digits(out, minute.into(), 2);
+    out.push(b':');
+    digits(out, second.into(), 2);
+    out.push(b'.');
+    digits(out, micro, 6);
+    out.push(b'Z');
+}
 
-impl fmt::Write for Utf8<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+/// `n`'s last `width` decimal digits, zero-padded.
+fn digits(out: &mut Vec<u8>, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        // A digit: always below 10.
+        #[allow(clippy::cast_possible_truncation)]
+        out.push(b'0' + (n / 10u32.pow(place) % 10) as u8);
     }
 }
 
@@ -787,6 +805,44 @@ mod tests {
         let v: Value = serde_json::from_str(&lines[1]).expect("json");
         assert_eq!(v["msg"], "", "a line without a message still has msg");
         assert_eq!(v["answer"], 42);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_to_the_microsecond_as_tracing_subscriber_writes_them() {
+        let fmt = time::format_description::parse_borrowed::<2>(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z",
+        )
+        .expect("description");
+        // 1970-01-01, a leap day's last nanosecond, a few microseconds, a half second in 2099.
+        for nanos in [
+            0,
+            1_709_251_199_999_999_999,
+            1_796_371_509_000_042_000,
+            4_102_403_696_500_000_000,
+        ] {
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).expect("in range");
+            let mut ours = Vec::new();
+            timestamp(&mut ours, at);
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                at.format(&fmt).expect("format")
+            );
+        }
+        // The same shape as the formatter it replaced.
+        let mut theirs = String::new();
+        tracing_subscriber::fmt::time::FormatTime::format_time(
+            &tracing_subscriber::fmt::time::SystemTime,
+            &mut Writer::new(&mut theirs),
+        )
+        .expect("format");
+        let mut ours = Vec::new();
+        timestamp(&mut ours, time::OffsetDateTime::now_utc());
+        let shape = |t: &[u8]| {
+            t.iter()
+                .map(|b| if b.is_ascii_digit() { b'0' } else { *b })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(&ours), shape(theirs.as_bytes()), "{theirs}");
     }
 
     #[test]
