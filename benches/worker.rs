@@ -19,6 +19,8 @@
 mod dedupe;
 #[path = "worker/floor.rs"]
 mod floor;
+#[path = "worker/instructions.rs"]
+mod instructions;
 
 /// The worker's allocator, here too: the contract floor (this binary, re-run) should not pay
 /// glibc's malloc costs the worker no longer pays, or the worker's overhead would look
@@ -152,11 +154,14 @@ enum Part {
     Dedupe,
     /// Slow messages whose visibility is renewed while they are worked on.
     Renewal,
+    /// Instructions per event of worker and floor, counted by callgrind.
+    Instructions,
 }
 
 impl Part {
-    const ALL: [Part; 7] = [
+    const ALL: [Part; 8] = [
         Part::Drain,
+        Part::Instructions,
         Part::Scale,
         Part::Renewal,
         Part::Leak,
@@ -174,6 +179,7 @@ impl Part {
             Part::Startup => "startup",
             Part::Dedupe => "dedupe",
             Part::Renewal => "renewal",
+            Part::Instructions => "instructions",
         }
     }
 
@@ -390,6 +396,24 @@ async fn run() -> anyhow::Result<bool> {
             run.audit.line()
         );
         report.h2.push((c, run, floor));
+    }
+
+    // Instructions per event: the worker beside the floor, counted rather than timed.
+    if plan.runs(Part::Instructions) {
+        if instructions::available() {
+            let counted = instructions::measure(&fast).await?;
+            eprintln!(
+                "instructions ({} events, c={}): {}; {}; floor {}",
+                instructions::N,
+                instructions::CONCURRENCY,
+                counted.line(),
+                counted.worker_audit.line(),
+                counted.floor_audit.line()
+            );
+            report.instructions = Some(counted);
+        } else {
+            eprintln!("instructions: skipped (valgrind or callgrind_control not found)");
+        }
     }
 
     // Slow messages: what renewing their visibility costs.
@@ -636,6 +660,18 @@ impl Endpoint {
 
     /// Sends `n` events (all three types in turn, unique ids) in batches of 10.
     async fn preload(&self, queue: &str, run: &str, n: usize) -> anyhow::Result<()> {
+        self.preload_unchecked(queue, run, n).await?;
+        let depth = self.depth(queue).await?;
+        ensure!(
+            depth == n as u64,
+            "preloaded {n} but the queue holds {depth}"
+        );
+        Ok(())
+    }
+
+    /// Sends `n` events without checking the queue's depth after (a consumer may be draining
+    /// it already).
+    async fn preload_unchecked(&self, queue: &str, run: &str, n: usize) -> anyhow::Result<()> {
         let client = self.client();
         let chunks: Vec<(usize, usize)> =
             (0..n).step_by(10).map(|s| (s, (s + 10).min(n))).collect();
@@ -662,11 +698,6 @@ impl Endpoint {
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
-        let depth = self.depth(queue).await?;
-        ensure!(
-            depth == n as u64,
-            "preloaded {n} but the queue holds {depth}"
-        );
         Ok(())
     }
 
@@ -784,9 +815,22 @@ impl Worker {
         http: RestHttp,
         settings: &[(&str, String)],
     ) -> anyhow::Result<Worker> {
+        let cmd = Command::new(worker_bin());
+        Worker::spawn_as(cmd, endpoint, queue, peers, concurrency, http, settings)
+    }
+
+    /// [`Worker::spawn`] of `cmd`: the worker binary, or a command that runs it (valgrind).
+    fn spawn_as(
+        mut cmd: Command,
+        endpoint: &Endpoint,
+        queue: &str,
+        peers: &Peers,
+        concurrency: usize,
+        http: RestHttp,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Worker> {
         let http_port = free_port()?;
         let grpc_port = free_port()?;
-        let mut cmd = Command::new(worker_bin());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(endpoint.aws_env())
@@ -1569,6 +1613,8 @@ struct Report {
     fast_stats: Option<Value>,
     /// What one id costs in the duplicate memory, by id length.
     dedupe: Vec<dedupe::Cost>,
+    /// Instructions per event, worker and floor (None: not run, or valgrind is missing).
+    instructions: Option<instructions::Instructions>,
 }
 
 fn mark(pass: bool) -> &'static str {
@@ -1729,6 +1775,20 @@ impl Report {
                 None,
             );
         }
+        if let Some(i) = &self.instructions {
+            ok &= i.worker_audit.ok() && i.floor_audit.ok();
+            row(
+                &mut t,
+                format!(
+                    "user-space instructions (callgrind), {} events, fast endpoint, c={}",
+                    instructions::N,
+                    instructions::CONCURRENCY
+                ),
+                i.line(),
+                "reference".into(),
+                None,
+            );
+        }
         if let Some(l) = &self.leak {
             ok &= l.ok();
             row(
@@ -1853,6 +1913,13 @@ impl Report {
                 "peer_latency_ms": RENEWAL_PEER_LATENCY.as_millis() as u64,
                 "messages_renewed": r.renewed,
                 "worker": worker(r),
+            })),
+            "instructions": self.instructions.as_ref().map(|i| json!({
+                "events": instructions::N,
+                "concurrency": instructions::CONCURRENCY,
+                "worker_per_event": instructions::Instructions::per_event(i.worker),
+                "floor_per_event": instructions::Instructions::per_event(i.floor),
+                "worker_over_floor": i.ratio(),
             })),
             "long_run": self.leak.as_ref().map(|l| {
                 let (warm, max, end) = l.rss();

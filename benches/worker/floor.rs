@@ -61,13 +61,62 @@ impl FloorRun {
 }
 
 /// The floor's child process; killed when dropped, so an error never leaves it running.
-struct FloorProcess(Child);
+pub(crate) struct FloorProcess(Child);
+
+impl FloorProcess {
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for FloorProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts the floor's process as `program` (the bench binary, or a command that runs it, such
+/// as valgrind's) followed by [`ARG`], and returns once it said "ready" (its clients exist).
+pub(crate) async fn spawn(
+    mut program: Command,
+    endpoint: &Endpoint,
+    queue: &str,
+    peers: &Peers,
+    concurrency: usize,
+    http: RestHttp,
+) -> anyhow::Result<FloorProcess> {
+    let mut child = program
+        .arg(ARG)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(endpoint.aws_env())
+        .env("FLOOR_QUEUE_URL", queue)
+        .env("FLOOR_CONCURRENCY", concurrency.to_string())
+        .env(
+            "FLOOR_INVENTORY",
+            format!("http://{}", peers.inventory_addr),
+        )
+        .env("FLOOR_RESERVATIONS", &peers.reservation_base)
+        .envs((http == RestHttp::H2c).then_some(("FLOOR_H2C", "1")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawn the contract floor")?;
+    let stdout = child.stdout.take().context("the floor's stdout")?;
+    let process = FloorProcess(child);
+    // The child says "ready" once its clients exist; its start-up is not part of any figure.
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    })
+    .await??;
+    ensure!(
+        ready.trim() == "ready",
+        "the contract floor did not start: {ready:?}"
+    );
+    Ok(process)
 }
 
 /// Preloads `n` events and measures the floor draining them, like `worker_drain` does the
@@ -83,37 +132,9 @@ pub(crate) async fn drain(
     let (queue, dlq) = endpoint.queues(&run).await?;
     endpoint.preload(&queue, &run, n).await?;
     let peers = Peers::start(latency).await?;
-    let mut child = Command::new(std::env::current_exe().context("the bench binary")?)
-        .arg(ARG)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(endpoint.aws_env())
-        .env("FLOOR_QUEUE_URL", &queue)
-        .env("FLOOR_CONCURRENCY", concurrency.to_string())
-        .env(
-            "FLOOR_INVENTORY",
-            format!("http://{}", peers.inventory_addr),
-        )
-        .env("FLOOR_RESERVATIONS", &peers.reservation_base)
-        .envs((http == RestHttp::H2c).then_some(("FLOOR_H2C", "1")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("spawn the contract floor")?;
-    let stdout = child.stdout.take().context("the floor's stdout")?;
-    let process = FloorProcess(child);
-    let pid = process.0.id();
-    // The child says "ready" once its clients exist; its start-up is not part of the figure.
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
-    })
-    .await??;
-    ensure!(
-        ready.trim() == "ready",
-        "the contract floor did not start: {ready:?}"
-    );
+    let program = Command::new(std::env::current_exe().context("the bench binary")?);
+    let process = spawn(program, endpoint, &queue, &peers, concurrency, http).await?;
+    let pid = process.pid();
     let start = Instant::now();
     let (user_at_start, sys_at_start) = proc_cpu_split(pid)?;
     let progress: Progress = watch_drain(endpoint, &queue, n, start, |_| {}).await?;
