@@ -60,7 +60,8 @@ impl GrpcInventory {
     }
 
     /// Runs one call under the deadline; running out of time is DEADLINE_EXCEEDED (retryable),
-    /// and dropping the call cancels its stream at the peer.
+    /// and dropping the call cancels its stream at the peer. Callers pin the call and pass it
+    /// by reference: tonic's call future is large, and each layer that took it by value copied it.
     async fn within_deadline<T>(
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -81,8 +82,10 @@ impl Inventory for GrpcInventory {
         let call = ClientSpan::grpc("ReleaseHold", (&self.server.0, self.server.1));
         let mut req = tonic::Request::new(req);
         call.inject_grpc(req.metadata_mut());
+        let mut client = self.client.clone();
+        let rpc = std::pin::pin!(client.release_hold(req));
         let result = self
-            .within_deadline(self.client.clone().release_hold(req))
+            .within_deadline(rpc)
             .instrument(call.span().clone())
             .await;
         call.grpc_result(&result);
@@ -102,8 +105,10 @@ impl Inventory for GrpcInventory {
         let call = ClientSpan::grpc("CommitReservation", (&self.server.0, self.server.1));
         let mut req = tonic::Request::new(req);
         call.inject_grpc(req.metadata_mut());
+        let mut client = self.client.clone();
+        let rpc = std::pin::pin!(client.commit_reservation(req));
         let result = self
-            .within_deadline(self.client.clone().commit_reservation(req))
+            .within_deadline(rpc)
             .instrument(call.span().clone())
             .await;
         call.grpc_result(&result);
