@@ -7,10 +7,10 @@
 //! builds). As in `serde_json::Value`, a key given twice keeps its last value.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
 /// One JSON value, its strings borrowed from the text it was parsed from where they can be.
@@ -60,6 +60,11 @@ impl<'a> Object<'a> {
             .collect::<HashSet<_>>()
             .len()
     }
+
+    /// Each distinct key with its last value.
+    fn last_values(&self) -> HashMap<&str, &Json<'a>> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v)).collect()
+    }
 }
 
 /// Equal as JSON values: numbers as `serde_json` compares them, objects by their keys' last
@@ -72,8 +77,11 @@ impl PartialEq for Json<'_> {
             (Json::Number(a), Json::Number(b)) => a == b,
             (Json::String(a), Json::String(b)) => a == b,
             (Json::Array(a), Json::Array(b)) => a == b,
+            // Each distinct key's value compared once: comparing once per member, duplicates
+            // included, is exponential in the depth of nested objects with repeated keys.
             (Json::Object(a), Json::Object(b)) => {
-                a.len() == b.len() && a.0.iter().all(|(k, _)| a.get(k) == b.get(k))
+                let (a, b) = (a.last_values(), b.last_values());
+                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k) == Some(v))
             }
             _ => false,
         }
@@ -146,35 +154,40 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        while let Some(Key(key)) = map.next_key()? {
+        // serde_json's own Value, with its `raw_value` feature on (axum turns it on), takes an
+        // object whose first key is its private RawValue marker for the JSON text in its value,
+        // parsed again from scratch: here it is an ordinary key, so nothing recurses.
+        while let Some(key) = map.next_key_seed(Str("a string key"))? {
             members.push((key, map.next_value()?));
         }
         Ok(Json::Object(Object(members)))
     }
 }
 
-/// An object's key, borrowed when it has no escapes (serde's own `Cow` always copies).
-struct Key<'a>(Cow<'a, str>);
+/// A string, borrowed when it has no escapes (serde's own `Cow` always copies); the name is
+/// what a wrong type's error says was expected.
+struct Str(&'static str);
 
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+impl<'de> DeserializeSeed<'de> for Str {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Str {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -231,6 +244,73 @@ mod tests {
             assert!(ours.is_err(), "{text:?} parsed");
             assert_eq!(ours, theirs, "{text:?}");
         }
+    }
+
+    /// The fuzz seeds, the bad-input corpus and some edge cases parse as serde_json's `Value`
+    /// does: the same tree, or the same error.
+    #[test]
+    fn parses_as_serde_json_value_does() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut texts: Vec<String> = ["fuzz/seeds", "tests/corpus"]
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect(dir).flatten())
+            .filter_map(|entry| String::from_utf8(std::fs::read(entry.path()).ok()?).ok())
+            .map(|text| text.split('\0').next().unwrap_or_default().to_owned())
+            .collect();
+        assert!(texts.len() > 20, "{} files", texts.len());
+        let nested = |open: &str, close: &str, n| format!("{}0{}", open.repeat(n), close.repeat(n));
+        texts.extend(
+            [
+                r#"{"a\"\u00e9":"\ud83d\ude00\n","":[],"e":{},"a":1,"a":null}"#,
+                r#"[0,-0,-0.0,1E+2,1e-400,0.1e1,18446744073709551615,18446744073709551616]"#,
+                "[-9223372036854775808,-9223372036854775809]",
+                "1e400",
+                r#""\ud800""#,
+                r#"{"\udc00":1}"#,
+                "01",
+                "1.",
+                "{\"a\":1,}",
+                " {} \n",
+                &nested("[", "]", 127),
+                &nested("[", "]", 128),
+                &nested("{\"x\":0,\"x\":", "}", 100),
+                &format!(
+                    "{{{}}}",
+                    (0..30_000)
+                        .map(|i| format!("\"{i}\":{i}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ]
+            .map(str::to_owned),
+        );
+        for text in &texts {
+            let ours = Json::parse(text).map_err(|e| e.to_string());
+            let theirs = serde_json::from_str::<serde_json::Value>(text)
+                .map(Json::from)
+                .map_err(|e| e.to_string());
+            assert!(
+                ours == theirs,
+                "{:.400}",
+                format!("{text:?}: {ours:?} vs {theirs:?}")
+            );
+        }
+    }
+
+    /// The one deliberate difference: serde_json's `Value` (with `raw_value`, which axum turns on)
+    /// parses the text under its private RawValue marker key as the object itself, again from
+    /// the top; here the marker is a key like any other.
+    #[test]
+    fn serde_jsons_raw_value_marker_is_an_ordinary_key() {
+        let text = r#"{"$serde_json::private::RawValue":"[1,2]"}"#;
+        let Ok(Json::Object(obj)) = Json::parse(text) else {
+            panic!("an object");
+        };
+        assert_eq!(
+            obj.get("$serde_json::private::RawValue")
+                .and_then(Json::as_str),
+            Some("[1,2]")
+        );
     }
 
     #[test]
