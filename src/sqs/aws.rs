@@ -312,7 +312,12 @@ impl Queue for SqsQueue {
             .instrument(call.span().clone())
             .await
             .map_err(|e| call.fail(QueueError::from_sdk(SqsOperation::DeleteMessageBatch, e)))?;
-        Ok(entry_failures(out.failed()))
+        entry_failures(
+            SqsOperation::DeleteMessageBatch,
+            out.failed(),
+            receipts.len(),
+        )
+        .map_err(|e| call.fail(e))
     }
 
     /// Sets the visibility of up to 10 messages; returns the entries SQS refused.
@@ -320,6 +325,7 @@ impl Queue for SqsQueue {
         &self,
         entries: &[(&str, Duration)],
     ) -> Result<Vec<EntryFailure>, QueueError> {
+        let sent = entries.len();
         let entries = entries
             .iter()
             .enumerate()
@@ -351,7 +357,12 @@ impl Queue for SqsQueue {
                     e,
                 ))
             })?;
-        Ok(entry_failures(out.failed()))
+        entry_failures(
+            SqsOperation::ChangeMessageVisibilityBatch,
+            out.failed(),
+            sent,
+        )
+        .map_err(|e| call.fail(e))
     }
 
     /// Sends one message with string attributes. On a FIFO queue `group` is required and the
@@ -417,15 +428,33 @@ impl Queue for SqsQueue {
     }
 }
 
-/// The refused entries of a batch call, by their position in the request (ids are indexes).
-fn entry_failures(failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<EntryFailure> {
+/// The refused entries of a batch call of `sent` entries, by their position in the request (ids
+/// are indexes). An answer naming an id the request did not have leaves every entry's outcome
+/// unknown, so the whole call counts as failed (and is tried again) rather than the entry it
+/// should have named counting as done.
+fn entry_failures(
+    operation: SqsOperation,
+    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+    sent: usize,
+) -> Result<Vec<EntryFailure>, QueueError> {
     failed
         .iter()
-        .map(|f| EntryFailure {
-            index: f.id().parse().unwrap_or(usize::MAX),
-            code: f.code().to_string(),
-            message: f.message().unwrap_or_default().to_string(),
-            sender_fault: f.sender_fault(),
+        .map(|f| match f.id().parse::<usize>() {
+            Ok(index) if index < sent => Ok(EntryFailure {
+                index,
+                code: f.code().to_string(),
+                message: f.message().unwrap_or_default().to_string(),
+                sender_fault: f.sender_fault(),
+            }),
+            _ => Err(QueueError {
+                operation,
+                kind: QueueErrorKind::Transient,
+                message: format!(
+                    "the answer names a failed entry {:?}, and the request's entries were 0 to {}: the outcome of each is unknown",
+                    crate::text::shortened_chars(f.id(), 40),
+                    sent.saturating_sub(1)
+                ),
+            }),
         })
         .collect()
 }
@@ -433,6 +462,33 @@ fn entry_failures(failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_entry_the_request_did_not_have_fails_the_whole_call() {
+        let failed = |id: &str| {
+            aws_sdk_sqs::types::BatchResultErrorEntry::builder()
+                .id(id)
+                .code("ReceiptHandleIsInvalid")
+                .sender_fault(true)
+                .build()
+                .expect("entry")
+        };
+        let op = SqsOperation::DeleteMessageBatch;
+        let named = entry_failures(op, &[failed("2")], 3).expect("entry 2 was sent");
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].index, 2);
+        assert!(named[0].sender_fault);
+        for stranger in ["3", "x", "-1", ""] {
+            let e = entry_failures(op, &[failed("0"), failed(stranger)], 3)
+                .expect_err("an id that was not sent");
+            assert_eq!(e.kind, QueueErrorKind::Transient, "{stranger:?}");
+            assert!(
+                e.to_string().contains(&format!("{stranger:?}"))
+                    && e.to_string().contains("0 to 2"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn error_kinds_follow_the_code_and_then_the_status() {
