@@ -806,21 +806,9 @@ fn free_port() -> anyhow::Result<u16> {
 impl Worker {
     /// Starts the worker with exactly these variables (plus PATH, and `settings`). Logs are the
     /// production default, `LOG_LEVEL=info` as JSON lines, written to a pipe this process reads
-    /// and discards, like a container runtime's log pipe.
+    /// and discards, like a container runtime's log pipe. `cmd` runs the worker: the binary
+    /// itself (`Command::new(worker_bin())`), or a command that runs it (valgrind).
     fn spawn(
-        endpoint: &Endpoint,
-        queue: &str,
-        peers: &Peers,
-        concurrency: usize,
-        http: RestHttp,
-        settings: &[(&str, String)],
-    ) -> anyhow::Result<Worker> {
-        let cmd = Command::new(worker_bin());
-        Worker::spawn_as(cmd, endpoint, queue, peers, concurrency, http, settings)
-    }
-
-    /// [`Worker::spawn`] of `cmd`: the worker binary, or a command that runs it (valgrind).
-    fn spawn_as(
         mut cmd: Command,
         endpoint: &Endpoint,
         queue: &str,
@@ -1176,7 +1164,15 @@ async fn worker_drain_with(
     endpoint.preload(&queue, &run, n).await?;
     let peers = Peers::start(latency).await?;
     let stats_before = endpoint.stats();
-    let mut worker = Worker::spawn(endpoint, &queue, &peers, concurrency, http, settings)?;
+    let mut worker = Worker::spawn(
+        Command::new(worker_bin()),
+        endpoint,
+        &queue,
+        &peers,
+        concurrency,
+        http,
+        settings,
+    )?;
     let http = reqwest::Client::new();
     let start = worker.wait_ready(&http, Duration::from_millis(5)).await?;
     let (user_at_start, sys_at_start) = proc_cpu_split(worker.pid())?;
@@ -1529,7 +1525,15 @@ async fn pickup_latency(endpoint: &Endpoint, sends: usize) -> anyhow::Result<Lat
     let run = run_name("p");
     let (queue, _dlq) = endpoint.queues(&run).await?;
     let peers = Peers::start(Duration::ZERO).await?;
-    let mut worker = Worker::spawn(endpoint, &queue, &peers, 20, RestHttp::Http1, &[])?;
+    let mut worker = Worker::spawn(
+        Command::new(worker_bin()),
+        endpoint,
+        &queue,
+        &peers,
+        20,
+        RestHttp::Http1,
+        &[],
+    )?;
     worker
         .wait_ready(&reqwest::Client::new(), Duration::from_millis(20))
         .await?;
@@ -1577,7 +1581,15 @@ async fn startup(endpoint: &Endpoint, times: usize) -> anyhow::Result<Latencies>
     let mut samples = Vec::with_capacity(times);
     for _ in 0..times {
         let start = Instant::now();
-        let mut worker = Worker::spawn(endpoint, &queue, &peers, 20, RestHttp::Http1, &[])?;
+        let mut worker = Worker::spawn(
+            Command::new(worker_bin()),
+            endpoint,
+            &queue,
+            &peers,
+            20,
+            RestHttp::Http1,
+            &[],
+        )?;
         let ready = worker.wait_ready(&http, Duration::from_millis(1)).await?;
         samples.push(ready - start);
         worker.stop().await?;

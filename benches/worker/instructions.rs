@@ -124,7 +124,7 @@ async fn count(endpoint: &Endpoint, dir: &Path, subject: Subject) -> anyhow::Res
         Subject::Worker => {
             let mut cmd = callgrind(&out);
             cmd.arg(worker_bin());
-            let mut worker = Worker::spawn_as(
+            let mut worker = Worker::spawn(
                 cmd,
                 endpoint,
                 &queue,
