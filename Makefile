@@ -16,7 +16,7 @@ NEED_CLIPPY := $(CARGO) clippy --version >/dev/null 2>&1 || { echo "make: clippy
 INSTALL_MOTO := bash scripts/install-moto.sh >/dev/null
 INSTALL_PROMTOOL := bash scripts/install-promtool.sh
 
-.PHONY: help init build run run-with-env sim dev test chaos test-integration test-load bench lint fmt verify \
+.PHONY: help init build release run run-with-env sim dev test chaos test-integration test-load bench lint fmt verify \
 	emulator-up emulator-down grpcurl
 
 help: ## List the targets (the default)
@@ -89,13 +89,18 @@ test-load: ## Drain 20,000 events through the real worker (release, fast SQS end
 	@$(NEED_CARGO)
 	$(CARGO) bench --bench worker -- load
 
-# The worker is measured as it ships (`cargo build --release`): the bench's own build of it has
-# the dev-dependencies' features too (tokio's test-util, axum's http2), and 0.5 MB more code.
-bench: ## Benchmark the real worker (release): drain ratio, Little's law, CPU, RSS, pickup, start-up; table + target/bench/results.json
+release: ## Build the worker as the image ships it: release, profile-guided (scripts/pgo.sh) -> target/pgo/reservation-worker
+	@$(NEED_CARGO)
+	bash scripts/pgo.sh
+
+# The worker is measured as it ships (`make release`): the bench's own build of it would have
+# the dev-dependencies' features too (tokio's test-util, axum's http2), 0.5 MB more code, and
+# no profile. BENCH_WORKER_BIN=path measures another build (e.g. target/release's, without PGO).
+bench: ## Benchmark the real worker (release, PGO): drain ratio, Little's law, CPU, RSS, pickup, start-up; table + target/bench/results.json
 	@$(NEED_CARGO)
 	@$(INSTALL_MOTO)
-	$(CARGO) build --release --bin reservation-worker
-	mkdir -p target/bench && cp target/release/reservation-worker target/bench/reservation-worker
+	@if [ -z "$${BENCH_WORKER_BIN:-}" ]; then bash scripts/pgo.sh && mkdir -p target/bench \
+		&& cp target/pgo/reservation-worker target/bench/reservation-worker; fi
 	BENCH_WORKER_BIN="$${BENCH_WORKER_BIN:-$(CURDIR)/target/bench/reservation-worker}" \
 		MOTO_SERVER="$(MOTO_SERVER)" $(CARGO) bench --bench worker
 

@@ -68,6 +68,7 @@ expect cargo-targets "dependency build in another WORKDIR" '/^FROM sources AS bu
 expect cargo-targets "the simulators' manifest kept out of the context (cargo cannot load the workspace)" 'p;d' '/^!crates\/sim\/Cargo.toml$/d'
 expect cargo-targets "the test tooling's manifest kept out of the context (cargo cannot load the workspace)" 'p;d' '/^!crates\/testkit\/Cargo.toml$/d'
 expect cargo-targets "no placeholder for the test tooling's [lib]" '/touch crates\/testkit\/src\/lib.rs/d'
+expect cargo-targets "the profile-guided build's script kept out of the context" 'p;d' '/^!scripts\/pgo.sh$/d'
 expect worker-only-build "a build without -p reservation-worker (would compile the simulators and the test tooling)" 's/ -p reservation-worker//'
 [[ "$fails" -eq 0 ]] || { say "$fails self-test case(s) went wrong"; exit 1; }
 

@@ -271,7 +271,7 @@ def builder_gaps(st: list[dict], context: Path, patterns: list[str],
         parent = parent_of(st, stage)
         have, workdir = after.get(id(parent), (set(), "/")) if parent else (set(), "/")
         after[id(stage)] = stage_files(st, stage, set(have), workdir, after, context, patterns, targets, gaps)
-    return gaps
+    return list(dict.fromkeys(gaps))  # one RUN may build twice (if/else): each gap once
 
 
 def stage_files(st: list[dict], stage: dict, have: set[str], workdir: str,
@@ -326,7 +326,11 @@ def stage_files(st: list[dict], stage: dict, have: set[str], workdir: str,
                 words = [w for w in cmd.split() if not w.startswith("--mount=")]
                 if not words:
                     continue
-                if re.search(r"\bcargo\s+build\b", cmd):
+                for m in re.finditer(r"(?:^|\s)((?:\./)?scripts/[\w.-]+)", cmd):
+                    if not present(m[1]):
+                        gaps.append(f"line {ins.line}: {m[1]} run in {workdir} but not there")
+                # scripts/pgo.sh runs cargo build (the profile-guided build) in the same WORKDIR.
+                if re.search(r"\bcargo\s+build\b|(^|[\s/])scripts/pgo\.sh\b", cmd):
                     for name, paths in targets:
                         if not any(present(p) for p in paths):
                             gaps.append(f"line {ins.line}: cargo build in {workdir} without {name} ({' or '.join(paths)})")
@@ -388,7 +392,9 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
          else "no 'cargo build --release --locked' in a builder stage")
 
     # Only the worker ships: every build names its package, so a workspace member (the
-    # simulators, the test tooling) is never compiled into the image's builder.
+    # simulators, the test tooling) is never compiled into the image's builder by accident.
+    # (scripts/pgo.sh builds the simulators on purpose, for its training run; image stages
+    # copy only /reservation-worker from the builders.)
     package = tomllib_load(context / "Cargo.toml").get("package", {}).get("name", "")
     calls = [(i.line, m[0]) for s in st for i in s["instrs"] if i.cmd == "RUN"
              for m in re.finditer(r"cargo\s+build\b[^&|;]*", i.args)]
@@ -469,7 +475,8 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
         rule("cargo-targets", False, f"{manifest} not found: pass the build context with --context")
     else:
         targets = cargo_targets(manifest)
-        builds = [s for s in st if any(i.cmd == "RUN" and "cargo build" in i.args for i in s["instrs"])]
+        builds = [s for s in st if any(i.cmd == "RUN" and re.search(r"cargo build|scripts/pgo\.sh", i.args)
+                                       for i in s["instrs"])]
         gaps = builder_gaps(st, context, pats, targets)
         rule("cargo-targets", bool(builds) and not gaps,
              "; ".join(gaps) if gaps else

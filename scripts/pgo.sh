@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Builds the worker as it ships: release, optimised with a profile of its own work (PGO).
+#
+#   scripts/pgo.sh [--locked]           instrumented build, training run, final build
+#   scripts/pgo.sh prepare [--locked]   only the builds the training needs (the Dockerfile's
+#                                       dependency layer runs this on placeholder sources)
+#
+# 1. The worker built with `-Cprofile-generate` (every crate, so tokio, hyper, h2 and the SDK
+#    are profiled too), and reservation-sim (plain release).
+# 2. Training on loopback: the simulators with the fast SQS endpoint, 5 ms per peer call;
+#    events of all three types, first at concurrency 50 over HTTP/1.1, then at 500 over h2c,
+#    with /metrics and /ready scraped as Prometheus and the kubelet would. Nothing outside the
+#    machine is reached.
+# 3. The worker built with `-Cprofile-use`. The profile also lets LLVM and lld lay the hot
+#    code out together: the binary is faster and less of it is resident (docs/performance.md).
+#
+# Output: target/pgo/reservation-worker. Needs llvm-profdata of the toolchain's own LLVM
+# (`rustup component add llvm-tools`; installed here when rustup is present) and curl.
+# Builds go to their own target directories (target/pgo-*), since RUSTFLAGS differ.
+# PGO_EVENTS (default 20000) events per phase; PGO_PORT (default 9470) and the three above it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MODE=build
+if [[ "${1:-}" == prepare ]]; then MODE=prepare; shift; fi
+CARGO_ARGS=("$@")
+for a in "${CARGO_ARGS[@]}"; do
+    [[ "$a" == --locked || "$a" == --frozen || "$a" == --offline ]] ||
+        { echo "pgo: unexpected argument '$a': expected --locked, --frozen or --offline" >&2; exit 2; }
+done
+
+EVENTS="${PGO_EVENTS:-20000}"
+PORT="${PGO_PORT:-9470}"
+SQS_PORT=$PORT GRPC_PORT=$((PORT + 1)) REST_PORT=$((PORT + 2)) HTTP_PORT=$((PORT + 3))
+HOST="$(rustc -vV | sed -n 's/^host: //p')"
+# An explicit --target keeps RUSTFLAGS off build scripts and proc macros (they are neither
+# profiled nor optimised by the profile), and so out of the profile.
+GEN_DIR=target/pgo-instrumented
+USE_DIR=target/pgo-optimized
+PROFILE_DIR="$ROOT/target/pgo/profile"
+OUT=target/pgo/reservation-worker
+
+say() { echo "==> pgo: $*" >&2; }
+die() { echo "pgo: $*" >&2; exit 1; }
+
+prepare() {
+    say "building reservation-sim (release) and the instrumented worker"
+    cargo build --release "${CARGO_ARGS[@]}" -p reservation-sim
+    RUSTFLAGS="-Cprofile-generate=$PROFILE_DIR" \
+        cargo build --release "${CARGO_ARGS[@]}" -p reservation-worker --target "$HOST" --target-dir "$GEN_DIR"
+}
+
+prepare
+[[ "$MODE" == prepare ]] && exit 0
+
+profdata() {
+    local bin
+    bin="$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata"
+    if [[ ! -x "$bin" ]] && command -v rustup >/dev/null 2>&1; then
+        rustup component add llvm-tools >&2
+    fi
+    [[ -x "$bin" ]] || die "$bin not found: rustup component add llvm-tools (an llvm-profdata of another LLVM cannot read rustc's profiles)"
+    echo "$bin"
+}
+PROFDATA="$(profdata)"
+command -v curl >/dev/null 2>&1 || die "curl not found (it creates the queues and watches them drain)"
+
+SIM_PID="" WORKER_PID=""
+stop() {
+    [[ -n "$WORKER_PID" ]] && kill "$WORKER_PID" 2>/dev/null || true
+    [[ -n "$SIM_PID" ]] && kill "$SIM_PID" 2>/dev/null || true
+}
+trap stop EXIT
+
+LOGS=target/pgo/logs
+rm -rf "$PROFILE_DIR" "$LOGS" && mkdir -p "$PROFILE_DIR" "$LOGS"
+
+target/release/reservation-sim --sqs-addr "127.0.0.1:$SQS_PORT" --inventory-addr "127.0.0.1:$GRPC_PORT" \
+    --reservation-addr "127.0.0.1:$REST_PORT" --latency-ms 5 >"$LOGS/sim.log" 2>&1 &
+SIM_PID=$!
+
+# One call to the fast SQS endpoint (AWS JSON 1.0, as the SDK speaks it).
+sqs() {
+    curl -fsS "http://127.0.0.1:$SQS_PORT/" -H "X-Amz-Target: AmazonSQS.$1" \
+        -H 'Content-Type: application/x-amz-json-1.0' -d "$2"
+}
+for _ in $(seq 100); do sqs ListQueues '{}' >/dev/null 2>&1 && break; sleep 0.1; done
+sqs ListQueues '{}' >/dev/null || die "the fast SQS endpoint did not start: $LOGS/sim.log"
+queue_url() { sqs CreateQueue "{\"QueueName\":\"$1\"}" | sed -n 's/.*"QueueUrl":"\([^"]*\)".*/\1/p'; }
+QUEUE="$(queue_url pgo-events)"
+DLQ="$(queue_url pgo-events-dlq)"
+[[ -n "$QUEUE" && -n "$DLQ" ]] || die "could not create the training queues"
+
+# Messages visible plus in flight.
+left() {
+    sqs GetQueueAttributes "{\"QueueUrl\":\"$QUEUE\",\"AttributeNames\":[\"All\"]}" |
+        sed 's/"ApproximateNumberOf/\n&/g' | sed -n 's/^"ApproximateNumberOfMessages\(NotVisible\)\{0,1\}":"\([0-9]*\)".*/\2/p' |
+        awk '{ s += $1 } END { print s + 0 }'
+}
+
+export AWS_ENDPOINT_URL="http://127.0.0.1:$SQS_PORT" AWS_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=pgo AWS_SECRET_ACCESS_KEY=pgo SQS_QUEUE_URL="$QUEUE" SQS_DLQ_URL="$DLQ" \
+    INVENTORY_GRPC_ADDR="127.0.0.1:$GRPC_PORT" RESERVATION_API_BASE="http://127.0.0.1:$REST_PORT" \
+    SERVER_PORT="$HTTP_PORT" GRPC_DEBUG_PORT=0 SQS_WAIT_TIME=1 LOG_LEVEL=info LOG_FORMAT=json
+WORKER="$GEN_DIR/$HOST/release/reservation-worker"
+
+# phase NAME CONCURRENCY [VAR=VALUE ...]: send the events, run the worker until the queue is
+# empty, then stop it as Kubernetes would (SIGTERM) so it writes its profile on the way out.
+phase() {
+    local name=$1 concurrency=$2 t=0
+    shift 2
+    say "training: $name, $EVENTS events at concurrency $concurrency"
+    # `send` is the operator's command, not the worker's work: its profile is not kept.
+    LLVM_PROFILE_FILE="$ROOT/target/pgo/send-%m.profraw" "$WORKER" send --count "$EVENTS" >"$LOGS/send-$name.log" 2>&1 ||
+        die "send failed: $LOGS/send-$name.log"
+    env "$@" WORKER_CONCURRENCY="$concurrency" LLVM_PROFILE_FILE="$PROFILE_DIR/worker-%m-%p.profraw" \
+        "$WORKER" run >"$LOGS/worker-$name.log" 2>&1 &
+    WORKER_PID=$!
+    while [[ "$(left)" != 0 ]]; do
+        kill -0 "$WORKER_PID" 2>/dev/null || die "the worker stopped: $LOGS/worker-$name.log"
+        ((t++ < 3000)) || die "the queue did not drain in 5 minutes: $LOGS/worker-$name.log"
+        curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >/dev/null 2>&1 || true
+        curl -fsS "http://127.0.0.1:$HTTP_PORT/ready" >/dev/null 2>&1 || true
+        sleep 0.1
+    done
+    kill -TERM "$WORKER_PID"
+    wait "$WORKER_PID" || die "the worker did not stop cleanly: $LOGS/worker-$name.log"
+    WORKER_PID=""
+}
+phase http1 50
+phase h2c 500 RESERVATION_API_HTTP2=prior-knowledge
+
+dead="$(sqs GetQueueAttributes "{\"QueueUrl\":\"$DLQ\",\"AttributeNames\":[\"ApproximateNumberOfMessages\"]}")"
+grep -q '"ApproximateNumberOfMessages":"0"' <<<"$dead" ||
+    die "events were dead-lettered in training ($dead): $LOGS/worker-*.log"
+
+"$PROFDATA" merge -o target/pgo/worker.profdata "$PROFILE_DIR"/worker-*.profraw
+say "profile: target/pgo/worker.profdata (logs: $LOGS)"
+
+say "building the worker with the profile"
+RUSTFLAGS="-Cprofile-use=$ROOT/target/pgo/worker.profdata" \
+    cargo build --release "${CARGO_ARGS[@]}" -p reservation-worker --target "$HOST" --target-dir "$USE_DIR"
+cp "$USE_DIR/$HOST/release/reservation-worker" "$OUT"
+say "done: $OUT"
