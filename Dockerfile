@@ -29,8 +29,9 @@ COPY .cargo ./.cargo
 COPY crates/sim/Cargo.toml crates/sim/build.rs ./crates/sim/
 COPY crates/testkit/Cargo.toml ./crates/testkit/
 COPY proto ./proto
-# The profile-guided build (scripts/pgo.sh): instrumented build, training, final build.
-COPY scripts/pgo.sh ./scripts/
+# The profile-guided build (scripts/pgo.sh): instrumented build, training, final build;
+# scripts/sqs.sh holds its queue calls.
+COPY scripts/pgo.sh scripts/sqs.sh ./scripts/
 RUN mkdir src benches crates/sim/src crates/testkit/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

@@ -15,7 +15,8 @@
 #    code out together: the binary is faster and less of it is resident (docs/performance.md).
 #
 # Output: target/pgo/reservation-worker. Needs llvm-profdata of the toolchain's own LLVM
-# (`rustup component add llvm-tools`; installed here when rustup is present) and curl.
+# (`rustup component add llvm-tools`; installed here when rustup is present) and curl
+# (scripts/sqs.sh's queue calls).
 # Builds go to their own target directories (target/pgo-*), since RUSTFLAGS differ.
 # PGO_EVENTS (default 20000) events per phase; PGO_PORT (default 9470) and the three above it.
 set -euo pipefail
@@ -81,26 +82,15 @@ target/release/reservation-sim --sqs-addr "127.0.0.1:$SQS_PORT" --inventory-addr
     --reservation-addr "127.0.0.1:$REST_PORT" --latency-ms 5 >"$LOGS/sim.log" 2>&1 &
 SIM_PID=$!
 
-# One call to the fast SQS endpoint (AWS JSON 1.0, as the SDK speaks it).
-sqs() {
-    curl -fsS "http://127.0.0.1:$SQS_PORT/" -H "X-Amz-Target: AmazonSQS.$1" \
-        -H 'Content-Type: application/x-amz-json-1.0' -d "$2"
-}
-for _ in $(seq 100); do sqs ListQueues '{}' >/dev/null 2>&1 && break; sleep 0.1; done
-sqs ListQueues '{}' >/dev/null || die "the fast SQS endpoint did not start: $LOGS/sim.log"
-queue_url() { sqs CreateQueue "{\"QueueName\":\"$1\"}" | sed -n 's/.*"QueueUrl":"\([^"]*\)".*/\1/p'; }
-QUEUE="$(queue_url pgo-events)"
-DLQ="$(queue_url pgo-events-dlq)"
-[[ -n "$QUEUE" && -n "$DLQ" ]] || die "could not create the training queues"
+# shellcheck source=scripts/sqs.sh
+. scripts/sqs.sh
+ENDPOINT="http://127.0.0.1:$SQS_PORT"
+for _ in $(seq 100); do sqs_call "$ENDPOINT" ListQueues '{}' >/dev/null 2>&1 && break; sleep 0.1; done
+QUEUES="$(sqs_create_queues "$ENDPOINT")" || die "could not create the training queues: $LOGS/sim.log"
+QUEUE="$(sed -n 's/^SQS_QUEUE_URL=//p' <<<"$QUEUES")"
+DLQ="$(sed -n 's/^SQS_DLQ_URL=//p' <<<"$QUEUES")"
 
-# Messages visible plus in flight.
-left() {
-    sqs GetQueueAttributes "{\"QueueUrl\":\"$QUEUE\",\"AttributeNames\":[\"All\"]}" |
-        sed 's/"ApproximateNumberOf/\n&/g' | sed -n 's/^"ApproximateNumberOfMessages\(NotVisible\)\{0,1\}":"\([0-9]*\)".*/\2/p' |
-        awk '{ s += $1 } END { print s + 0 }'
-}
-
-export AWS_ENDPOINT_URL="http://127.0.0.1:$SQS_PORT" AWS_REGION=us-east-1 \
+export AWS_ENDPOINT_URL="$ENDPOINT" AWS_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=pgo AWS_SECRET_ACCESS_KEY=pgo SQS_QUEUE_URL="$QUEUE" SQS_DLQ_URL="$DLQ" \
     INVENTORY_GRPC_ADDR="127.0.0.1:$GRPC_PORT" RESERVATION_API_BASE="http://127.0.0.1:$REST_PORT" \
     SERVER_PORT="$HTTP_PORT" GRPC_DEBUG_PORT=0 SQS_WAIT_TIME=1 LOG_LEVEL=info LOG_FORMAT=json
@@ -118,7 +108,7 @@ phase() {
     env "$@" WORKER_CONCURRENCY="$concurrency" LLVM_PROFILE_FILE="$PROFILE_DIR/worker-%m-%p.profraw" \
         "$WORKER" run >"$LOGS/worker-$name.log" 2>&1 &
     WORKER_PID=$!
-    while [[ "$(left)" != 0 ]]; do
+    while [[ "$(sqs_depth "$ENDPOINT" "$QUEUE")" != 0 ]]; do
         kill -0 "$WORKER_PID" 2>/dev/null || die "the worker stopped: $LOGS/worker-$name.log"
         ((t++ < 3000)) || die "the queue did not drain in 5 minutes: $LOGS/worker-$name.log"
         curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >/dev/null 2>&1 || true
@@ -132,9 +122,8 @@ phase() {
 phase http1 50
 phase h2c 500 RESERVATION_API_HTTP2=prior-knowledge
 
-dead="$(sqs GetQueueAttributes "{\"QueueUrl\":\"$DLQ\",\"AttributeNames\":[\"ApproximateNumberOfMessages\"]}")"
-grep -q '"ApproximateNumberOfMessages":"0"' <<<"$dead" ||
-    die "events were dead-lettered in training ($dead): $LOGS/worker-*.log"
+dead="$(sqs_depth "$ENDPOINT" "$DLQ")"
+[[ "$dead" == 0 ]] || die "$dead events were dead-lettered in training: $LOGS/worker-*.log"
 
 "$PROFDATA" merge -o target/pgo/worker.profdata "$PROFILE_DIR"/worker-*.profraw
 say "profile: target/pgo/worker.profdata (logs: $LOGS)"
