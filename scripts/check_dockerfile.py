@@ -30,6 +30,8 @@ SECRET_FILE = re.compile(
     r"(^|/)(\.env(\..*)?|.*\.pem|.*\.key|id_rsa.*|id_ed25519.*|credentials|\.aws|\.ssh|\.netrc|\.npmrc|\.pypirc)$"
 )
 MUST_IGNORE = (".env", ".env.local", "target", ".git", ".venv")
+# A command that runs cargo build: directly, or through scripts/pgo.sh (the profile-guided build).
+BUILDS = re.compile(r"\bcargo\s+build\b|(^|[\s/])scripts/pgo\.sh\b")
 
 
 class Instr:
@@ -329,8 +331,7 @@ def stage_files(st: list[dict], stage: dict, have: set[str], workdir: str,
                 for m in re.finditer(r"(?:^|\s)((?:\./)?scripts/[\w.-]+)", cmd):
                     if not present(m[1]):
                         gaps.append(f"line {ins.line}: {m[1]} run in {workdir} but not there")
-                # scripts/pgo.sh runs cargo build (the profile-guided build) in the same WORKDIR.
-                if re.search(r"\bcargo\s+build\b|(^|[\s/])scripts/pgo\.sh\b", cmd):
+                if BUILDS.search(cmd):
                     for name, paths in targets:
                         if not any(present(p) for p in paths):
                             gaps.append(f"line {ins.line}: cargo build in {workdir} without {name} ({' or '.join(paths)})")
@@ -475,8 +476,7 @@ def check(dockerfile: Path, dockerignore: Path, context: Path) -> list[tuple[str
         rule("cargo-targets", False, f"{manifest} not found: pass the build context with --context")
     else:
         targets = cargo_targets(manifest)
-        builds = [s for s in st if any(i.cmd == "RUN" and re.search(r"cargo build|scripts/pgo\.sh", i.args)
-                                       for i in s["instrs"])]
+        builds = [s for s in st if any(i.cmd == "RUN" and BUILDS.search(i.args) for i in s["instrs"])]
         gaps = builder_gaps(st, context, pats, targets)
         rule("cargo-targets", bool(builds) and not gaps,
              "; ".join(gaps) if gaps else
