@@ -1,12 +1,14 @@
 //! Memory of recently finished ids: envelope ids that succeeded, so a redelivered duplicate is
 //! deleted without calling downstream again, and message ids the acker dead-lettered, so a
-//! second delivery is not dead-lettered twice. Bounded in both size and age; each id is held
-//! once, shared by the lookup and the eviction order (what an entry costs is measured by
-//! `make bench` and stated in docs/performance.md).
+//! second delivery is not dead-lettered twice. Bounded in both size and age. It keeps a
+//! 128-bit keyed digest of each id, not the id: an entry costs the same whatever the id's
+//! length, and no id is allocated (what an entry costs is measured by `make bench` and stated
+//! in docs/performance.md).
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Completed ids in completion order. Entries are only ever appended, so the oldest is at the
@@ -14,14 +16,56 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RecentlyCompleted {
     inner: Mutex<Inner>,
+    keys: [RandomState; 2],
     capacity: usize,
     ttl: Duration,
 }
 
 #[derive(Debug)]
 struct Inner {
-    at: HashMap<Arc<str>, Instant>,
-    order: VecDeque<(Arc<str>, Instant)>,
+    /// When the memory was made: stamps are nanoseconds since then.
+    epoch: Instant,
+    /// Each id's latest completion.
+    at: HashMap<Digest, Stamp, BuildHasherDefault<FirstWord>>,
+    order: VecDeque<(Digest, Stamp)>,
+    last: Stamp,
+}
+
+/// An id as two SipHash digests under independent random keys. Taking a fresh id for one
+/// seen before needs a 128-bit collision: about 10⁻³³ a lookup at the largest capacity,
+/// and the keys are this process's, so no producer can aim for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Digest([u64; 2]);
+
+/// A completion's time, in nanoseconds since the memory's epoch, unique within the memory
+/// (an id's latest entry is the one whose stamp the table holds).
+type Stamp = u64;
+
+impl Hash for Digest {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0[0]);
+    }
+}
+
+/// The table's hasher: a digest is a keyed hash already, so its first word is used as it is.
+#[derive(Debug, Default)]
+struct FirstWord(u64);
+
+impl Hasher for FirstWord {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Digest` is hashed here, through `write_u64`; fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl RecentlyCompleted {
@@ -32,18 +76,33 @@ impl RecentlyCompleted {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RecentlyCompleted {
             inner: Mutex::new(Inner {
-                at: HashMap::with_capacity(capacity.saturating_mul(2)),
+                epoch: Instant::now(),
+                at: HashMap::with_capacity_and_hasher(
+                    capacity.saturating_mul(2),
+                    BuildHasherDefault::default(),
+                ),
                 order: VecDeque::with_capacity(capacity.saturating_add(1)),
+                last: 0,
             }),
+            keys: [RandomState::new(), RandomState::new()],
             capacity,
             ttl,
         }
     }
 
+    fn digest(&self, id: &str) -> Digest {
+        Digest(self.keys.each_ref().map(|k| k.hash_one(id)))
+    }
+
     /// Whether `id` completed within the TTL.
     pub fn contains(&self, id: &str) -> bool {
+        let digest = self.digest(id);
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.at.get(id).is_some_and(|t| t.elapsed() < self.ttl)
+        let now = inner.now();
+        inner
+            .at
+            .get(&digest)
+            .is_some_and(|&t| Duration::from_nanos(now.saturating_sub(t)) < self.ttl)
     }
 
     /// Records `id` as completed now.
@@ -51,16 +110,17 @@ impl RecentlyCompleted {
         if self.capacity == 0 {
             return;
         }
-        let now = Instant::now();
-        let id: Arc<str> = Arc::from(id);
+        let digest = self.digest(id);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.at.insert(id.clone(), now);
-        inner.order.push_back((id, now));
-        while inner.order.front().is_some_and(|(_, t)| {
-            inner.order.len() > self.capacity || now.duration_since(*t) >= self.ttl
+        let now = inner.now().max(inner.last.saturating_add(1));
+        inner.last = now;
+        inner.at.insert(digest, now);
+        inner.order.push_back((digest, now));
+        while inner.order.front().is_some_and(|&(_, t)| {
+            inner.order.len() > self.capacity
+                || Duration::from_nanos(now.saturating_sub(t)) >= self.ttl
         }) {
-            // Only forget the id if this entry is its latest completion. One lookup: the
-            // entry API hashes the id once where a get and a remove hash it twice.
+            // Only forget the id if this entry is its latest completion.
             if let Some((old, t)) = inner.order.pop_front()
                 && let Entry::Occupied(latest) = inner.at.entry(old)
                 && *latest.get() == t
@@ -82,6 +142,12 @@ impl RecentlyCompleted {
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Inner {
+    fn now(&self) -> Stamp {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -120,6 +186,46 @@ mod tests {
             after.0 <= at_start.0 && after.1 == at_start.1,
             "no growth after turning over 20 times: {at_start:?} → {after:?}"
         );
+    }
+
+    #[test]
+    fn an_id_completed_again_is_kept_until_its_latest_completion_is_forgotten() {
+        let r = RecentlyCompleted::new(2, Duration::from_secs(60));
+        r.insert("a");
+        r.insert("b");
+        r.insert("a");
+        // The first "a" left by count; the second is still within the last two.
+        assert!(r.contains("a") && r.contains("b"));
+        r.insert("c");
+        assert!(!r.contains("b"));
+        assert!(r.contains("a") && r.contains("c"));
+    }
+
+    #[test]
+    fn ids_that_differ_anywhere_are_told_apart() {
+        // What the memory keeps is a digest: a fresh id taken for a completed one would be
+        // deleted unworked. Ids that share all but one byte, at the start, the middle or the
+        // end, and at the longest length the parser accepts.
+        let long = "x".repeat(crate::event::MAX_ID_LEN);
+        let n = 20_000;
+        let r = RecentlyCompleted::new(n * 3, Duration::from_secs(60));
+        let variants = |i: usize| {
+            let tag = format!("{i:05}");
+            [
+                format!("{tag}{}", &long[5..]),
+                format!("{}{tag}{}", &long[..100], &long[105..]),
+                format!("{}{tag}", &long[5..]),
+            ]
+        };
+        for i in (0..n).step_by(2) {
+            variants(i).iter().for_each(|id| r.insert(id));
+        }
+        for i in 0..n {
+            for id in variants(i) {
+                assert_eq!(r.contains(&id), i % 2 == 0, "id {i}: {}…", &id[..110]);
+            }
+        }
+        assert!(!r.contains("") && !r.contains(&long));
     }
 
     #[test]
