@@ -7,18 +7,23 @@
 #
 # 1. The worker built with `-Cprofile-generate` (every crate, so tokio, hyper, h2 and the SDK
 #    are profiled too), and reservation-sim (plain release).
-# 2. Training on loopback: the simulators with the fast SQS endpoint, 5 ms per peer call;
-#    events of all three types, first at concurrency 50 over HTTP/1.1, then at 500 over h2c,
-#    with /metrics and /ready scraped as Prometheus and the kubelet would. Nothing outside the
-#    machine is reached.
-# 3. The worker built with `-Cprofile-use`. The profile also lets LLVM and lld lay the hot
-#    code out together: the binary is faster and less of it is resident (docs/performance.md).
+# 2. Training on loopback, configured as the chart's defaults are (the DLQ found from the
+#    queue's RedrivePolicy, the gRPC debug port open): the simulators with the fast SQS
+#    endpoint, 5 ms per peer call; events of all three types, first at concurrency 50 over
+#    HTTP/1.1, then at 500 over h2c, with /metrics and /ready scraped as Prometheus and the
+#    kubelet would. Nothing outside the machine is reached.
+# 3. The worker built with `-Cprofile-use`, and linked (when the linker is lld, the
+#    toolchain's default on x86_64 Linux) with the code the training ran first, hottest
+#    first, then the code the profile cannot see (the standard library's, C), then the code
+#    it never ran; relative relocations packed (`-z pack-relative-relocs`, glibc >= 2.36).
+#    Code is most of what is resident, and a page is mapped with its neighbours, so code that
+#    runs kept apart from code that does not is less memory (docs/performance.md).
 #
 # Output: target/pgo/reservation-worker. Needs llvm-profdata of the toolchain's own LLVM
 # (`rustup component add llvm-tools`; installed here when rustup is present) and curl
 # (scripts/sqs.sh's queue calls).
 # Builds go to their own target directories (target/pgo-*), since RUSTFLAGS differ.
-# PGO_EVENTS (default 20000) events per phase; PGO_PORT (default 9470) and the three above it.
+# PGO_EVENTS (default 20000) events per phase; PGO_PORT (default 9470) and the four above it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +39,7 @@ done
 
 EVENTS="${PGO_EVENTS:-20000}"
 PORT="${PGO_PORT:-9470}"
-SQS_PORT=$PORT GRPC_PORT=$((PORT + 1)) REST_PORT=$((PORT + 2)) HTTP_PORT=$((PORT + 3))
+SQS_PORT=$PORT GRPC_PORT=$((PORT + 1)) REST_PORT=$((PORT + 2)) HTTP_PORT=$((PORT + 3)) DEBUG_PORT=$((PORT + 4))
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 # An explicit --target keeps RUSTFLAGS off build scripts and proc macros (they are neither
 # profiled nor optimised by the profile), and so out of the profile.
@@ -49,7 +54,8 @@ die() { echo "pgo: $*" >&2; exit 1; }
 prepare() {
     say "building reservation-sim (release) and the instrumented worker"
     cargo build --release "${CARGO_ARGS[@]}" -p reservation-sim
-    RUSTFLAGS="-Cprofile-generate=$PROFILE_DIR" \
+    # Symbols kept: the link order lists the functions the profile cannot see by name.
+    RUSTFLAGS="-Cprofile-generate=$PROFILE_DIR -Cstrip=none" \
         cargo build --release "${CARGO_ARGS[@]}" -p reservation-worker --target "$HOST" --target-dir "$GEN_DIR"
 }
 
@@ -90,10 +96,12 @@ QUEUES="$(sqs_create_queues "$ENDPOINT")" || die "could not create the training 
 QUEUE="$(sed -n 's/^SQS_QUEUE_URL=//p' <<<"$QUEUES")"
 DLQ="$(sed -n 's/^SQS_DLQ_URL=//p' <<<"$QUEUES")"
 
-export AWS_ENDPOINT_URL="$ENDPOINT" AWS_REGION=us-east-1 \
-    AWS_ACCESS_KEY_ID=pgo AWS_SECRET_ACCESS_KEY=pgo SQS_QUEUE_URL="$QUEUE" SQS_DLQ_URL="$DLQ" \
-    INVENTORY_GRPC_ADDR="127.0.0.1:$GRPC_PORT" RESERVATION_API_BASE="http://127.0.0.1:$REST_PORT" \
-    SERVER_PORT="$HTTP_PORT" GRPC_DEBUG_PORT=0 SQS_WAIT_TIME=1 LOG_LEVEL=info LOG_FORMAT=json
+# Only these (and PATH) reach the worker, as in a container: what this shell has set, a CA
+# bundle for instance, would take the worker down paths production does not.
+WORKER_ENV=(PATH="$PATH" AWS_ENDPOINT_URL="$ENDPOINT" AWS_REGION=us-east-1
+    AWS_ACCESS_KEY_ID=pgo AWS_SECRET_ACCESS_KEY=pgo SQS_QUEUE_URL="$QUEUE"
+    INVENTORY_GRPC_ADDR="127.0.0.1:$GRPC_PORT" RESERVATION_API_BASE="http://127.0.0.1:$REST_PORT"
+    SERVER_PORT="$HTTP_PORT" GRPC_DEBUG_PORT="$DEBUG_PORT" SQS_WAIT_TIME=1 LOG_LEVEL=info LOG_FORMAT=json)
 WORKER="$GEN_DIR/$HOST/release/reservation-worker"
 
 # phase NAME CONCURRENCY [VAR=VALUE ...]: send the events, run the worker until the queue is
@@ -103,9 +111,9 @@ phase() {
     shift 2
     say "training: $name, $EVENTS events at concurrency $concurrency"
     # `send` is the operator's command, not the worker's work: its profile is not kept.
-    LLVM_PROFILE_FILE="$ROOT/target/pgo/send-%m.profraw" "$WORKER" send --count "$EVENTS" >"$LOGS/send-$name.log" 2>&1 ||
+    env -i "${WORKER_ENV[@]}" LLVM_PROFILE_FILE="$ROOT/target/pgo/send-%m.profraw" "$WORKER" send --count "$EVENTS" >"$LOGS/send-$name.log" 2>&1 ||
         die "send failed: $LOGS/send-$name.log"
-    env "$@" WORKER_CONCURRENCY="$concurrency" LLVM_PROFILE_FILE="$PROFILE_DIR/worker-%m-%p.profraw" \
+    env -i "${WORKER_ENV[@]}" "$@" WORKER_CONCURRENCY="$concurrency" LLVM_PROFILE_FILE="$PROFILE_DIR/worker-%m-%p.profraw" \
         "$WORKER" run >"$LOGS/worker-$name.log" 2>&1 &
     WORKER_PID=$!
     while [[ "$(sqs_depth "$ENDPOINT" "$QUEUE")" != 0 ]]; do
@@ -128,8 +136,34 @@ dead="$(sqs_depth "$ENDPOINT" "$DLQ")"
 "$PROFDATA" merge -o target/pgo/worker.profdata "$PROFILE_DIR"/worker-*.profraw
 say "profile: target/pgo/worker.profdata (logs: $LOGS)"
 
+# link_order: one symbol a line. Profile names are `[file;]symbol`; a function ran if any of
+# its counters is non-zero; the hottest counter orders them.
+link_order() {
+    local names=target/pgo/profiled.txt
+    "$PROFDATA" show --all-functions --counts target/pgo/worker.profdata |
+        awk -v names="$names" '/^  [^ ].*:$/ { name = substr($0, 3, length($0) - 3); sub(/^.*;/, "", name); print name > names }
+             /^    Block counts: / {
+                 line = $0; gsub(/[^0-9,]/, "", line); n = split(line, c, ","); top = 0
+                 for (i = 1; i <= n; i++) if (c[i] + 0 > top) top = c[i] + 0
+                 if (top > 0) print top, name
+             }' |
+        sort -k1,1nr -s | awk '!seen[$2]++ { print $2 }'
+    "$(dirname "$PROFDATA")/llvm-nm" --defined-only "$WORKER" |
+        awk 'NR == FNR { profiled[$0] = 1; next } $2 ~ /^[tTwW]$/ && !($3 in profiled) { print $3 }' "$names" -
+}
+
+LINK_ARGS=""
+if grep -aq 'Linker: LLD' "$WORKER"; then
+    link_order >target/pgo/link-order.txt
+    say "link order: $(wc -l <target/pgo/link-order.txt) functions first (target/pgo/link-order.txt)"
+    LINK_ARGS="-Clink-arg=-Wl,--symbol-ordering-file=$ROOT/target/pgo/link-order.txt"
+    LINK_ARGS+=" -Clink-arg=-Wl,--no-warn-symbol-ordering -Clink-arg=-Wl,-z,pack-relative-relocs"
+else
+    say "the linker is not lld: the code is linked in the compiler's order"
+fi
+
 say "building the worker with the profile"
-RUSTFLAGS="-Cprofile-use=$ROOT/target/pgo/worker.profdata" \
+RUSTFLAGS="-Cprofile-use=$ROOT/target/pgo/worker.profdata $LINK_ARGS" \
     cargo build --release "${CARGO_ARGS[@]}" -p reservation-worker --target "$HOST" --target-dir "$USE_DIR"
 cp "$USE_DIR/$HOST/release/reservation-worker" "$OUT"
 say "done: $OUT"
