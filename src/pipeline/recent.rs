@@ -27,8 +27,8 @@ struct Inner {
     epoch: Instant,
     /// Each id's latest completion.
     at: HashMap<Digest, Stamp, BuildHasherDefault<FirstWord>>,
+    /// Completions oldest first; the newest is at the back, so its stamp is the latest given.
     order: VecDeque<(Digest, Stamp)>,
-    last: Stamp,
 }
 
 /// An id as two SipHash digests under independent random keys. Taking a fresh id for one
@@ -82,7 +82,6 @@ impl RecentlyCompleted {
                     BuildHasherDefault::default(),
                 ),
                 order: VecDeque::with_capacity(capacity.saturating_add(1)),
-                last: 0,
             }),
             keys: [RandomState::new(), RandomState::new()],
             capacity,
@@ -112,8 +111,8 @@ impl RecentlyCompleted {
         }
         let digest = self.digest(id);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let now = inner.now().max(inner.last.saturating_add(1));
-        inner.last = now;
+        let latest = inner.order.back().map_or(0, |&(_, t)| t.saturating_add(1));
+        let now = inner.now().max(latest);
         inner.at.insert(digest, now);
         inner.order.push_back((digest, now));
         while inner.order.front().is_some_and(|&(_, t)| {
