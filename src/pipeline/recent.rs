@@ -5,11 +5,14 @@
 //! length, and no id is allocated (what an entry costs is measured by `make bench` and stated
 //! in docs/performance.md).
 
-use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::collections::VecDeque;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 /// Completed ids in completion order. Entries are only ever appended, so the oldest is at the
 /// front and eviction by count or age is a pop from the front.
@@ -25,10 +28,15 @@ pub struct RecentlyCompleted {
 struct Inner {
     /// When the memory was made: stamps are nanoseconds since then.
     epoch: Instant,
-    /// Each id's latest completion.
-    at: HashMap<Digest, Stamp, BuildHasherDefault<FirstWord>>,
-    /// Completions oldest first; the newest is at the back, so its stamp is the latest given.
+    /// Completions oldest first. Each has a sequence number, `front` for the first and one
+    /// more for each after it.
     order: VecDeque<(Digest, Stamp)>,
+    /// The sequence number of `order`'s front.
+    front: Seq,
+    /// Each remembered id's latest completion, as its sequence number, hashed by its digest:
+    /// a slot is 4 bytes where the digest and stamp would be 24, and the table is the part
+    /// whose every page is touched, as digests land anywhere in it.
+    latest: HashTable<Seq>,
 }
 
 /// An id as two SipHash digests under independent random keys. Taking a fresh id for one
@@ -37,36 +45,19 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Digest([u64; 2]);
 
-/// A completion's time, in nanoseconds since the memory's epoch, unique within the memory
-/// (an id's latest entry is the one whose stamp the table holds).
+impl Digest {
+    /// A keyed hash already, so its first word is the table's hash as it is.
+    fn hash(&self) -> u64 {
+        self.0[0]
+    }
+}
+
+/// A completion's time, in nanoseconds since the memory's epoch.
 type Stamp = u64;
 
-impl Hash for Digest {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0[0]);
-    }
-}
-
-/// The table's hasher: a digest is a keyed hash already, so its first word is used as it is.
-#[derive(Debug, Default)]
-struct FirstWord(u64);
-
-impl Hasher for FirstWord {
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `Digest` is hashed here, through `write_u64`; fold anything else in anyway.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = word;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// A completion's place in the order. Wrapping: fewer than 2³² completions are ever
+/// remembered at once (the capacity is bounded far below), so differences stay exact.
+type Seq = u32;
 
 impl RecentlyCompleted {
     /// Remembers at most `capacity` ids, each for `ttl`. Sized for that at once: a table that
@@ -77,11 +68,9 @@ impl RecentlyCompleted {
         RecentlyCompleted {
             inner: Mutex::new(Inner {
                 epoch: Instant::now(),
-                at: HashMap::with_capacity_and_hasher(
-                    capacity.saturating_mul(2),
-                    BuildHasherDefault::default(),
-                ),
                 order: VecDeque::with_capacity(capacity.saturating_add(1)),
+                front: 0,
+                latest: HashTable::with_capacity(capacity.saturating_mul(2)),
             }),
             keys: [RandomState::new(), RandomState::new()],
             capacity,
@@ -99,9 +88,12 @@ impl RecentlyCompleted {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = inner.now();
         inner
-            .at
-            .get(&digest)
-            .is_some_and(|&t| Duration::from_nanos(now.saturating_sub(t)) < self.ttl)
+            .latest
+            .find(digest.hash(), |&seq| {
+                inner.completion(seq).is_some_and(|(d, _)| d == digest)
+            })
+            .and_then(|&seq| inner.completion(seq))
+            .is_some_and(|(_, t)| Duration::from_nanos(now.saturating_sub(t)) < self.ttl)
     }
 
     /// Records `id` as completed now.
@@ -110,22 +102,37 @@ impl RecentlyCompleted {
             return;
         }
         let digest = self.digest(id);
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let latest = inner.order.back().map_or(0, |&(_, t)| t.saturating_add(1));
-        let now = inner.now().max(latest);
-        inner.at.insert(digest, now);
-        inner.order.push_back((digest, now));
-        while inner.order.front().is_some_and(|&(_, t)| {
-            inner.order.len() > self.capacity
-                || Duration::from_nanos(now.saturating_sub(t)) >= self.ttl
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = guard.now();
+        let Inner {
+            order,
+            front,
+            latest,
+            ..
+        } = &mut *guard;
+        let seq = front.wrapping_add(Seq::try_from(order.len()).unwrap_or(Seq::MAX));
+        order.push_back((digest, now));
+        let at = |seq| completion(order, *front, seq);
+        match latest.entry(
+            digest.hash(),
+            |&s| at(s).is_some_and(|(d, _)| d == digest),
+            |&s| at(s).map_or(0, |(d, _)| d.hash()),
+        ) {
+            Entry::Occupied(mut e) => *e.get_mut() = seq,
+            Entry::Vacant(e) => {
+                e.insert(seq);
+            }
+        }
+        while order.front().is_some_and(|&(_, t)| {
+            order.len() > self.capacity || Duration::from_nanos(now.saturating_sub(t)) >= self.ttl
         }) {
             // Only forget the id if this entry is its latest completion.
-            if let Some((old, t)) = inner.order.pop_front()
-                && let Entry::Occupied(latest) = inner.at.entry(old)
-                && *latest.get() == t
+            if let Some((old, _)) = order.pop_front()
+                && let Ok(e) = latest.find_entry(old.hash(), |&s| s == *front)
             {
-                latest.remove();
+                e.remove();
             }
+            *front = front.wrapping_add(1);
         }
     }
 
@@ -134,7 +141,7 @@ impl RecentlyCompleted {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .at
+            .latest
             .len()
     }
 
@@ -148,6 +155,16 @@ impl Inner {
     fn now(&self) -> Stamp {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
+
+    fn completion(&self, seq: Seq) -> Option<(Digest, Stamp)> {
+        completion(&self.order, self.front, seq)
+    }
+}
+
+/// The completion numbered `seq` in an order whose front is numbered `front`, if it is
+/// still remembered.
+fn completion(order: &VecDeque<(Digest, Stamp)>, front: Seq, seq: Seq) -> Option<(Digest, Stamp)> {
+    order.get(seq.wrapping_sub(front) as usize).copied()
 }
 
 #[cfg(test)]
@@ -171,7 +188,7 @@ mod tests {
         let r = RecentlyCompleted::new(1000, Duration::from_secs(60));
         let sized = |r: &RecentlyCompleted| {
             let inner = r.inner.lock().expect("lock");
-            (inner.at.capacity(), inner.order.capacity())
+            (inner.latest.capacity(), inner.order.capacity())
         };
         let at_start = sized(&r);
         for i in 0..20_000 {
@@ -225,6 +242,25 @@ mod tests {
             }
         }
         assert!(!r.contains("") && !r.contains(&long));
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_without_losing_an_id() {
+        let r = RecentlyCompleted::new(3, Duration::from_secs(60));
+        r.inner.lock().expect("lock").front = Seq::MAX - 4;
+        let ids: Vec<String> = (0..12).map(|i| format!("id-{i}")).collect();
+        let mut completed = Vec::new();
+        for i in 0..ids.len() {
+            // A new id, then one completed before (kept or already forgotten).
+            for id in [&ids[i], &ids[i / 2]] {
+                r.insert(id);
+                completed.push(id);
+            }
+            let last_three = &completed[completed.len().saturating_sub(3)..];
+            for id in &ids {
+                assert_eq!(r.contains(id), last_three.contains(&id), "{id} after {i}");
+            }
+        }
     }
 
     #[test]
