@@ -43,13 +43,17 @@ RUN mkdir src benches crates/sim/src crates/testkit/src \
 # ---- builder: glibc ----------------------------------------------------------------------
 # Profile-guided by default (PGO=1): the worker is built instrumented, runs 40,000 events
 # against the simulators on loopback inside the build, and is built again with that profile:
-# about a quarter less CPU per event and 2 MiB less resident memory (docs/performance.md),
+# about a quarter less CPU per event and 4 MiB less resident memory (docs/performance.md),
 # for two more release builds and the simulators' (under QEMU, the emulated arch's training
 # is slow too). --build-arg PGO=0 builds it plainly. The simulators never leave this stage.
 FROM sources AS builder
 ARG PGO=1
+# valgrind: callgrind names every function the training runs, for the link order.
 RUN case "$PGO" in 0|1) ;; *) echo "PGO=$PGO: expected 0 or 1" >&2; exit 1;; esac \
-    && if [ "$PGO" = 1 ]; then rustup component add llvm-tools; fi
+    && if [ "$PGO" = 1 ]; then rustup component add llvm-tools \
+        && apt-get update \
+        && apt-get install -y --no-install-recommends 'valgrind=1:3.19*' \
+        && rm -rf /var/lib/apt/lists/*; fi
 # 1) Dependencies only, against the placeholder crates. This layer is reused until
 #    Cargo.toml, Cargo.lock, build.rs or proto/ change. gcc is all aws-lc-sys needs. (The
 #    profile-using build's dependencies depend on the profile, so only PGO=0 keeps them.)

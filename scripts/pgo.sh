@@ -15,15 +15,21 @@
 # 3. The worker built with `-Cprofile-use`, and linked (when the linker is lld, the
 #    toolchain's default on x86_64 Linux) with the code the training ran first, hottest
 #    first, then the code the profile cannot see (the standard library's, C), then the code
-#    it never ran; relative relocations packed (`-z pack-relative-relocs`, glibc >= 2.36).
-#    Code is most of what is resident, and a page is mapped with its neighbours, so code that
-#    runs kept apart from code that does not is less memory (docs/performance.md).
+#    it never ran; relative relocations packed (`-z pack-relative-relocs`,
+#    glibc >= 2.36). Code is most of what is resident, and a page is mapped with its
+#    neighbours, so code that runs kept apart from code that does not is less memory
+#    (docs/performance.md).
+# 4. With valgrind: that build (symbols kept) runs the training again under callgrind, which
+#    sees every function that runs, by its name in that build, including what the profile
+#    cannot (the standard library's precompiled code, C, copies LLVM merged or renamed);
+#    those join the front and the worker is linked once more.
 #
 # Output: target/pgo/reservation-worker. Needs llvm-profdata of the toolchain's own LLVM
 # (`rustup component add llvm-tools`; installed here when rustup is present) and curl
-# (scripts/sqs.sh's queue calls).
+# (scripts/sqs.sh's queue calls); valgrind for step 4 (skipped, with a note, without it).
 # Builds go to their own target directories (target/pgo-*), since RUSTFLAGS differ.
-# PGO_EVENTS (default 20000) events per phase; PGO_PORT (default 9470) and the four above it.
+# PGO_EVENTS (default 20000) events per phase (PGO_LAYOUT_EVENTS, default 5000, under
+# callgrind); PGO_PORT (default 9470) and the four above it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,6 +44,7 @@ for a in "${CARGO_ARGS[@]}"; do
 done
 
 EVENTS="${PGO_EVENTS:-20000}"
+LAYOUT_EVENTS="${PGO_LAYOUT_EVENTS:-5000}"
 PORT="${PGO_PORT:-9470}"
 SQS_PORT=$PORT GRPC_PORT=$((PORT + 1)) REST_PORT=$((PORT + 2)) HTTP_PORT=$((PORT + 3)) DEBUG_PORT=$((PORT + 4))
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
@@ -106,15 +113,17 @@ WORKER="$GEN_DIR/$HOST/release/reservation-worker"
 
 # phase NAME CONCURRENCY [VAR=VALUE ...]: send the events, run the worker until the queue is
 # empty, then stop it as Kubernetes would (SIGTERM) so it writes its profile on the way out.
+# The worker is "${RUNNER[@]}" "$WORKER": RUNNER is empty, or callgrind for the layout run.
+RUNNER=()
 phase() {
     local name=$1 concurrency=$2 t=0
     shift 2
-    say "training: $name, $EVENTS events at concurrency $concurrency"
+    say "training: $name, $EVENTS events at concurrency $concurrency${RUNNER[*]:+ under ${RUNNER[0]}}"
     # `send` is the operator's command, not the worker's work: its profile is not kept.
     env -i "${WORKER_ENV[@]}" LLVM_PROFILE_FILE="$ROOT/target/pgo/send-%m.profraw" "$WORKER" send --count "$EVENTS" >"$LOGS/send-$name.log" 2>&1 ||
         die "send failed: $LOGS/send-$name.log"
     env -i "${WORKER_ENV[@]}" "$@" WORKER_CONCURRENCY="$concurrency" LLVM_PROFILE_FILE="$PROFILE_DIR/worker-%m-%p.profraw" \
-        "$WORKER" run >"$LOGS/worker-$name.log" 2>&1 &
+        "${RUNNER[@]}" "$WORKER" run >"$LOGS/worker-$name.log" 2>&1 &
     WORKER_PID=$!
     while [[ "$(sqs_depth "$ENDPOINT" "$QUEUE")" != 0 ]]; do
         kill -0 "$WORKER_PID" 2>/dev/null || die "the worker stopped: $LOGS/worker-$name.log"
@@ -136,8 +145,9 @@ dead="$(sqs_depth "$ENDPOINT" "$DLQ")"
 "$PROFDATA" merge -o target/pgo/worker.profdata "$PROFILE_DIR"/worker-*.profraw
 say "profile: target/pgo/worker.profdata (logs: $LOGS)"
 
-# link_order: one symbol a line. Profile names are `[file;]symbol`; a function ran if any of
-# its counters is non-zero; the hottest counter orders them.
+# link_order: one symbol a line: the functions that ran (also in target/pgo/profile-ran.txt),
+# then those the profile cannot see. Profile names are `[file;]symbol`; a function ran if any
+# of its counters is non-zero; the hottest counter orders them.
 link_order() {
     local names=target/pgo/profiled.txt
     "$PROFDATA" show --all-functions --counts target/pgo/worker.profdata |
@@ -147,23 +157,63 @@ link_order() {
                  for (i = 1; i <= n; i++) if (c[i] + 0 > top) top = c[i] + 0
                  if (top > 0) print top, name
              }' |
-        sort -k1,1nr -s | awk '!seen[$2]++ { print $2 }'
+        sort -k1,1nr -s | awk '!seen[$2]++ { print $2 }' | tee target/pgo/profile-ran.txt
     "$(dirname "$PROFDATA")/llvm-nm" --defined-only "$WORKER" |
         awk 'NR == FNR { profiled[$0] = 1; next } $2 ~ /^[tTwW]$/ && !($3 in profiled) { print $3 }' "$names" -
 }
 
-LINK_ARGS=""
+# link ORDER [RUSTC_ARGS...]: the worker with the profile, linked in ORDER's order. The link
+# arguments go to the worker's own compilation only (`cargo rustc`), so the dependencies are
+# built once for every link.
+LINK_ARGS=()
+link() {
+    local order=$1
+    shift
+    local args=()
+    ((${#LINK_ARGS[@]})) && args=("${LINK_ARGS[@]}" "-Clink-arg=-Wl,--symbol-ordering-file=$ROOT/$order")
+    RUSTFLAGS="-Cprofile-use=$ROOT/target/pgo/worker.profdata" \
+        cargo rustc --release "${CARGO_ARGS[@]}" -p reservation-worker --bin reservation-worker \
+        --target "$HOST" --target-dir "$USE_DIR" -- "${args[@]}" "$@"
+}
+
 if grep -aq 'Linker: LLD' "$WORKER"; then
-    link_order >target/pgo/link-order.txt
-    say "link order: $(wc -l <target/pgo/link-order.txt) functions first (target/pgo/link-order.txt)"
-    LINK_ARGS="-Clink-arg=-Wl,--symbol-ordering-file=$ROOT/target/pgo/link-order.txt"
-    LINK_ARGS+=" -Clink-arg=-Wl,--no-warn-symbol-ordering -Clink-arg=-Wl,-z,pack-relative-relocs"
+    link_order >target/pgo/link-order-profile.txt
+    say "link order: $(wc -l <target/pgo/profile-ran.txt) functions ran in training (target/pgo/link-order-profile.txt)"
+    LINK_ARGS=(-Clink-arg=-Wl,--no-warn-symbol-ordering -Clink-arg=-Wl,-z,pack-relative-relocs)
 else
     say "the linker is not lld: the code is linked in the compiler's order"
 fi
 
+if ((${#LINK_ARGS[@]})) && command -v valgrind >/dev/null 2>&1; then
+    say "building the worker with the profile, symbols kept, for the layout run"
+    link target/pgo/link-order-profile.txt -Cstrip=none
+    cp "$USE_DIR/$HOST/release/reservation-worker" target/pgo/layout-worker
+    rm -rf target/pgo/layout && mkdir -p target/pgo/layout
+    WORKER=target/pgo/layout-worker EVENTS=$LAYOUT_EVENTS
+    RUNNER=(valgrind --tool=callgrind --demangle=no "--callgrind-out-file=$ROOT/target/pgo/layout/callgrind.%p")
+    # In a subshell, so a worker valgrind cannot run (under QEMU, say) costs only this step.
+    if (
+        trap stop EXIT
+        phase layout-http1 50
+        phase layout-h2c 500 RESERVATION_API_HTTP2=prior-knowledge
+    ); then
+        # Every function callgrind saw run, as named in that build (`fn=(id) name` at first use).
+        awk '/^c?fn=/ { sub(/^c?fn=(\([0-9]+\))? ?/, ""); if ($0 != "") print }' target/pgo/layout/callgrind.* |
+            awk '!seen[$0]++' >target/pgo/layout/ran.txt
+    else
+        say "the run under callgrind failed (target/pgo/logs): linked in the profile's order only"
+        : >target/pgo/layout/ran.txt
+    fi
+    awk 'FILENAME == ARGV[1] { seen[$0] = 1; print; next } !seen[$0]++' \
+        target/pgo/profile-ran.txt target/pgo/layout/ran.txt target/pgo/link-order-profile.txt >target/pgo/link-order.txt
+    unseen="$(awk 'NR == FNR { seen[$0] = 1; next } !($0 in seen)' target/pgo/profile-ran.txt target/pgo/layout/ran.txt | wc -l)"
+    say "link order: $unseen more functions first, that callgrind saw run and the profile did not (target/pgo/link-order.txt)"
+else
+    ((${#LINK_ARGS[@]})) && say "valgrind not found: linked in the profile's order only (what runs unseen by the profile stays apart, ~2 MiB more resident code)"
+    cp target/pgo/link-order-profile.txt target/pgo/link-order.txt 2>/dev/null || true
+fi
+
 say "building the worker with the profile"
-RUSTFLAGS="-Cprofile-use=$ROOT/target/pgo/worker.profdata $LINK_ARGS" \
-    cargo build --release "${CARGO_ARGS[@]}" -p reservation-worker --target "$HOST" --target-dir "$USE_DIR"
+link target/pgo/link-order.txt
 cp "$USE_DIR/$HOST/release/reservation-worker" "$OUT"
 say "done: $OUT"
