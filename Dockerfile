@@ -43,7 +43,7 @@ RUN mkdir src benches crates/sim/src crates/testkit/src \
 # ---- builder: glibc ----------------------------------------------------------------------
 # Profile-guided by default (PGO=1): the worker is built instrumented, runs 40,000 events
 # against the simulators on loopback inside the build, and is built again with that profile:
-# about a quarter less CPU per event and 4 MiB less resident memory (docs/performance.md),
+# about a quarter less CPU per event and 2.6-3.5 MiB less peak RSS (docs/performance.md),
 # for two more release builds and the simulators' (under QEMU, the emulated arch's training
 # is slow too). --build-arg PGO=0 builds it plainly. The simulators never leave this stage.
 FROM sources AS builder

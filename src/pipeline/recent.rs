@@ -90,9 +90,9 @@ impl RecentlyCompleted {
         inner
             .latest
             .find(digest.hash(), |&seq| {
-                inner.completion(seq).is_some_and(|(d, _)| d == digest)
+                completion(&inner.order, inner.front, seq).is_some_and(|(d, _)| d == digest)
             })
-            .and_then(|&seq| inner.completion(seq))
+            .and_then(|&seq| completion(&inner.order, inner.front, seq))
             .is_some_and(|(_, t)| Duration::from_nanos(now.saturating_sub(t)) < self.ttl)
     }
 
@@ -154,10 +154,6 @@ impl RecentlyCompleted {
 impl Inner {
     fn now(&self) -> Stamp {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn completion(&self, seq: Seq) -> Option<(Digest, Stamp)> {
-        completion(&self.order, self.front, seq)
     }
 }
 
