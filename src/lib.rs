@@ -14,6 +14,8 @@
 //! contracts ([`event`], [`proto`], [`config`]), [`run`]/[`serve`], the operator commands, and
 //! the pipeline parts the tests drive directly (re-exported below). The rest is private.
 
+#![forbid(unsafe_code)]
+
 mod aws;
 mod backoff;
 pub mod cli;
@@ -67,6 +69,14 @@ const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
 /// decided (3 s), closing the servers (1 s) and flushing traces share it, and a watchdog ends
 /// the process when it runs out, whatever still hangs (an SQS endpoint that never answers).
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long the binary's allocator keeps freed memory before it returns it to the OS.
+/// mimalloc 3 waits a second; a burst (a full pool starting at once, a backlog after an
+/// outage) frees much in that second, and all of it stays resident until the purge
+/// (docs/performance.md, "Memory the allocator keeps"). Returned sooner, it is not counted
+/// against the pod's memory; a shorter wait costs madvise calls and page faults. The bench's
+/// contract floor runs with the same setting, so the two are compared like for like.
+pub const ALLOCATOR_PURGE_DELAY: Duration = Duration::from_millis(100);
 
 /// Why the worker could not run. Each names the setting to look at.
 #[derive(Debug, thiserror::Error)]

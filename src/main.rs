@@ -11,7 +11,25 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay`: `mi_option_t` is a C enum and `libmimalloc-sys` names
+/// only some of its values. The test below checks that this one is the purge delay.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Sets [`reservation_worker::ALLOCATOR_PURGE_DELAY`], unless `MIMALLOC_PURGE_DELAY` is set:
+/// mimalloc has read that already, and an operator's choice stands.
+#[allow(unsafe_code)]
+fn return_freed_memory_promptly() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    let millis = reservation_worker::ALLOCATOR_PURGE_DELAY.as_millis() as std::ffi::c_long;
+    // SAFETY: `mi_option_set` stores a number in mimalloc's table of options, which every
+    // later purge reads; any number is valid for this option, at any time, from any thread.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, millis) }
+}
+
 fn main() -> ExitCode {
+    return_freed_memory_promptly();
     let cli = reservation_worker::cli::Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -33,4 +51,34 @@ fn main() -> ExitCode {
     drop(runtime);
     reservation_worker::write_pending_log_lines();
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(unsafe_code)]
+    fn purge_delay() -> std::ffi::c_long {
+        // SAFETY: reads a number from mimalloc's table of options.
+        unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
+    }
+
+    /// Option 15 is mimalloc 3's purge delay (1000 ms by default; no option beside it has
+    /// that default), and the worker sets it to `ALLOCATOR_PURGE_DELAY`.
+    #[test]
+    fn the_worker_sets_the_allocators_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        assert_eq!(
+            purge_delay(),
+            1000,
+            "option {MI_OPTION_PURGE_DELAY} is not the purge delay"
+        );
+        return_freed_memory_promptly();
+        assert_eq!(
+            purge_delay(),
+            reservation_worker::ALLOCATOR_PURGE_DELAY.as_millis() as std::ffi::c_long
+        );
+    }
 }

@@ -99,6 +99,13 @@ pub(crate) async fn spawn(
         )
         .env("FLOOR_RESERVATIONS", &peers.reservation_base)
         .envs((http == RestHttp::H2c).then_some(("FLOOR_H2C", "1")))
+        // The worker's allocator setting: the floor is the same program apart from its calls.
+        .env(
+            "MIMALLOC_PURGE_DELAY",
+            reservation_worker::ALLOCATOR_PURGE_DELAY
+                .as_millis()
+                .to_string(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,6 +1,8 @@
 //! `reservation-sim`: both peer simulators (and, with `--sqs-addr`, the fast SQS endpoint) on
 //! fixed ports, for `make dev` and for trying the worker by hand.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -10,6 +10,8 @@
 //! does not depend on the worker crate; the worker binary it starts is named by the caller
 //! through [`WorkerBinary`] (see there).
 
+#![forbid(unsafe_code)]
+
 pub mod chaos;
 pub mod fast_sqs;
 pub mod moto;
