@@ -177,14 +177,15 @@ impl Pool {
                 )),
                 _ => None,
             };
-            let shared = self.shared.clone();
-            let trial = trial.take();
             // Boxed: the task's future is a few KiB, and spawning moves it through several
             // layers by value; a box moves as a pointer.
-            self.tracker.spawn(Box::pin(async move {
-                settle(shared, delivery, permit, place).await;
-                drop(trial);
-            }));
+            self.tracker.spawn(Box::pin(settle(
+                self.shared.clone(),
+                delivery,
+                permit,
+                place,
+                trial.take(),
+            )));
         }
     }
 
@@ -210,66 +211,77 @@ impl Pool {
 }
 
 /// One message, start to finish: decide its disposition, hand it to the acker, free the slot.
-async fn settle(
+/// A `trial` is held until then.
+///
+/// A function returning an `async` block rather than an `async fn`: an `async fn` keeps its
+/// arguments twice in its future (as passed, and moved into its body), and this future is
+/// held for every message in flight.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn's future holds its arguments twice"
+)]
+fn settle(
     shared: Arc<Shared>,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
     mut place: Option<Place>,
-) {
-    shared.status.begin();
-    // Parsed first: the message's span takes its log fields and trace parent from the event.
-    let parsed = event::parse(
-        &delivery.body,
-        &MessageContext {
-            message_id: &delivery.message_id,
-            attributes: &delivery.attributes,
-        },
-    );
-    let span = super::span::process_span(&shared.span_names, &delivery, parsed.as_ref().ok());
-    // Known even for a message released before its workflow started, and for a body that
-    // named its type but failed on a field.
-    let event_type = match &parsed {
-        Ok(e) => Some(e.event_type()),
-        Err(e) => e.event_type(),
-    };
-    let envelope_id = parsed.as_ref().ok().map(|e| e.envelope_id.clone());
-    let work = async {
-        if let Some(place) = &mut place {
-            place.wait_turn().await;
-            if let Some(after) = shared.groups.held_for(place) {
-                return Disposition::RetryLater {
+    trial: Option<Trial>,
+) -> impl Future<Output = ()> {
+    async move {
+        shared.status.begin();
+        // Parsed first: the message's span takes its log fields and trace parent from the event.
+        let parsed = event::parse(
+            &delivery.body,
+            &MessageContext {
+                message_id: &delivery.message_id,
+                attributes: &delivery.attributes,
+            },
+        );
+        let span = super::span::process_span(&shared.span_names, &delivery, parsed.as_ref().ok());
+        // Known even for a message released before its workflow started, and for a body that
+        // named its type but failed on a field.
+        let event_type = match &parsed {
+            Ok(e) => Some(e.event_type()),
+            Err(e) => e.event_type(),
+        };
+        let envelope_id = parsed.as_ref().ok().map(|e| e.envelope_id.clone());
+        let work = async {
+            if let Some(place) = &mut place {
+                place.wait_turn().await;
+                if let Some(after) = shared.groups.held_for(place) {
+                    return Disposition::RetryLater {
                     after,
                     error:
                         "held back: an earlier message of its FIFO group is waiting to be retried"
                             .into(),
                 };
+                }
             }
+            let _running = shared.running.lock(&delivery.message_id).await;
+            decide(&shared, &delivery, &parsed).await
+        };
+        let disposition = {
+            // Pinned here and borrowed below: an async layer that took it by value would hold a
+            // copy of its state (most of the task's size).
+            let mut work = std::pin::pin!(work);
+            tokio::select! {
+                d = shared.renewals.hidden_while(&delivery, &span, &mut work).instrument(span.clone()) => d,
+                // Out of time: neither the work nor a renewal under way is waited for (the message
+                // reappears a visibility later at the latest).
+                _ = shared.hard_stop.cancelled() => Disposition::Release,
+            }
+        };
+        if let Some(place) = place {
+            shared
+                .groups
+                .finish(place, &delivery.message_id, &disposition);
         }
-        let _running = shared.running.lock(&delivery.message_id).await;
-        decide(&shared, &delivery, parsed).await
-    };
-    let disposition = {
-        // Pinned here and borrowed below: an async layer that took it by value would hold a
-        // copy of its state (most of the task's size).
-        let mut work = std::pin::pin!(work);
-        tokio::select! {
-            d = shared.renewals.hidden_while(&delivery, &span, &mut work).instrument(span.clone()) => d,
-            // Out of time: neither the work nor a renewal under way is waited for (the message
-            // reappears a visibility later at the latest).
-            _ = shared.hard_stop.cancelled() => Disposition::Release,
-        }
-    };
-    if let Some(place) = place {
-        shared
-            .groups
-            .finish(place, &delivery.message_id, &disposition);
-    }
-    let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
-    let outcome = disposition.outcome();
-    super::span::finish_process(&span, &disposition);
-    let type_label = event_type.map(EventType::as_str);
-    metrics().event_finished(type_label, outcome, delivery.received_at.elapsed());
-    span.in_scope(|| match &disposition {
+        let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
+        let outcome = disposition.outcome();
+        super::span::finish_process(&span, &disposition);
+        let type_label = event_type.map(EventType::as_str);
+        metrics().event_finished(type_label, outcome, delivery.received_at.elapsed());
+        span.in_scope(|| match &disposition {
         Disposition::DeadLetter { class, error, applied } => {
             tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class.as_str(), error = %error, applied_steps = %applied, event_type = type_label, "message finished");
         }
@@ -278,33 +290,38 @@ async fn settle(
         }
         _ => tracing::info!(outcome = outcome.as_str(), latency_ms, event_type = type_label, "message finished"),
     });
-    // A dead letter keeps its slot until the DLQ has it; every other disposition frees it now.
-    let slot = matches!(disposition, Disposition::DeadLetter { .. }).then_some(permit);
-    // The acker outlives every task (it stops only when all senders are gone).
-    if shared
-        .acks
-        .send(Settle {
-            delivery,
-            disposition,
-            span: span.clone(),
-            slot,
-            envelope_id,
-            event_type,
-        })
-        .await
-        .is_err()
-    {
-        tracing::error!("acker is gone; the message will reappear after its visibility timeout");
+        // A dead letter keeps its slot until the DLQ has it; every other disposition frees it now.
+        let slot = matches!(disposition, Disposition::DeadLetter { .. }).then_some(permit);
+        // The acker outlives every task (it stops only when all senders are gone).
+        if shared
+            .acks
+            .send(Settle {
+                delivery,
+                disposition,
+                span: span.clone(),
+                slot,
+                envelope_id,
+                event_type,
+            })
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "acker is gone; the message will reappear after its visibility timeout"
+            );
+        }
+        shared.status.end();
+        drop(trial);
     }
-    shared.status.end();
 }
 
 /// Dead-letter what did not parse, serialize by key, skip duplicates, run the workflow with
-/// retries.
+/// retries. The parse result is borrowed: moved in, each layer of the task's future would hold
+/// a copy of it.
 async fn decide(
     shared: &Shared,
     delivery: &Delivery,
-    parsed: Result<Event, event::EventError>,
+    parsed: &Result<Event, event::EventError>,
 ) -> Disposition {
     let event = match parsed {
         Ok(e) => e,
@@ -322,7 +339,7 @@ async fn decide(
     if shared.recent.contains(&event.envelope_id) {
         return Disposition::Delete(Deleted::Duplicate);
     }
-    let d = run_workflow(shared, &event, delivery).await;
+    let d = run_workflow(shared, event, delivery).await;
     if matches!(d, Disposition::Delete(Deleted::Applied)) {
         shared.recent.insert(&event.envelope_id);
     }
