@@ -10,7 +10,8 @@
 //!
 //! Beside each worker figure runs a *contract floor* ([`floor`]): a separate process making only
 //! the calls the contract needs, so the table can tell what the worker adds from what the
-//! contract itself costs on this machine.
+//! contract itself costs on this machine. Each figure beside the floor is drained four times,
+//! worker, floor, floor, worker ([`beside_floor`]).
 //!
 //! `cargo bench --bench worker -- load` (`make test-load`) runs only the drain at full N and
 //! its exactly-once audit, and exits non-zero on any discrepancy.
@@ -327,15 +328,19 @@ async fn run() -> anyhow::Result<bool> {
             if endpoint.is_moto() && c != plan.drain_concurrency[0] {
                 continue;
             }
-            let worker = worker_drain(endpoint, c, *n, Duration::ZERO, RestHttp::Http1).await?;
-            let bare = bare_drain(endpoint, c, *n).await?;
             // moto is the bottleneck there: the floor would measure moto again.
-            let floor = match endpoint.is_moto() {
-                true => None,
+            let (worker, floor) = match endpoint.is_moto() {
+                true => (
+                    worker_drain(endpoint, c, *n, Duration::ZERO, RestHttp::Http1).await?,
+                    None,
+                ),
                 false => {
-                    Some(floor::drain(endpoint, c, *n, Duration::ZERO, RestHttp::Http1).await?)
+                    let (w, f) =
+                        beside_floor(endpoint, c, *n, Duration::ZERO, RestHttp::Http1).await?;
+                    (w, Some(f))
                 }
             };
+            let bare = bare_drain(endpoint, c, *n).await?;
             eprintln!(
                 "drain {} c={c}: worker {:.0}/s, bare {:.0}/s, contract floor {}; {}",
                 endpoint.name(),
@@ -367,8 +372,7 @@ async fn run() -> anyhow::Result<bool> {
     {
         let ideal = c as f64 / (2.0 * PEER_LATENCY.as_secs_f64());
         let n = little_n(c);
-        let run = worker_drain(&fast, c, n, PEER_LATENCY, RestHttp::Http1).await?;
-        let floor = floor::drain(&fast, c, n, PEER_LATENCY, RestHttp::Http1).await?;
+        let (run, floor) = beside_floor(&fast, c, n, PEER_LATENCY, RestHttp::Http1).await?;
         eprintln!(
             "little c={c}: {:.0}/s of ideal {ideal:.0}/s, contract floor {:.0}/s ({}); {}",
             run.rate,
@@ -386,8 +390,7 @@ async fn run() -> anyhow::Result<bool> {
         .filter(|_| plan.runs(Part::Scale))
     {
         let n = little_n(c);
-        let run = worker_drain(&fast, c, n, PEER_LATENCY, RestHttp::H2c).await?;
-        let floor = floor::drain(&fast, c, n, PEER_LATENCY, RestHttp::H2c).await?;
+        let (run, floor) = beside_floor(&fast, c, n, PEER_LATENCY, RestHttp::H2c).await?;
         eprintln!(
             "h2c c={c}: worker {:.0}/s, contract floor {:.0}/s ({}); {}",
             run.rate,
@@ -1092,6 +1095,18 @@ struct SqsCalls {
 }
 
 impl SqsCalls {
+    /// The calls of two drains together.
+    fn and(self, other: SqsCalls) -> SqsCalls {
+        SqsCalls {
+            receives: self.receives + other.receives,
+            empty_receives: self.empty_receives + other.empty_receives,
+            received: self.received + other.received,
+            delete_batches: self.delete_batches + other.delete_batches,
+            deleted: self.deleted + other.deleted,
+            visibility_calls: self.visibility_calls + other.visibility_calls,
+        }
+    }
+
     fn between(before: &SqsStats, after: &SqsStats) -> SqsCalls {
         SqsCalls {
             receives: after.receive_message - before.receive_message,
@@ -1130,6 +1145,29 @@ impl SqsCalls {
 }
 
 impl WorkerRun {
+    /// Two drains of the same figure as one: events and costs added, the rate over both
+    /// windows together, memory the larger of the two.
+    fn and(self, other: WorkerRun) -> WorkerRun {
+        let mut rss_samples = self.rss_samples;
+        rss_samples.extend(other.rss_samples);
+        WorkerRun {
+            rate: combined_rate((self.n, self.rate), (other.n, other.rate)),
+            elapsed: self.elapsed + other.elapsed,
+            n: self.n + other.n,
+            cpu: self.cpu + other.cpu,
+            peak_rss_kib: self.peak_rss_kib.max(other.peak_rss_kib),
+            steady_rss_kib: self.steady_rss_kib.max(other.steady_rss_kib),
+            log_bytes: self.log_bytes + other.log_bytes,
+            log_lines: self.log_lines + other.log_lines,
+            sqs: self.sqs.zip(other.sqs).map(|(a, b)| a.and(b)),
+            harness_cpu: self.harness_cpu + other.harness_cpu,
+            sys_cpu: self.sys_cpu + other.sys_cpu,
+            rss_samples,
+            renewed: self.renewed + other.renewed,
+            audit: self.audit.and(other.audit),
+        }
+    }
+
     fn full_rate(&self) -> f64 {
         self.n as f64 / self.elapsed.as_secs_f64()
     }
@@ -1137,6 +1175,34 @@ impl WorkerRun {
     fn cpu_us_per_event(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.n as f64
     }
+}
+
+/// The worker and the contract floor on one figure, run worker, floor, floor, worker, each
+/// side's two drains taken together ([`WorkerRun::and`], [`FloorRun::and`]).
+///
+/// Why four runs, not two: on this shared machine a figure drifts by ±10 % within seconds,
+/// and the run after the first is the cheaper one for the bench process (its peers reuse the
+/// memory the first run's peers freed), so worker-then-floor put both on the worker. This
+/// order cancels a drift that is steady over the four runs and the order's own effect, and
+/// averages two drains a side.
+async fn beside_floor(
+    endpoint: &Endpoint,
+    concurrency: usize,
+    n: usize,
+    latency: Duration,
+    http: RestHttp,
+) -> anyhow::Result<(WorkerRun, FloorRun)> {
+    let first = worker_drain(endpoint, concurrency, n, latency, http).await?;
+    let floor = floor::drain(endpoint, concurrency, n, latency, http).await?;
+    let floor = floor.and(floor::drain(endpoint, concurrency, n, latency, http).await?);
+    let worker = first.and(worker_drain(endpoint, concurrency, n, latency, http).await?);
+    Ok((worker, floor))
+}
+
+/// The rate over two drains' windows together, given each drain's (events, rate): the windows
+/// hold the same share of each drain's events, so this is the events over the time.
+fn combined_rate((n1, r1): (usize, f64), (n2, r2): (usize, f64)) -> f64 {
+    (n1 + n2) as f64 / (n1 as f64 / r1 + n2 as f64 / r2)
 }
 
 /// Preloads `n` events, starts the worker, and measures it draining them.
@@ -1407,6 +1473,20 @@ struct Audit {
 }
 
 impl Audit {
+    /// The audits of two drains together: their events and their faults added.
+    fn and(self, other: Audit) -> Audit {
+        Audit {
+            n: self.n + other.n,
+            inventory_missing: self.inventory_missing + other.inventory_missing,
+            inventory_repeated: self.inventory_repeated + other.inventory_repeated,
+            reservations_missing: self.reservations_missing + other.reservations_missing,
+            reservations_repeated: self.reservations_repeated + other.reservations_repeated,
+            strangers: self.strangers + other.strangers,
+            left_in_queue: self.left_in_queue + other.left_in_queue,
+            dead_lettered: self.dead_lettered + other.dead_lettered,
+        }
+    }
+
     async fn check(
         endpoint: &Endpoint,
         peers: &Peers,
@@ -1688,7 +1768,7 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "\nAgainst the contract floor (the same calls, nothing else), measured in this run:\n"
+            "\nAgainst the contract floor (the same calls, nothing else), measured in this run; each side drains each figure twice, in the order worker, floor, floor, worker:\n"
         );
         let _ = writeln!(
             t,
@@ -1994,6 +2074,8 @@ fn floor_json(f: &FloorRun, w: &WorkerRun) -> Value {
         "cpu_us_per_event": f.cpu_us_per_event(),
         "worker_cpu_over_floor": w.cpu_us_per_event() / f.cpu_us_per_event(),
         "sys_cpu_s": f.sys_cpu.as_secs_f64(),
+        "harness_cpu_s": f.harness_cpu.as_secs_f64(),
+        "sqs_calls": f.sqs.as_ref().map(SqsCalls::json),
         "peak_rss_mib": mib(f.peak_rss_kib),
         "audit_ok": f.audit.ok(),
         "audit": f.audit.line(),

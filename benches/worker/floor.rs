@@ -26,8 +26,8 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use crate::{
-    Audit, Endpoint, Peers, Progress, RestHttp, WorkerRun, moto, proc_cpu_split, run_name,
-    watch_drain,
+    Audit, Endpoint, Peers, Progress, RestHttp, SqsCalls, WorkerRun, combined_rate, moto, proc_cpu,
+    proc_cpu_split, run_name, watch_drain,
 };
 
 /// The argument that makes the bench binary run as the floor's process.
@@ -40,10 +40,28 @@ pub(crate) struct FloorRun {
     pub cpu: Duration,
     pub sys_cpu: Duration,
     pub peak_rss_kib: u64,
+    /// CPU of the bench process (peers, fast endpoint) during the drain, as in the worker's run.
+    pub harness_cpu: Duration,
+    /// The floor's SQS calls during the drain (fast endpoint only).
+    pub sqs: Option<SqsCalls>,
     pub audit: Audit,
 }
 
 impl FloorRun {
+    /// Two drains of the same figure as one, as [`WorkerRun::and`] takes the worker's.
+    pub(crate) fn and(self, other: FloorRun) -> FloorRun {
+        FloorRun {
+            rate: combined_rate((self.n, self.rate), (other.n, other.rate)),
+            n: self.n + other.n,
+            cpu: self.cpu + other.cpu,
+            sys_cpu: self.sys_cpu + other.sys_cpu,
+            peak_rss_kib: self.peak_rss_kib.max(other.peak_rss_kib),
+            harness_cpu: self.harness_cpu + other.harness_cpu,
+            sqs: self.sqs.zip(other.sqs).map(|(a, b)| a.and(b)),
+            audit: self.audit.and(other.audit),
+        }
+    }
+
     pub(crate) fn cpu_us_per_event(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.n as f64
     }
@@ -51,11 +69,17 @@ impl FloorRun {
     /// CPU and memory beside the worker's run of the same figure.
     pub(crate) fn costs(&self, worker: &WorkerRun) -> String {
         format!(
-            "CPU {:.1} µs/event ({:.0} % in the kernel), worker/floor {:.2}; peak RSS {:.1} MiB",
+            "CPU {:.1} µs/event ({:.0} % in the kernel), worker/floor {:.2}; peak RSS {:.1} MiB; bench process {:.1} µs/event (worker's run {:.1}){}",
             self.cpu_us_per_event(),
             self.sys_cpu.as_secs_f64() * 100.0 / self.cpu.as_secs_f64().max(1e-9),
             worker.cpu_us_per_event() / self.cpu_us_per_event(),
-            self.peak_rss_kib as f64 / 1024.0
+            self.peak_rss_kib as f64 / 1024.0,
+            self.harness_cpu.as_secs_f64() * 1e6 / self.n as f64,
+            worker.harness_cpu.as_secs_f64() * 1e6 / worker.n as f64,
+            self.sqs.as_ref().map_or(String::new(), |s| format!(
+                "; floor SQS calls: {}",
+                s.line()
+            ))
         )
     }
 }
@@ -142,10 +166,16 @@ pub(crate) async fn drain(
     let program = Command::new(std::env::current_exe().context("the bench binary")?);
     let process = spawn(program, endpoint, &queue, &peers, concurrency, http).await?;
     let pid = process.pid();
+    let stats_before = endpoint.stats();
     let start = Instant::now();
     let (user_at_start, sys_at_start) = proc_cpu_split(pid)?;
+    let harness_cpu_at_start = proc_cpu(std::process::id())?;
     let progress: Progress = watch_drain(endpoint, &queue, n, start, |_| {}).await?;
     let (user, sys) = proc_cpu_split(pid)?;
+    let harness_cpu = proc_cpu(std::process::id())?.saturating_sub(harness_cpu_at_start);
+    let sqs = stats_before
+        .zip(endpoint.stats())
+        .map(|(b, a)| SqsCalls::between(&b, &a));
     let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -160,6 +190,8 @@ pub(crate) async fn drain(
         cpu: user.saturating_sub(user_at_start) + sys_cpu,
         sys_cpu,
         peak_rss_kib,
+        harness_cpu,
+        sqs,
         audit,
     })
 }
