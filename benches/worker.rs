@@ -1080,7 +1080,37 @@ struct WorkerRun {
     rss_samples: Vec<(f64, u64)>,
     /// Messages whose visibility was renewed (`sqs_visibility_extensions_total{result="ok"}`).
     renewed: u64,
+    /// Each drain's own figures, when this run is several taken together ([`WorkerRun::and`]).
+    drains: Vec<DrainFigures>,
     audit: Audit,
+}
+
+/// One drain's rate, CPU per event and bench-process CPU per event: the noise between the
+/// drains a figure combines, kept in the JSON.
+#[derive(Clone, Copy)]
+struct DrainFigures {
+    rate: f64,
+    cpu_us_per_event: f64,
+    harness_us_per_event: f64,
+}
+
+impl DrainFigures {
+    fn new(rate: f64, n: usize, cpu: Duration, harness_cpu: Duration) -> DrainFigures {
+        let per_event = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        DrainFigures {
+            rate,
+            cpu_us_per_event: per_event(cpu),
+            harness_us_per_event: per_event(harness_cpu),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "rate_per_s": self.rate,
+            "cpu_us_per_event": self.cpu_us_per_event,
+            "harness_cpu_us_per_event": self.harness_us_per_event,
+        })
+    }
 }
 
 /// The worker's SQS calls during one drain, from the fast endpoint's counters.
@@ -1164,6 +1194,7 @@ impl WorkerRun {
             sys_cpu: self.sys_cpu + other.sys_cpu,
             rss_samples,
             renewed: self.renewed + other.renewed,
+            drains: [self.drains, other.drains].concat(),
             audit: self.audit.and(other.audit),
         }
     }
@@ -1270,8 +1301,10 @@ async fn worker_drain_with(
     let renewed = worker.renewed(&http).await?;
     worker.stop().await?;
     let audit = Audit::check(endpoint, &peers, &run, n, &queue, &dlq).await?;
+    let rate = progress.window_rate(n as u64);
     Ok(WorkerRun {
-        rate: progress.window_rate(n as u64),
+        rate,
+        drains: vec![DrainFigures::new(rate, n, cpu, harness_cpu)],
         elapsed,
         n,
         cpu,
@@ -1972,6 +2005,7 @@ impl Report {
                 "sqs_calls": w.sqs.as_ref().map(SqsCalls::json),
                 "harness_cpu_s": w.harness_cpu.as_secs_f64(),
                 "sys_cpu_s": w.sys_cpu.as_secs_f64(),
+                "drains": w.drains.iter().map(DrainFigures::json).collect::<Vec<_>>(),
                 "audit_ok": w.audit.ok(),
                 "audit": w.audit.line(),
             })
@@ -2076,6 +2110,7 @@ fn floor_json(f: &FloorRun, w: &WorkerRun) -> Value {
         "sys_cpu_s": f.sys_cpu.as_secs_f64(),
         "harness_cpu_s": f.harness_cpu.as_secs_f64(),
         "sqs_calls": f.sqs.as_ref().map(SqsCalls::json),
+        "drains": f.drains.iter().map(DrainFigures::json).collect::<Vec<_>>(),
         "peak_rss_mib": mib(f.peak_rss_kib),
         "audit_ok": f.audit.ok(),
         "audit": f.audit.line(),

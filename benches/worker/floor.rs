@@ -26,8 +26,8 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use crate::{
-    Audit, Endpoint, Peers, Progress, RestHttp, SqsCalls, WorkerRun, combined_rate, moto, proc_cpu,
-    proc_cpu_split, run_name, watch_drain,
+    Audit, DrainFigures, Endpoint, Peers, Progress, RestHttp, SqsCalls, WorkerRun, combined_rate,
+    moto, proc_cpu, proc_cpu_split, run_name, watch_drain,
 };
 
 /// The argument that makes the bench binary run as the floor's process.
@@ -44,6 +44,8 @@ pub(crate) struct FloorRun {
     pub harness_cpu: Duration,
     /// The floor's SQS calls during the drain (fast endpoint only).
     pub sqs: Option<SqsCalls>,
+    /// Each drain's own figures, when this run is several taken together.
+    pub drains: Vec<DrainFigures>,
     pub audit: Audit,
 }
 
@@ -58,6 +60,7 @@ impl FloorRun {
             peak_rss_kib: self.peak_rss_kib.max(other.peak_rss_kib),
             harness_cpu: self.harness_cpu + other.harness_cpu,
             sqs: self.sqs.zip(other.sqs).map(|(a, b)| a.and(b)),
+            drains: [self.drains, other.drains].concat(),
             audit: self.audit.and(other.audit),
         }
     }
@@ -184,10 +187,13 @@ pub(crate) async fn drain(
     drop(process);
     let audit = Audit::check(endpoint, &peers, &run, n, &queue, &dlq).await?;
     let sys_cpu = sys.saturating_sub(sys_at_start);
+    let rate = progress.window_rate(n as u64);
+    let cpu = user.saturating_sub(user_at_start) + sys_cpu;
     Ok(FloorRun {
-        rate: progress.window_rate(n as u64),
+        rate,
+        drains: vec![DrainFigures::new(rate, n, cpu, harness_cpu)],
         n,
-        cpu: user.saturating_sub(user_at_start) + sys_cpu,
+        cpu,
         sys_cpu,
         peak_rss_kib,
         harness_cpu,
