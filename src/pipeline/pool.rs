@@ -249,12 +249,8 @@ fn settle(
             if let Some(place) = &mut place {
                 place.wait_turn().await;
                 if let Some(after) = shared.groups.held_for(place) {
-                    return Disposition::RetryLater {
-                    after,
-                    error:
-                        "held back: an earlier message of its FIFO group is waiting to be retried"
-                            .into(),
-                };
+                    let error = HELD_BACK.into();
+                    return Disposition::RetryLater { after, error };
                 }
             }
             let _running = shared.running.lock(&delivery.message_id).await;
@@ -276,20 +272,11 @@ fn settle(
                 .groups
                 .finish(place, &delivery.message_id, &disposition);
         }
-        let latency_ms = delivery.received_at.elapsed().as_millis() as u64;
-        let outcome = disposition.outcome();
+        let latency = delivery.received_at.elapsed();
         super::span::finish_process(&span, &disposition);
         let type_label = event_type.map(EventType::as_str);
-        metrics().event_finished(type_label, outcome, delivery.received_at.elapsed());
-        span.in_scope(|| match &disposition {
-        Disposition::DeadLetter { class, error, applied } => {
-            tracing::warn!(outcome = outcome.as_str(), latency_ms, reason = class.as_str(), error = %error, applied_steps = %applied, event_type = type_label, "message finished");
-        }
-        Disposition::RetryLater { after, error } => {
-            tracing::warn!(outcome = outcome.as_str(), latency_ms, retry_in_secs = after.as_secs(), error = %error, event_type = type_label, "message finished");
-        }
-        _ => tracing::info!(outcome = outcome.as_str(), latency_ms, event_type = type_label, "message finished"),
-    });
+        metrics().event_finished(type_label, disposition.outcome(), latency);
+        span.in_scope(|| log_finished(&disposition, latency, type_label));
         // A dead letter keeps its slot until the DLQ has it; every other disposition frees it now.
         let slot = matches!(disposition, Disposition::DeadLetter { .. }).then_some(permit);
         // The acker outlives every task (it stops only when all senders are gone).
@@ -312,6 +299,39 @@ fn settle(
         }
         shared.status.end();
         drop(trial);
+    }
+}
+
+/// The error of a FIFO message held back behind an earlier one of its group.
+const HELD_BACK: &str = "held back: an earlier message of its FIFO group is waiting to be retried";
+
+/// The message's last line: a warning for a dead letter or a retry, with why.
+fn log_finished(disposition: &Disposition, latency: Duration, event_type: Option<&str>) {
+    let outcome = disposition.outcome().as_str();
+    let latency_ms = latency.as_millis() as u64;
+    match disposition {
+        Disposition::DeadLetter {
+            class,
+            error,
+            applied,
+        } => tracing::warn!(
+            outcome,
+            latency_ms,
+            reason = class.as_str(),
+            error = %error,
+            applied_steps = %applied,
+            event_type,
+            "message finished"
+        ),
+        Disposition::RetryLater { after, error } => tracing::warn!(
+            outcome,
+            latency_ms,
+            retry_in_secs = after.as_secs(),
+            error = %error,
+            event_type,
+            "message finished"
+        ),
+        _ => tracing::info!(outcome, latency_ms, event_type, "message finished"),
     }
 }
 
