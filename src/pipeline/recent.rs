@@ -30,14 +30,30 @@ struct Inner {
     epoch: Instant,
     /// Completions oldest first. Each has a sequence number, `front` for the first and one
     /// more for each after it.
-    order: VecDeque<(Digest, Stamp)>,
+    order: VecDeque<Digest>,
     /// The sequence number of `order`'s front.
     front: Seq,
+    /// The completions' times, a run at a time: a stamp per completion would make an entry
+    /// half as large again.
+    runs: VecDeque<Run>,
     /// Each remembered id's latest completion, as its sequence number, hashed by its digest:
-    /// a slot is 4 bytes where the digest and stamp would be 24, and the table is the part
-    /// whose every page is touched, as digests land anywhere in it.
+    /// a slot is 4 bytes where the digest would be 16, and the table is the part whose every
+    /// page is touched, as digests land anywhere in it.
     latest: HashTable<Seq>,
 }
+
+/// Completions made within [`RUNS`]th of the TTL of each other: from sequence number `first`
+/// up to the next run's, made from `began` to `ended`. A completion counts as made when its
+/// run ended, so an id is remembered for its TTL and at most a [`RUNS`]th more.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    first: Seq,
+    began: Stamp,
+    ended: Stamp,
+}
+
+/// Runs a TTL is divided into (about as many are kept at once).
+const RUNS: u32 = 64;
 
 /// An id as two SipHash digests under independent random keys. Taking a fresh id for one
 /// seen before needs a 128-bit collision: about 10⁻³³ a lookup at the largest capacity,
@@ -60,17 +76,20 @@ type Stamp = u64;
 type Seq = u32;
 
 impl RecentlyCompleted {
-    /// Remembers at most `capacity` ids, each for `ttl`. Sized for that at once: a table that
-    /// keeps forgetting and learning ids fills with tombstones and grows to twice its items
-    /// before it can clean up in place, so grown on demand it would reach that size only
-    /// after a few turnovers, long after start-up, which a memory graph shows as a late step.
+    /// Remembers at most `capacity` ids, each for `ttl` (and at most a 64th more). Sized for
+    /// that by its first insert: a table that keeps forgetting and learning ids fills with
+    /// tombstones and grows to twice its items before it can clean up in place, so grown on
+    /// demand it would reach that size only after a few turnovers, long after start-up,
+    /// which a memory graph shows as a late step. A memory never written to (the acker's,
+    /// while nothing is dead-lettered) holds nothing.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RecentlyCompleted {
             inner: Mutex::new(Inner {
                 epoch: Instant::now(),
-                order: VecDeque::with_capacity(capacity.saturating_add(1)),
+                order: VecDeque::new(),
                 front: 0,
-                latest: HashTable::with_capacity(capacity.saturating_mul(2)),
+                runs: VecDeque::new(),
+                latest: HashTable::new(),
             }),
             keys: [RandomState::new(), RandomState::new()],
             capacity,
@@ -84,56 +103,93 @@ impl RecentlyCompleted {
 
     /// Whether `id` completed within the TTL.
     pub fn contains(&self, id: &str) -> bool {
+        self.contains_at(id, None)
+    }
+
+    /// [`RecentlyCompleted::contains`] at `now` (tests set the clock), else at the time.
+    fn contains_at(&self, id: &str, now: Option<Stamp>) -> bool {
         let digest = self.digest(id);
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let now = inner.now();
+        let now = now.unwrap_or_else(|| inner.now());
         inner
             .latest
-            .find(digest.hash(), |&seq| {
-                completion(&inner.order, inner.front, seq).is_some_and(|(d, _)| d == digest)
-            })
-            .and_then(|&seq| completion(&inner.order, inner.front, seq))
-            .is_some_and(|(_, t)| Duration::from_nanos(now.saturating_sub(t)) < self.ttl)
+            .find(digest.hash(), |&seq| inner.digest_at(seq) == Some(digest))
+            .and_then(|&seq| inner.made(seq))
+            .is_some_and(|made| self.young(now, made))
     }
 
     /// Records `id` as completed now.
     pub fn insert(&self, id: &str) {
+        self.insert_at(id, None);
+    }
+
+    /// [`RecentlyCompleted::insert`] at `now` (tests set the clock), else at the time.
+    fn insert_at(&self, id: &str, now: Option<Stamp>) {
         if self.capacity == 0 {
             return;
         }
         let digest = self.digest(id);
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let now = guard.now();
+        let now = now.unwrap_or_else(|| guard.now());
+        let inner = &mut *guard;
+        if inner.order.capacity() == 0 {
+            inner.order.reserve_exact(self.capacity.saturating_add(1));
+            inner.runs.reserve_exact(RUNS as usize + 2);
+        }
+        let seq = inner
+            .front
+            .wrapping_add(Seq::try_from(inner.order.len()).unwrap_or(Seq::MAX));
+        inner.order.push_back(digest);
+        let granule = u64::try_from((self.ttl / RUNS).as_nanos()).unwrap_or(u64::MAX);
+        match inner.runs.back_mut() {
+            Some(run) if now.saturating_sub(run.began) < granule => run.ended = now,
+            _ => inner.runs.push_back(Run {
+                first: seq,
+                began: now,
+                ended: now,
+            }),
+        }
         let Inner {
             order,
             front,
             latest,
             ..
-        } = &mut *guard;
-        let seq = front.wrapping_add(Seq::try_from(order.len()).unwrap_or(Seq::MAX));
-        order.push_back((digest, now));
-        let at = |seq| completion(order, *front, seq);
+        } = &mut *inner;
+        if latest.capacity() == 0 {
+            latest.reserve(self.capacity.saturating_mul(2), |&s| {
+                digest_at(order, *front, s).map_or(0, |d| d.hash())
+            });
+        }
+        let at = |seq| digest_at(order, *front, seq);
         match latest.entry(
             digest.hash(),
-            |&s| at(s).is_some_and(|(d, _)| d == digest),
-            |&s| at(s).map_or(0, |(d, _)| d.hash()),
+            |&s| at(s) == Some(digest),
+            |&s| at(s).map_or(0, |d| d.hash()),
         ) {
             Entry::Occupied(mut e) => *e.get_mut() = seq,
             Entry::Vacant(e) => {
                 e.insert(seq);
             }
         }
-        while order.front().is_some_and(|&(_, t)| {
-            order.len() > self.capacity || Duration::from_nanos(now.saturating_sub(t)) >= self.ttl
-        }) {
-            // Only forget the id if this entry is its latest completion.
-            if let Some((old, _)) = order.pop_front()
-                && let Ok(e) = latest.find_entry(old.hash(), |&s| s == *front)
-            {
-                e.remove();
-            }
-            *front = front.wrapping_add(1);
+        while inner.order.len() > self.capacity {
+            inner.forget_front();
         }
+        // The current run ended now, so this stops at it.
+        while inner
+            .runs
+            .front()
+            .is_some_and(|run| !self.young(now, run.ended))
+        {
+            let runs = inner.runs.len();
+            while inner.runs.len() == runs {
+                inner.forget_front();
+            }
+        }
+    }
+
+    /// Whether a completion made at `made` is still remembered at `now`.
+    fn young(&self, now: Stamp, made: Stamp) -> bool {
+        Duration::from_nanos(now.saturating_sub(made)) < self.ttl
     }
 
     /// Ids remembered now (expired ones may linger until the next insert).
@@ -155,11 +211,40 @@ impl Inner {
     fn now(&self) -> Stamp {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
+
+    fn digest_at(&self, seq: Seq) -> Option<Digest> {
+        digest_at(&self.order, self.front, seq)
+    }
+
+    /// When the completion numbered `seq` counts as made: when its run ended.
+    fn made(&self, seq: Seq) -> Option<Stamp> {
+        let offset = |s: Seq| s.wrapping_sub(self.front) as i32;
+        let after = self
+            .runs
+            .partition_point(|r| offset(r.first) <= offset(seq));
+        Some(self.runs.get(after.checked_sub(1)?)?.ended)
+    }
+
+    /// Drops the oldest completion, and its id unless the id completed again since; and its
+    /// run once the run is all gone (so the runs are empty when the order is).
+    fn forget_front(&mut self) {
+        let Some(old) = self.order.pop_front() else {
+            self.runs.clear();
+            return;
+        };
+        if let Ok(e) = self.latest.find_entry(old.hash(), |&s| s == self.front) {
+            e.remove();
+        }
+        self.front = self.front.wrapping_add(1);
+        if self.runs.get(1).is_some_and(|r| r.first == self.front) || self.order.is_empty() {
+            self.runs.pop_front();
+        }
+    }
 }
 
-/// The completion numbered `seq` in an order whose front is numbered `front`, if it is
-/// still remembered.
-fn completion(order: &VecDeque<(Digest, Stamp)>, front: Seq, seq: Seq) -> Option<(Digest, Stamp)> {
+/// The digest of the completion numbered `seq` in an order whose front is numbered `front`,
+/// if it is still remembered.
+fn digest_at(order: &VecDeque<Digest>, front: Seq, seq: Seq) -> Option<Digest> {
     order.get(seq.wrapping_sub(front) as usize).copied()
 }
 
@@ -180,14 +265,17 @@ mod tests {
     }
 
     #[test]
-    fn the_memory_is_sized_for_its_turnover_at_once() {
+    fn the_memory_is_sized_for_its_turnover_by_its_first_insert() {
         let r = RecentlyCompleted::new(1000, Duration::from_secs(60));
         let sized = |r: &RecentlyCompleted| {
             let inner = r.inner.lock().expect("lock");
             (inner.latest.capacity(), inner.order.capacity())
         };
+        assert_eq!(sized(&r), (0, 0), "nothing held before an insert");
+        r.insert("id-0");
         let at_start = sized(&r);
-        for i in 0..20_000 {
+        assert!(at_start.0 >= 2000 && at_start.1 > 1000, "{at_start:?}");
+        for i in 1..20_000 {
             r.insert(&format!("id-{i}"));
         }
         assert_eq!(r.len(), 1000);
@@ -257,6 +345,45 @@ mod tests {
                 assert_eq!(r.contains(id), last_three.contains(&id), "{id} after {i}");
             }
         }
+    }
+
+    /// Seconds as a stamp.
+    fn at(secs: f64) -> Option<Stamp> {
+        Some((secs * 1e9) as Stamp)
+    }
+
+    #[test]
+    fn remembers_for_the_ttl_and_at_most_a_64th_more() {
+        // TTL 64 s: a run is at most 1 s long, and counts as made when it ended.
+        let r = RecentlyCompleted::new(100, Duration::from_secs(64));
+        r.insert_at("a", at(0.0));
+        r.insert_at("b", at(0.5));
+        r.insert_at("c", at(1.0));
+        assert!(r.contains_at("a", at(64.4)) && r.contains_at("b", at(64.4)));
+        assert!(!r.contains_at("a", at(64.5)) && !r.contains_at("b", at(64.5)));
+        assert!(r.contains_at("c", at(64.9)) && !r.contains_at("c", at(65.0)));
+        r.insert_at("d", at(64.6));
+        assert_eq!(
+            r.len(),
+            2,
+            "a and b are dropped by the insert after they expired"
+        );
+        assert!(r.contains_at("c", at(64.6)) && r.contains_at("d", at(64.6)));
+    }
+
+    #[test]
+    fn a_quiet_spell_does_not_stretch_what_came_before_it() {
+        let r = RecentlyCompleted::new(100, Duration::from_secs(64));
+        r.insert_at("a", at(0.0));
+        r.insert_at("b", at(1_000.0));
+        assert!(!r.contains_at("a", at(64.0)) && !r.contains_at("a", at(1_000.0)));
+        assert!(r.contains_at("b", at(1_000.0)));
+        assert_eq!(r.len(), 1);
+        // An id completed again lives by its latest completion only.
+        r.insert_at("b", at(1_050.0));
+        r.insert_at("c", at(1_070.0));
+        assert!(r.contains_at("b", at(1_113.9)) && !r.contains_at("b", at(1_114.0)));
+        assert_eq!(r.len(), 2);
     }
 
     #[test]
