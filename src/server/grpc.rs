@@ -2,11 +2,17 @@
 //! (v1 and v1alpha, since many clients still speak only v1alpha) and `WorkerDebug`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
@@ -27,8 +33,6 @@ use crate::workflow::{self, InventoryFields, InventoryRequest, Peers, Progress, 
 /// Why the gRPC port could not be served.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum GrpcServerError {
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -372,6 +376,76 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .with_service_name("reservation.worker.v1.WorkerDebug")
 }
 
+/// A service built by its first request, then kept. Reflection copies and indexes every
+/// descriptor it serves when it is built, memory only an operator's grpcurl needs: a worker
+/// nobody inspects never holds it (docs/performance.md). The descriptors are compiled in, so building
+/// cannot fail unless the binary is broken; if it does, each call answers `INTERNAL` with why.
+struct OnDemand<S, F> {
+    service: Arc<OnceLock<Result<S, String>>>,
+    build: F,
+}
+
+impl<S, F: Clone> Clone for OnDemand<S, F> {
+    fn clone(&self) -> Self {
+        OnDemand {
+            service: self.service.clone(),
+            build: self.build.clone(),
+        }
+    }
+}
+
+impl<S, F> OnDemand<S, F> {
+    fn new(build: F) -> Self {
+        OnDemand {
+            service: Arc::new(OnceLock::new()),
+            build,
+        }
+    }
+}
+
+impl<S: NamedService, F> NamedService for OnDemand<S, F> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, F, E> Service<http::Request<Body>> for OnDemand<S, F>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    F: Fn() -> Result<S, E>,
+    E: Display,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<http::Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let built = self
+            .service
+            .get_or_init(|| (self.build)().map_err(|e| e.to_string()));
+        match built {
+            Ok(service) => {
+                let mut service = service.clone();
+                Box::pin(async move {
+                    std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                    service.call(request).await
+                })
+            }
+            Err(why) => {
+                let status = Status::internal(format!("{} is unavailable: {why}", S::NAME));
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
 /// Serves until `stop` is cancelled.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -402,12 +476,10 @@ pub(crate) async fn serve(
         }
     };
     tokio::spawn(follow);
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
     tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(OnDemand::new(|| reflection().build_v1()))
+        .add_service(OnDemand::new(|| reflection().build_v1alpha()))
         .add_service(WorkerDebugServer::new(debug))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             stop.cancelled().await;
@@ -419,6 +491,65 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service that answers every call with an empty 200.
+    #[derive(Clone)]
+    struct Empty;
+
+    impl NamedService for Empty {
+        const NAME: &'static str = "test.Empty";
+    }
+
+    impl Service<http::Request<Body>> for Empty {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<http::Response<Body>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(Body::empty())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_on_demand_is_built_by_its_first_call_once_for_every_clone() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counted = builds.clone();
+        let service = OnDemand::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>(Empty)
+        });
+        let clone = service.clone();
+        assert_eq!(builds.load(Ordering::SeqCst), 0, "built before any call");
+        for mut s in [service.clone(), clone, service] {
+            let answer = s.call(http::Request::new(Body::empty())).await;
+            assert_eq!(answer.map(|a| a.status()), Ok(http::StatusCode::OK));
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "built once");
+    }
+
+    #[tokio::test]
+    async fn a_service_that_cannot_be_built_answers_internal_with_why() {
+        let mut service = OnDemand::new(|| Err::<Empty, _>("descriptor 3 is truncated"));
+        for _ in 0..2 {
+            let answer = service
+                .call(http::Request::new(Body::empty()))
+                .await
+                .map(|a| Status::from_header_map(a.headers()));
+            let Ok(Some(status)) = answer else {
+                panic!("no gRPC status in the answer: {answer:?}");
+            };
+            assert_eq!(status.code(), tonic::Code::Internal);
+            assert_eq!(
+                status.message(),
+                "test.Empty is unavailable: descriptor 3 is truncated"
+            );
+        }
+    }
 
     #[test]
     fn url_credentials_are_masked() {
