@@ -63,7 +63,8 @@ settings! {
     /// each of the two memories ([what an id costs](performance.md#memory-of-the-duplicate-memory))
     dedupe_capacity: usize = DEDUPE_CAPACITY,
         count(0, MAX_DEDUPE_CAPACITY as u64, DEDUPE_CAPACITY_EXPECTED), default "10000";
-    /// how long each is remembered
+    /// how long each is remembered (up to a 64th more: times are kept a run of completions at
+    /// a time)
     dedupe_ttl: Duration = DEDUPE_TTL_SECS, secs(1, 86_400), default "900";
     /// retryable failures in a row of one peer that open its circuit breaker
     /// ([the circuit breaker](reliability.md#a-long-outage-of-a-peer-the-circuit-breaker));
