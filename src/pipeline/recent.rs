@@ -386,6 +386,51 @@ mod tests {
         assert_eq!(r.len(), 2);
     }
 
+    proptest::proptest! {
+        /// Against a model that keeps every completion's exact time: an id completed within
+        /// the last `capacity` completions and less than the TTL ago is remembered; one pushed
+        /// out by count, or completed a TTL and a 64th ago or more, is not. In between, either.
+        /// Each step completes an id after a pause (short ones make runs of several
+        /// completions), then asks about every id at a moment up to 7 s later.
+        #[test]
+        fn remembers_what_a_model_with_exact_times_says_it_must(
+            capacity in 1usize..24,
+            steps in proptest::collection::vec(
+                (0u8..16, proptest::prop_oneof![0u64..60, 0u64..2_000], 0u64..7_000),
+                1..200,
+            ),
+        ) {
+            // TTL 6.4 s: runs of up to 100 ms.
+            let ttl = 6_400_000_000;
+            let slack = ttl / Stamp::from(RUNS);
+            let r = RecentlyCompleted::new(capacity, Duration::from_nanos(ttl));
+            let mut log: Vec<(u8, Stamp)> = Vec::new();
+            let mut now: Stamp = 0;
+            for (id, pause_ms, later_ms) in steps {
+                now += pause_ms * 1_000_000;
+                r.insert_at(&format!("id-{id}"), Some(now));
+                log.push((id, now));
+                let kept = &log[log.len().saturating_sub(capacity)..];
+                for at in [now, now + later_ms * 1_000_000] {
+                    for probe in 0u8..16 {
+                        let latest = kept.iter().rev().find(|(i, _)| *i == probe).map(|&(_, t)| t);
+                        let remembered = r.contains_at(&format!("id-{probe}"), Some(at));
+                        match latest {
+                            Some(t) if at - t < ttl => proptest::prop_assert!(
+                                remembered, "id-{probe} completed at {t} forgotten at {at}"
+                            ),
+                            Some(t) if at - t < ttl + slack => {}
+                            _ => proptest::prop_assert!(
+                                !remembered, "id-{probe} remembered at {at}: {latest:?}"
+                            ),
+                        }
+                    }
+                }
+                proptest::prop_assert!(r.len() <= capacity);
+            }
+        }
+    }
+
     #[test]
     fn forgets_after_the_ttl() {
         let r = RecentlyCompleted::new(10, Duration::from_millis(1));
