@@ -134,7 +134,8 @@ impl RecentlyCompleted {
         let inner = &mut *guard;
         if inner.order.capacity() == 0 {
             inner.order.reserve_exact(self.capacity.saturating_add(1));
-            inner.runs.reserve_exact(RUNS as usize + 2);
+            // Up to RUNS + 2 live, and the new run is pushed before the expired ones go.
+            inner.runs.reserve_exact(RUNS as usize + 3);
         }
         let seq = inner
             .front

@@ -378,8 +378,10 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 
 /// A service built by its first request, then kept. Reflection copies and indexes every
 /// descriptor it serves when it is built, memory only an operator's grpcurl needs: a worker
-/// nobody inspects never holds it (docs/performance.md). The descriptors are compiled in, so building
-/// cannot fail unless the binary is broken; if it does, each call answers `INTERNAL` with why.
+/// nobody inspects never holds it (docs/performance.md). The descriptors are compiled in, so
+/// building cannot fail unless the binary is broken; if it does, that is logged once as an
+/// error and each call answers `INTERNAL` with why. The build runs once, in the first call,
+/// on the runtime's thread (milliseconds); a call racing it waits for it there.
 struct OnDemand<S, F> {
     service: Arc<OnceLock<Result<S, String>>>,
     build: F,
@@ -427,9 +429,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let built = self
-            .service
-            .get_or_init(|| (self.build)().map_err(|e| e.to_string()));
+        let built = self.service.get_or_init(|| {
+            (self.build)().map_err(|e| {
+                tracing::error!(service = S::NAME, error = %e, "cannot build the service");
+                e.to_string()
+            })
+        });
         match built {
             Ok(service) => {
                 let mut service = service.clone();
