@@ -22,6 +22,8 @@ pub struct RecentlyCompleted {
     keys: [RandomState; 2],
     capacity: usize,
     ttl: Duration,
+    /// The longest a run lasts: the TTL over [`RUNS`], in nanoseconds.
+    granule: Stamp,
 }
 
 #[derive(Debug)]
@@ -94,6 +96,7 @@ impl RecentlyCompleted {
             keys: [RandomState::new(), RandomState::new()],
             capacity,
             ttl,
+            granule: u64::try_from((ttl / RUNS).as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
@@ -136,14 +139,15 @@ impl RecentlyCompleted {
             inner.order.reserve_exact(self.capacity.saturating_add(1));
             // Up to RUNS + 2 live, and the new run is pushed before the expired ones go.
             inner.runs.reserve_exact(RUNS as usize + 3);
+            // Empty still, so the hasher has nothing to rehash.
+            inner.latest.reserve(self.capacity.saturating_mul(2), |_| 0);
         }
         let seq = inner
             .front
             .wrapping_add(Seq::try_from(inner.order.len()).unwrap_or(Seq::MAX));
         inner.order.push_back(digest);
-        let granule = u64::try_from((self.ttl / RUNS).as_nanos()).unwrap_or(u64::MAX);
         match inner.runs.back_mut() {
-            Some(run) if now.saturating_sub(run.began) < granule => run.ended = now,
+            Some(run) if now.saturating_sub(run.began) < self.granule => run.ended = now,
             _ => inner.runs.push_back(Run {
                 first: seq,
                 began: now,
@@ -156,11 +160,6 @@ impl RecentlyCompleted {
             latest,
             ..
         } = &mut *inner;
-        if latest.capacity() == 0 {
-            latest.reserve(self.capacity.saturating_mul(2), |&s| {
-                digest_at(order, *front, s).map_or(0, |d| d.hash())
-            });
-        }
         let at = |seq| digest_at(order, *front, seq);
         match latest.entry(
             digest.hash(),

@@ -382,18 +382,10 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// building cannot fail unless the binary is broken; if it does, that is logged once as an
 /// error and each call answers `INTERNAL` with why. The build runs once, in the first call,
 /// on the runtime's thread (milliseconds); a call racing it waits for it there.
+#[derive(Clone)]
 struct OnDemand<S, F> {
     service: Arc<OnceLock<Result<S, String>>>,
     build: F,
-}
-
-impl<S, F: Clone> Clone for OnDemand<S, F> {
-    fn clone(&self) -> Self {
-        OnDemand {
-            service: self.service.clone(),
-            build: self.build.clone(),
-        }
-    }
 }
 
 impl<S, F> OnDemand<S, F> {
