@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let cli = reservation_worker::cli::Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    reservation_worker::batch_log_lines(&mut builder);
+    reservation_worker::batch_log_lines();
     if cli.runs_the_worker()
         && let Some(threads) = reservation_worker::config::runtime_threads_from_env()
     {

@@ -542,7 +542,7 @@ async fn send_dead_letter(
 
 async fn delete(w: Arc<Writer>, pending: Vec<String>) {
     // Each message's `message finished` line is out before the message is gone.
-    crate::telemetry::write_pending_log_lines();
+    crate::telemetry::logging::log_lines_written().await;
     let left = write_with_retries(&w, pending, SettleWrite::Delete, |batch| {
         let w = w.clone();
         async move {

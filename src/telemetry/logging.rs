@@ -12,10 +12,12 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::Notify;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -149,45 +151,142 @@ where
 /// The most lines (in bytes) kept back before they are written anyway.
 const BATCH_BYTES: usize = 16 * 1024;
 
-/// Lines not yet written, in the order they were made.
+/// The longest a line is kept back when nothing else writes it sooner.
+const KEEP_BACK: Duration = Duration::from_millis(10);
+
+/// Lines not yet written, in the order they were made; locked only to add a line or to take
+/// them all.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// The lines being written, locked for the whole write: writes go out one at a time, in the
+/// order their lines were taken. A line logged meanwhile goes to [`PENDING`] without waiting
+/// for the write (holding one lock through the write made a runtime thread that logged a line
+/// sleep until the other thread's write to the log pipe was done).
+static WRITING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Bytes of lines ever kept back (changed under [`PENDING`]'s lock), and how many of them are
+/// written (under [`WRITING`]'s): [`log_lines_written`] waits for the second to pass the first.
+static KEPT: AtomicU64 = AtomicU64::new(0);
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Told after each write, for [`log_lines_written`].
+static WROTE: Notify = Notify::const_new();
 
 /// Set by [`batch_log_lines`]: without it every line is written at once.
 static BATCHING: AtomicBool = AtomicBool::new(false);
 
-/// Makes JSON log lines go out in batches: a line is kept back until a runtime thread parks (it
-/// has nothing left to run), 16 KiB are waiting, a warning or an error is logged (it goes out
-/// with the lines before it), a delete is sent or `/metrics` is scraped
-/// ([`write_pending_log_lines`]: a message's `message finished` line is out before the message
-/// is acknowledged, and before a scrape counts it). One write per batch
-/// instead of one per line: the write, and the wake-up of whoever reads the pipe, were the
-/// largest part of a line's cost. Only a process killed outright loses what was kept back.
-pub fn batch_log_lines(runtime: &mut tokio::runtime::Builder) {
+/// Set while the thread that writes lines [`KEEP_BACK`] after they were kept back runs.
+static WRITER_THREAD: AtomicBool = AtomicBool::new(false);
+
+/// Whether lines wait in an emptied [`PENDING`] for the writer thread; it waits on the
+/// condvar for the first.
+static LINES_WAITING: Mutex<bool> = Mutex::new(false);
+static FIRST_LINE: Condvar = Condvar::new();
+
+/// Makes JSON log lines go out in batches: a line is kept back until 10 ms passed (a thread of
+/// its own writes it then), 16 KiB are waiting, a warning or an error is logged (it goes out
+/// with the lines before it), `/metrics` is scraped (a scrape never counts an event whose line
+/// is not out) or the process exits. One write per batch instead of one per line: the write,
+/// and the wake-up of whoever reads the pipe, were the largest part of a line's cost. The
+/// acker sends a delete only once the lines kept back before it are written
+/// ([`log_lines_written`]), so a message's `message finished` line is out before the message
+/// is acknowledged without a write per delete. Only a process killed outright loses what was
+/// kept back.
+pub fn batch_log_lines() {
     BATCHING.store(true, Ordering::Relaxed);
-    runtime.on_thread_park(write_pending_log_lines);
+    let writer = std::thread::Builder::new()
+        .name("log-lines".into())
+        .spawn(write_kept_back_lines);
+    // Without the thread every wait for the lines writes them itself.
+    WRITER_THREAD.store(writer.is_ok(), Ordering::Release);
     // A panic that ends the process writes them too; `try_lock`, since the panic may have
-    // come from a write that holds the batch.
+    // come from a write that holds the lines.
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if let Ok(mut pending) = PENDING.try_lock() {
-            let _ = write_out(&mut pending);
+        if let Ok(mut writing) = WRITING.try_lock()
+            && let Ok(mut pending) = PENDING.try_lock()
+        {
+            std::mem::swap(&mut *pending, &mut *writing);
+            drop(pending);
+            let _ = write_taken(&mut writing);
         }
         report(info);
     }));
 }
 
-/// Writes the lines kept back, if any. The process calls it before it exits.
-pub fn write_pending_log_lines() {
-    let _ = write_out(&mut PENDING.lock().unwrap_or_else(PoisonError::into_inner));
+/// The writer thread.
+fn write_kept_back_lines() {
+    loop {
+        write_next_batch();
+    }
 }
 
-/// Writes `pending` to stdout and empties it, written or not (a line is never written twice).
-fn write_out(pending: &mut Vec<u8>) -> io::Result<()> {
-    if pending.is_empty() {
-        return Ok(());
+/// Waits for a line to go into an empty batch, then [`KEEP_BACK`], then writes the batch.
+fn write_next_batch() {
+    {
+        let mut waiting = LINES_WAITING.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*waiting {
+            waiting = FIRST_LINE
+                .wait(waiting)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *waiting = false;
     }
-    let written = io::stdout().lock().write_all(pending);
-    pending.clear();
+    std::thread::sleep(KEEP_BACK);
+    let _ = write_out();
+}
+
+/// Writes the lines kept back, if any. The process calls it before it exits.
+pub fn write_pending_log_lines() {
+    let _ = write_out();
+}
+
+/// Returns once every line kept back before the call is written: by the writer thread, at
+/// most [`KEEP_BACK`] later, or by this call when there is no such thread or it is late.
+pub(crate) async fn log_lines_written() {
+    let kept = KEPT.load(Ordering::Acquire);
+    if !WRITER_THREAD.load(Ordering::Acquire) {
+        let _ = write_out();
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + 2 * KEEP_BACK;
+    loop {
+        let wrote = WROTE.notified();
+        let mut wrote = std::pin::pin!(wrote);
+        wrote.as_mut().enable();
+        if WRITTEN.load(Ordering::Acquire) >= kept {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, wrote).await.is_err() {
+            let _ = write_out();
+            return;
+        }
+    }
+}
+
+/// Takes the lines kept back and writes them; when it returns, every line kept back before
+/// the call is written (or failed to be).
+fn write_out() -> io::Result<()> {
+    let mut writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+    let taken_to = {
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // The two buffers trade places, so neither is allocated again.
+        std::mem::swap(&mut *pending, &mut *writing);
+        KEPT.load(Ordering::Relaxed)
+    };
+    let written = write_taken(&mut writing);
+    WRITTEN.store(taken_to, Ordering::Release);
+    WROTE.notify_waiters();
+    written
+}
+
+/// Writes `lines` to stdout and empties it, written or not (a line is never written twice).
+fn write_taken(lines: &mut Vec<u8>) -> io::Result<()> {
+    let written = io::stdout().lock().write_all(lines);
+    lines.clear();
     written
 }
 
@@ -228,11 +327,19 @@ impl io::Write for BatchedLine {
             io::stdout().lock().write_all(line)?;
             return Ok(line.len());
         }
-        // Written under the lock, so lines keep their order.
-        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.extend_from_slice(line);
-        if self.urgent || pending.len() >= BATCH_BYTES {
-            write_out(&mut pending)?;
+        // Added under the lock, so lines keep their order.
+        let (first, full) = {
+            let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = pending.is_empty();
+            pending.extend_from_slice(line);
+            KEPT.fetch_add(line.len() as u64, Ordering::Release);
+            (first, pending.len() >= BATCH_BYTES)
+        };
+        if self.urgent || full {
+            write_out()?;
+        } else if first && WRITER_THREAD.load(Ordering::Relaxed) {
+            *LINES_WAITING.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            FIRST_LINE.notify_one();
         }
         Ok(line.len())
     }
@@ -653,6 +760,120 @@ mod tests {
         info("{\"msg\":\"batched test line 3\"}\n");
         write_pending_log_lines();
         assert!(PENDING.lock().expect("pending").is_empty());
+    }
+
+    #[test]
+    fn a_line_is_kept_back_while_earlier_lines_are_being_written() {
+        let _one_at_a_time = one_test_at_a_time();
+        BATCHING.store(true, Ordering::Relaxed);
+        // Held as a write to a slow log pipe holds it.
+        let writing = WRITING.lock().expect("writing");
+        let (done, kept) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = BatchedLine { urgent: false }.write(b"{\"msg\":\"kept during a write\"}\n");
+            let _ = done.send(());
+        });
+        let waited = kept.recv_timeout(std::time::Duration::from_secs(10));
+        drop(writing);
+        assert!(
+            waited.is_ok(),
+            "logging a line waited for another thread's write"
+        );
+        assert!(pending_lines().contains("kept during a write"));
+        write_pending_log_lines();
+        assert!(!pending_lines().contains("kept during a write"));
+    }
+
+    /// Pretends the writer thread runs (the tests run its loop's steps themselves).
+    struct PretendWriterThread;
+
+    impl PretendWriterThread {
+        fn start() -> Self {
+            BATCHING.store(true, Ordering::Relaxed);
+            WRITER_THREAD.store(true, Ordering::Release);
+            PretendWriterThread
+        }
+    }
+
+    impl Drop for PretendWriterThread {
+        fn drop(&mut self) {
+            WRITER_THREAD.store(false, Ordering::Release);
+        }
+    }
+
+    #[test]
+    fn the_writer_thread_writes_a_line_kept_back_into_an_empty_batch() {
+        let _one_at_a_time = one_test_at_a_time();
+        let _thread = PretendWriterThread::start();
+        write_pending_log_lines();
+        // Told of no line before this one.
+        *LINES_WAITING.lock().expect("lines waiting") = false;
+        let (done, wrote) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            write_next_batch();
+            let _ = done.send(());
+        });
+        keep_back("{\"msg\":\"for the writer thread\"}\n");
+        assert!(
+            wrote
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok(),
+            "the writer thread was not told of the line"
+        );
+        assert!(!pending_lines().contains("for the writer thread"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the lock only keeps other tests off the process's kept-back lines meanwhile"
+    )]
+    async fn waiting_for_the_lines_ends_with_the_write_that_took_them() {
+        let _one_at_a_time = one_test_at_a_time();
+        let _thread = PretendWriterThread::start();
+        keep_back("{\"msg\":\"waited for\"}\n");
+        let start = tokio::time::Instant::now();
+        let mut wait = std::pin::pin!(log_lines_written());
+        assert!(futures::poll!(wait.as_mut()).is_pending());
+        tokio::time::sleep(KEEP_BACK).await;
+        assert!(
+            futures::poll!(wait.as_mut()).is_pending(),
+            "the wait ended before the lines were written"
+        );
+        assert!(
+            pending_lines().contains("waited for"),
+            "the wait wrote the lines itself before its bound"
+        );
+        write_pending_log_lines();
+        wait.await;
+        assert_eq!(start.elapsed(), KEEP_BACK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the lock only keeps other tests off the process's kept-back lines meanwhile"
+    )]
+    async fn waiting_for_lines_nothing_writes_writes_them_after_twice_the_keep_back() {
+        let _one_at_a_time = one_test_at_a_time();
+        let _thread = PretendWriterThread::start();
+        keep_back("{\"msg\":\"nobody wrote\"}\n");
+        let start = tokio::time::Instant::now();
+        log_lines_written().await;
+        assert_eq!(start.elapsed(), 2 * KEEP_BACK);
+        assert!(!pending_lines().contains("nobody wrote"));
+    }
+
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the lock only keeps other tests off the process's kept-back lines meanwhile"
+    )]
+    async fn without_the_writer_thread_waiting_for_the_lines_writes_them() {
+        let _one_at_a_time = one_test_at_a_time();
+        keep_back("{\"msg\":\"no writer thread\"}\n");
+        log_lines_written().await;
+        assert!(!pending_lines().contains("no writer thread"));
     }
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
