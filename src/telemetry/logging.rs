@@ -183,8 +183,8 @@ static WRITER_THREAD: AtomicBool = AtomicBool::new(false);
 static LINES_WAITING: Mutex<bool> = Mutex::new(false);
 static FIRST_LINE: Condvar = Condvar::new();
 
-/// Makes JSON log lines go out in batches: a line is kept back until 10 ms passed (a thread of
-/// its own writes it then), 16 KiB are waiting, a warning or an error is logged (it goes out
+/// Makes JSON log lines go out in batches: a line is kept back until 10 ms passed (the writer
+/// thread started here writes it then), 16 KiB are waiting, a warning or an error is logged (it goes out
 /// with the lines before it), `/metrics` is scraped (a scrape never counts an event whose line
 /// is not out) or the process exits. One write per batch instead of one per line: the write,
 /// and the wake-up of whoever reads the pipe, were the largest part of a line's cost. The
