@@ -164,8 +164,9 @@ static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// sleep until the other thread's write to the log pipe was done).
 static WRITING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
-/// Bytes of lines ever kept back (changed under [`PENDING`]'s lock), and how many of them are
-/// written (under [`WRITING`]'s): [`log_lines_written`] waits for the second to pass the first.
+/// Bytes of lines ever kept back (changed under [`PENDING`]'s lock), and how many of them a
+/// write took and finished (under [`WRITING`]'s; the panic hook's last write aside):
+/// [`log_lines_written`] waits for the second to pass the first.
 static KEPT: AtomicU64 = AtomicU64::new(0);
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
 
@@ -241,8 +242,8 @@ pub fn write_pending_log_lines() {
     let _ = write_out();
 }
 
-/// Returns once every line kept back before the call is written: by the writer thread, at
-/// most [`KEEP_BACK`] later, or by this call when there is no such thread or it is late.
+/// Returns once every line kept back before the call is written: by the writer thread, about
+/// [`KEEP_BACK`] later, or by this call when there is no such thread or it is 2 × late.
 pub(crate) async fn log_lines_written() {
     let kept = KEPT.load(Ordering::Acquire);
     if !WRITER_THREAD.load(Ordering::Acquire) {
@@ -782,6 +783,63 @@ mod tests {
         assert!(pending_lines().contains("kept during a write"));
         write_pending_log_lines();
         assert!(!pending_lines().contains("kept during a write"));
+    }
+
+    /// Starts a write of the lines kept back (`line` among them) that takes them and then
+    /// waits for `stdout`, held by the caller; returns once it took them.
+    fn a_write_under_way(line: &str) -> std::thread::JoinHandle<()> {
+        let write = std::thread::spawn(write_pending_log_lines);
+        while pending_lines().contains(line) {
+            std::thread::yield_now();
+        }
+        write
+    }
+
+    #[test]
+    fn a_write_under_way_counts_only_the_lines_it_took() {
+        let _one_at_a_time = one_test_at_a_time();
+        let _thread = PretendWriterThread::start();
+        keep_back("{\"msg\":\"taken by the write\"}\n");
+        let stdout = io::stdout().lock();
+        let write = a_write_under_way("taken by the write");
+        keep_back("{\"msg\":\"kept during the write\"}\n");
+        drop(stdout);
+        let _ = write.join();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let mut wait = std::pin::pin!(log_lines_written());
+        runtime.block_on(async {
+            assert!(
+                futures::poll!(wait.as_mut()).is_pending(),
+                "a line kept during a write counted as written by it"
+            );
+        });
+        write_pending_log_lines();
+        runtime.block_on(wait);
+        assert!(!pending_lines().contains("kept during the write"));
+    }
+
+    #[test]
+    fn a_warning_logged_during_a_write_goes_out_after_it() {
+        let _one_at_a_time = one_test_at_a_time();
+        keep_back("{\"msg\":\"written first\"}\n");
+        let stdout = io::stdout().lock();
+        let write = a_write_under_way("written first");
+        let warning = std::thread::spawn(|| {
+            let _ = BatchedLine { urgent: true }.write(b"{\"msg\":\"a warning meanwhile\"}\n");
+        });
+        while !pending_lines().contains("a warning meanwhile") {
+            std::thread::yield_now();
+        }
+        drop(stdout);
+        let _ = write.join();
+        let _ = warning.join();
+        assert!(
+            !pending_lines().contains("a warning meanwhile"),
+            "a warning logged during another thread's write was left kept back"
+        );
     }
 
     /// Pretends the writer thread runs (the tests run its loop's steps themselves).

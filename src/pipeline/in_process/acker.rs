@@ -299,7 +299,7 @@ async fn what_was_decided_is_written_when_the_senders_are_gone() {
     clippy::await_holding_lock,
     reason = "the lock only keeps other tests off the process's kept-back lines meanwhile"
 )]
-async fn a_delete_first_writes_the_log_lines_kept_back() {
+async fn a_delete_waits_for_the_log_lines_kept_back_to_be_written() {
     use crate::telemetry::logging::{keep_back, one_test_at_a_time, pending_lines};
     let _one_at_a_time = one_test_at_a_time();
     keep_back("{\"msg\":\"acker test: kept back\"}\n");
@@ -310,6 +310,6 @@ async fn a_delete_first_writes_the_log_lines_kept_back() {
     assert_eq!(queue.calls_of(SqsOperation::DeleteMessageBatch).len(), 1);
     assert!(
         !pending_lines().contains("acker test: kept back"),
-        "the line kept back is written when a delete is sent"
+        "the line kept back is written before a delete is sent"
     );
 }
