@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -165,7 +165,7 @@ static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 static WRITING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// Bytes of lines ever kept back (changed under [`PENDING`]'s lock), and how many of them a
-/// write took and finished (under [`WRITING`]'s; the panic hook's last write aside):
+/// write took and finished (under [`WRITING`]'s):
 /// [`log_lines_written`] waits for the second to pass the first.
 static KEPT: AtomicU64 = AtomicU64::new(0);
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
@@ -205,11 +205,9 @@ pub fn batch_log_lines() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if let Ok(mut writing) = WRITING.try_lock()
-            && let Ok(mut pending) = PENDING.try_lock()
+            && let Ok(pending) = PENDING.try_lock()
         {
-            std::mem::swap(&mut *pending, &mut *writing);
-            drop(pending);
-            let _ = write_taken(&mut writing);
+            let _ = write_taken(&mut writing, pending);
         }
         report(info);
     }));
@@ -269,25 +267,27 @@ pub(crate) async fn log_lines_written() {
 /// the call is written (or failed to be).
 fn write_out() -> io::Result<()> {
     let mut writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
-    let taken_to = {
-        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.is_empty() {
-            return Ok(());
-        }
-        // The two buffers trade places, so neither is allocated again.
-        std::mem::swap(&mut *pending, &mut *writing);
-        KEPT.load(Ordering::Relaxed)
-    };
-    let written = write_taken(&mut writing);
-    WRITTEN.store(taken_to, Ordering::Release);
-    WROTE.notify_waiters();
-    written
+    write_taken(
+        &mut writing,
+        PENDING.lock().unwrap_or_else(PoisonError::into_inner),
+    )
 }
 
-/// Writes `lines` to stdout and empties it, written or not (a line is never written twice).
-fn write_taken(lines: &mut Vec<u8>) -> io::Result<()> {
-    let written = io::stdout().lock().write_all(lines);
-    lines.clear();
+/// Takes the lines in `pending` into `writing` (whose lock the caller holds), releases
+/// `pending`, and writes them to stdout; `writing` is emptied, written or not (a line is never
+/// written twice).
+fn write_taken(writing: &mut Vec<u8>, mut pending: MutexGuard<'_, Vec<u8>>) -> io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // The two buffers trade places, so neither is allocated again.
+    std::mem::swap(&mut *pending, writing);
+    let taken_to = KEPT.load(Ordering::Relaxed);
+    drop(pending);
+    let written = io::stdout().lock().write_all(writing);
+    writing.clear();
+    WRITTEN.store(taken_to, Ordering::Release);
+    WROTE.notify_waiters();
     written
 }
 
