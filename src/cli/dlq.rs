@@ -243,12 +243,18 @@ async fn receive(
         .collect())
 }
 
-/// Makes messages visible again at once (visibility 0), in batches of 10.
+/// Makes messages visible again at once (visibility 0); returns how many were not.
 async fn release(dlq: &SqsQueue, receipts: &[String]) -> usize {
+    set_visibility(dlq, receipts, Duration::ZERO).await
+}
+
+/// Sets the visibility of every receipt, in batches of 10; returns how many were not set
+/// (refused, or in a batch whose call failed).
+async fn set_visibility(dlq: &SqsQueue, receipts: &[String], visibility: Duration) -> usize {
     let mut failed = 0;
     for chunk in receipts.chunks(BATCH_LIMIT) {
         let entries: Vec<(&str, Duration)> =
-            chunk.iter().map(|r| (r.as_str(), Duration::ZERO)).collect();
+            chunk.iter().map(|r| (r.as_str(), visibility)).collect();
         match dlq.change_visibility_batch(&entries).await {
             Ok(refused) => failed += refused.len(),
             Err(_) => failed += chunk.len(),
@@ -608,15 +614,9 @@ impl Holds {
 
     /// Hides everything held for another `visibility`.
     async fn renew(&self) {
-        for chunk in self.receipts().chunks(BATCH_LIMIT) {
-            let entries: Vec<(&str, Duration)> = chunk
-                .iter()
-                .map(|r| (r.as_str(), self.visibility))
-                .collect();
-            // A refused entry is a message deleted meanwhile, or one whose hold lapsed: a
-            // later receive hands it out again and it is held anew.
-            let _ = self.dlq.change_visibility_batch(&entries).await;
-        }
+        // One not renewed is a message deleted meanwhile, or one whose hold lapsed: a later
+        // receive hands it out again and it is held anew.
+        set_visibility(&self.dlq, &self.receipts(), self.visibility).await;
     }
 
     /// Renews every `every` until the returned token is cancelled.
