@@ -10,8 +10,8 @@
 //!
 //! Beside each worker figure runs a *contract floor* ([`floor`]): a separate process making only
 //! the calls the contract needs, so the table can tell what the worker adds from what the
-//! contract itself costs on this machine. Each figure beside the floor is drained four times,
-//! worker, floor, floor, worker ([`beside_floor`]).
+//! contract itself costs on this machine. Each figure beside the floor is drained in rounds of
+//! worker, floor, floor, worker, two rounds by default ([`beside_floor`]).
 //!
 //! `cargo bench --bench worker -- load` (`make test-load`) runs only the drain at full N and
 //! its exactly-once audit, and exits non-zero on any discrepancy.
@@ -138,6 +138,9 @@ struct Plan {
     parts: Vec<Part>,
     /// Events of the long run whose memory must stay flat (`BENCH_LEAK_N`).
     leak_n: usize,
+    /// Rounds of worker, floor, floor, worker for each figure beside the floor
+    /// (`BENCH_ROUNDS`, at least 1).
+    rounds: usize,
 }
 
 /// A part of the bench, named in `BENCH_PARTS` to run only some (e.g. while profiling one).
@@ -241,6 +244,10 @@ impl Plan {
             },
             leak_n: num("BENCH_LEAK_N", 200_000)?,
             h2_concurrency: list("BENCH_H2C_CONCURRENCY", &[500])?,
+            rounds: match num("BENCH_ROUNDS", 2)? {
+                0 => anyhow::bail!("BENCH_ROUNDS=0: expected at least 1 round"),
+                r => r,
+            },
         })
     }
 }
@@ -296,7 +303,10 @@ async fn run() -> anyhow::Result<bool> {
     let plan = Plan::from_env()?;
     let machine = Machine::read();
     eprintln!("machine: {}", machine.line());
-    let mut report = Report::default();
+    let mut report = Report {
+        rounds: plan.rounds,
+        ..Report::default()
+    };
     let fast = Endpoint::fast().await?;
 
     if plan.load_only {
@@ -335,8 +345,15 @@ async fn run() -> anyhow::Result<bool> {
                     None,
                 ),
                 false => {
-                    let (w, f) =
-                        beside_floor(endpoint, c, *n, Duration::ZERO, RestHttp::Http1).await?;
+                    let (w, f) = beside_floor(
+                        endpoint,
+                        c,
+                        *n,
+                        Duration::ZERO,
+                        RestHttp::Http1,
+                        plan.rounds,
+                    )
+                    .await?;
                     (w, Some(f))
                 }
             };
@@ -372,7 +389,8 @@ async fn run() -> anyhow::Result<bool> {
     {
         let ideal = c as f64 / (2.0 * PEER_LATENCY.as_secs_f64());
         let n = little_n(c);
-        let (run, floor) = beside_floor(&fast, c, n, PEER_LATENCY, RestHttp::Http1).await?;
+        let (run, floor) =
+            beside_floor(&fast, c, n, PEER_LATENCY, RestHttp::Http1, plan.rounds).await?;
         eprintln!(
             "little c={c}: {:.0}/s of ideal {ideal:.0}/s, contract floor {:.0}/s ({}); {}",
             run.rate,
@@ -390,7 +408,8 @@ async fn run() -> anyhow::Result<bool> {
         .filter(|_| plan.runs(Part::Scale))
     {
         let n = little_n(c);
-        let (run, floor) = beside_floor(&fast, c, n, PEER_LATENCY, RestHttp::H2c).await?;
+        let (run, floor) =
+            beside_floor(&fast, c, n, PEER_LATENCY, RestHttp::H2c, plan.rounds).await?;
         eprintln!(
             "h2c c={c}: worker {:.0}/s, contract floor {:.0}/s ({}); {}",
             run.rate,
@@ -1208,26 +1227,36 @@ impl WorkerRun {
     }
 }
 
-/// The worker and the contract floor on one figure, run worker, floor, floor, worker, each
-/// side's two drains taken together ([`WorkerRun::and`], [`FloorRun::and`]).
+/// The worker and the contract floor on one figure, in `rounds` rounds of worker, floor,
+/// floor, worker, each side's drains taken together ([`WorkerRun::and`], [`FloorRun::and`]).
 ///
-/// Why four runs, not two: on this shared machine a figure drifts by ±10 % within seconds,
-/// and the run after the first is the cheaper one for the bench process (its peers reuse the
-/// memory the first run's peers freed), so worker-then-floor put both on the worker. This
-/// order cancels a drift that is steady over the four runs and the order's own effect, and
-/// averages two drains a side.
+/// Why this order: on this shared machine a figure drifts by ±10 % within seconds, and the
+/// run after the first is the cheaper one for the bench process (its peers reuse the memory
+/// the first run's peers freed), so worker-then-floor put both on the worker. A round cancels
+/// a drift that is steady over its four drains and the order's own effect. Why more than one
+/// round: the drift is not steady, and a slow patch of a few seconds fell on one side's drains
+/// (the bench process's own CPU per event, the same work for both sides, moved with it), so
+/// each side's figure is an average over more windows spread over a longer time.
 async fn beside_floor(
     endpoint: &Endpoint,
     concurrency: usize,
     n: usize,
     latency: Duration,
     http: RestHttp,
+    rounds: usize,
 ) -> anyhow::Result<(WorkerRun, FloorRun)> {
-    let first = worker_drain(endpoint, concurrency, n, latency, http).await?;
-    let floor = floor::drain(endpoint, concurrency, n, latency, http).await?;
-    let floor = floor.and(floor::drain(endpoint, concurrency, n, latency, http).await?);
-    let worker = first.and(worker_drain(endpoint, concurrency, n, latency, http).await?);
-    Ok((worker, floor))
+    let mut sides: Option<(WorkerRun, FloorRun)> = None;
+    for _ in 0..rounds {
+        let first = worker_drain(endpoint, concurrency, n, latency, http).await?;
+        let floor = floor::drain(endpoint, concurrency, n, latency, http).await?;
+        let floor = floor.and(floor::drain(endpoint, concurrency, n, latency, http).await?);
+        let worker = first.and(worker_drain(endpoint, concurrency, n, latency, http).await?);
+        sides = Some(match sides {
+            Some((w, f)) => (w.and(worker), f.and(floor)),
+            None => (worker, floor),
+        });
+    }
+    sides.context("no round of drains: BENCH_ROUNDS is at least 1")
 }
 
 /// The rate over two drains' windows together, given each drain's (events, rate): the windows
@@ -1740,6 +1769,8 @@ struct Report {
     dedupe: Vec<dedupe::Cost>,
     /// Instructions per event, worker and floor (None: not run, or valgrind is missing).
     instructions: Option<instructions::Instructions>,
+    /// Rounds of worker, floor, floor, worker behind each figure beside the floor.
+    rounds: usize,
 }
 
 fn mark(pass: bool) -> &'static str {
@@ -1801,7 +1832,9 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "\nAgainst the contract floor (the same calls, nothing else), measured in this run; each side drains each figure twice, in the order worker, floor, floor, worker:\n"
+            "\nAgainst the contract floor (the same calls, nothing else), measured in this run; each side drains each figure {} times, in {} round(s) of worker, floor, floor, worker:\n",
+            2 * self.rounds,
+            self.rounds
         );
         let _ = writeln!(
             t,
@@ -2023,6 +2056,7 @@ impl Report {
                 "kernel": machine.kernel,
             },
             "rate_window": [WINDOW.0, WINDOW.1],
+            "rounds_beside_floor": self.rounds,
             "targets": {
                 "rate_over_floor_min": Targets::RATE,
                 "cpu_over_floor_max": Targets::CPU,
