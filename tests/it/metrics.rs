@@ -299,6 +299,12 @@ async fn every_known_series_is_exported_at_zero_from_the_start() {
     assert!(s.contains_key(&key("process_cpu_seconds_total", &[])));
     // Read at the scrape: the worker answered /ready before this test scraped.
     assert_eq!(get(&s, "worker_ready", &[]), 1.0);
+    // Ready means the queue was reached; `/health` leaves `starting` once a receive loop has
+    // beaten, a moment later (a fresh clone's run once scraped in between).
+    let health = until(&w, "health ok", |s| {
+        get(s, "worker_health_status", &[("status", "ok")]) == 1.0
+    })
+    .await;
     for (status, v) in [
         ("starting", 0.0),
         ("ok", 1.0),
@@ -308,7 +314,7 @@ async fn every_known_series_is_exported_at_zero_from_the_start() {
         ("unsettled", 0.0),
     ] {
         assert_eq!(
-            get(&s, "worker_health_status", &[("status", status)]),
+            get(&health, "worker_health_status", &[("status", status)]),
             v,
             "{status}"
         );
