@@ -1245,18 +1245,28 @@ async fn beside_floor(
     http: RestHttp,
     rounds: usize,
 ) -> anyhow::Result<(WorkerRun, FloorRun)> {
-    let mut sides: Option<(WorkerRun, FloorRun)> = None;
-    for _ in 0..rounds {
-        let first = worker_drain(endpoint, concurrency, n, latency, http).await?;
-        let floor = floor::drain(endpoint, concurrency, n, latency, http).await?;
-        let floor = floor.and(floor::drain(endpoint, concurrency, n, latency, http).await?);
-        let worker = first.and(worker_drain(endpoint, concurrency, n, latency, http).await?);
-        sides = Some(match sides {
-            Some((w, f)) => (w.and(worker), f.and(floor)),
-            None => (worker, floor),
-        });
+    let (mut worker, mut floor) = round(endpoint, concurrency, n, latency, http).await?;
+    for _ in 1..rounds {
+        let (w, f) = round(endpoint, concurrency, n, latency, http).await?;
+        worker = worker.and(w);
+        floor = floor.and(f);
     }
-    sides.context("no round of drains: BENCH_ROUNDS is at least 1")
+    Ok((worker, floor))
+}
+
+/// One round of [`beside_floor`]: worker, floor, floor, worker.
+async fn round(
+    endpoint: &Endpoint,
+    concurrency: usize,
+    n: usize,
+    latency: Duration,
+    http: RestHttp,
+) -> anyhow::Result<(WorkerRun, FloorRun)> {
+    let first = worker_drain(endpoint, concurrency, n, latency, http).await?;
+    let floor = floor::drain(endpoint, concurrency, n, latency, http).await?;
+    let floor = floor.and(floor::drain(endpoint, concurrency, n, latency, http).await?);
+    let worker = first.and(worker_drain(endpoint, concurrency, n, latency, http).await?);
+    Ok((worker, floor))
 }
 
 /// The rate over two drains' windows together, given each drain's (events, rate): the windows
