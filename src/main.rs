@@ -33,7 +33,6 @@ fn main() -> ExitCode {
     let cli = reservation_worker::cli::Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    reservation_worker::batch_log_lines();
     if cli.runs_the_worker()
         && let Some(threads) = reservation_worker::config::runtime_threads_from_env()
     {
@@ -46,6 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    reservation_worker::batch_log_lines(runtime.handle());
     let code = runtime.block_on(reservation_worker::cli::main(cli));
     // Lines logged while the runtime stops are kept back too.
     drop(runtime);

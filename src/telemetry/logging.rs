@@ -12,8 +12,8 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -176,30 +176,30 @@ static WROTE: Notify = Notify::const_new();
 /// Set by [`batch_log_lines`]: without it every line is written at once.
 static BATCHING: AtomicBool = AtomicBool::new(false);
 
-/// Set while the thread that writes lines [`KEEP_BACK`] after they were kept back runs.
-static WRITER_THREAD: AtomicBool = AtomicBool::new(false);
+/// How many tasks that write lines [`KEEP_BACK`] after they were kept back run (one, in the
+/// worker; none before its runtime starts or after it stops).
+static WRITER_TASKS: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether lines wait in an emptied [`PENDING`] for the writer thread; it waits on the
-/// condvar for the first.
-static LINES_WAITING: Mutex<bool> = Mutex::new(false);
-static FIRST_LINE: Condvar = Condvar::new();
+/// Told when a line goes into an empty [`PENDING`]: the writer task waits for it.
+static FIRST_LINE: Notify = Notify::const_new();
 
-/// Makes JSON log lines go out in batches: a line is kept back until 10 ms passed (the writer
-/// thread started here writes it then), 16 KiB are waiting, a warning or an error is logged (it goes out
-/// with the lines before it), `/metrics` is scraped (a scrape never counts an event whose line
-/// is not out) or the process exits. One write per batch instead of one per line: the write,
-/// and the wake-up of whoever reads the pipe, were the largest part of a line's cost. The
-/// acker sends a delete only once the lines kept back before it are written
+/// Makes JSON log lines go out in batches: a line is kept back until 10 ms passed (a task
+/// started here on `runtime` writes it then), 16 KiB are waiting, a warning or an error is
+/// logged (it goes out with the lines before it), `/metrics` is scraped (a scrape never counts
+/// an event whose line is not out) or the process exits. One write per batch instead of one
+/// per line: the write, and the wake-up of whoever reads the pipe, were the largest part of a
+/// line's cost. The acker sends a delete only once the lines kept back before it are written
 /// ([`log_lines_written`]), so a message's `message finished` line is out before the message
 /// is acknowledged without a write per delete. Only a process killed outright loses what was
 /// kept back.
-pub fn batch_log_lines() {
+///
+/// A task of the runtime rather than a thread of its own: its timer fires in the turn that
+/// fires the acker's flush timer, started by the same message, so a batch wakes no thread of
+/// its own (a thread cost several context switches and futex calls a batch, which counted
+/// when events are far apart; docs/performance.md).
+pub fn batch_log_lines(runtime: &tokio::runtime::Handle) {
     BATCHING.store(true, Ordering::Relaxed);
-    let writer = std::thread::Builder::new()
-        .name("log-lines".into())
-        .spawn(write_kept_back_lines);
-    // Without the thread every wait for the lines writes them itself.
-    WRITER_THREAD.store(writer.is_ok(), Ordering::Release);
+    start_writer_task(runtime);
     // A panic that ends the process writes them too; `try_lock`, since the panic may have
     // come from a write that holds the lines.
     let report = std::panic::take_hook();
@@ -213,26 +213,26 @@ pub fn batch_log_lines() {
     }));
 }
 
-/// The writer thread.
-fn write_kept_back_lines() {
-    loop {
-        write_next_batch();
-    }
-}
-
-/// Waits for a line to go into an empty batch, then [`KEEP_BACK`], then writes the batch.
-fn write_next_batch() {
-    {
-        let mut waiting = LINES_WAITING.lock().unwrap_or_else(PoisonError::into_inner);
-        while !*waiting {
-            waiting = FIRST_LINE
-                .wait(waiting)
-                .unwrap_or_else(PoisonError::into_inner);
+/// Spawns the writer task on `runtime`. It runs until the runtime stops; from then on every
+/// wait for the lines writes them itself.
+fn start_writer_task(runtime: &tokio::runtime::Handle) {
+    /// Counted in [`WRITER_TASKS`] until the task is dropped with its runtime.
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            WRITER_TASKS.fetch_sub(1, Ordering::Release);
         }
-        *waiting = false;
     }
-    std::thread::sleep(KEEP_BACK);
-    let _ = write_out();
+    WRITER_TASKS.fetch_add(1, Ordering::Release);
+    let running = Running;
+    runtime.spawn(async move {
+        let _running = running;
+        loop {
+            FIRST_LINE.notified().await;
+            tokio::time::sleep(KEEP_BACK).await;
+            let _ = write_out();
+        }
+    });
 }
 
 /// Writes the lines kept back, if any. The process calls it before it exits.
@@ -240,11 +240,11 @@ pub fn write_pending_log_lines() {
     let _ = write_out();
 }
 
-/// Returns once every line kept back before the call is written: by the writer thread, about
-/// [`KEEP_BACK`] later, or by this call when there is no such thread or it is 2 × late.
+/// Returns once every line kept back before the call is written: by the writer task, about
+/// [`KEEP_BACK`] later, or by this call when there is no such task or it is 2 × late.
 pub(crate) async fn log_lines_written() {
     let kept = KEPT.load(Ordering::Acquire);
-    if !WRITER_THREAD.load(Ordering::Acquire) {
+    if WRITER_TASKS.load(Ordering::Acquire) == 0 {
         let _ = write_out();
         return;
     }
@@ -338,8 +338,8 @@ impl io::Write for BatchedLine {
         };
         if self.urgent || full {
             write_out()?;
-        } else if first && WRITER_THREAD.load(Ordering::Relaxed) {
-            *LINES_WAITING.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        } else if first && WRITER_TASKS.load(Ordering::Relaxed) > 0 {
+            // Kept for the task if it is not waiting yet (writing the batch before).
             FIRST_LINE.notify_one();
         }
         Ok(line.len())
@@ -798,7 +798,7 @@ mod tests {
     #[test]
     fn a_write_under_way_counts_only_the_lines_it_took() {
         let _one_at_a_time = one_test_at_a_time();
-        let _thread = PretendWriterThread::start();
+        let _task = PretendWriterTask::start();
         keep_back("{\"msg\":\"taken by the write\"}\n");
         let stdout = io::stdout().lock();
         let write = a_write_under_way("taken by the write");
@@ -842,43 +842,54 @@ mod tests {
         );
     }
 
-    /// Pretends the writer thread runs (the tests run its loop's steps themselves).
-    struct PretendWriterThread;
+    /// Pretends the writer task runs (the tests write the lines themselves).
+    struct PretendWriterTask;
 
-    impl PretendWriterThread {
+    impl PretendWriterTask {
         fn start() -> Self {
             BATCHING.store(true, Ordering::Relaxed);
-            WRITER_THREAD.store(true, Ordering::Release);
-            PretendWriterThread
+            WRITER_TASKS.fetch_add(1, Ordering::Release);
+            PretendWriterTask
         }
     }
 
-    impl Drop for PretendWriterThread {
+    impl Drop for PretendWriterTask {
         fn drop(&mut self) {
-            WRITER_THREAD.store(false, Ordering::Release);
+            WRITER_TASKS.fetch_sub(1, Ordering::Release);
         }
     }
 
     #[test]
-    fn the_writer_thread_writes_a_line_kept_back_into_an_empty_batch() {
+    fn the_writer_task_writes_a_line_kept_back_after_the_keep_back_and_stops_with_its_runtime() {
         let _one_at_a_time = one_test_at_a_time();
-        let _thread = PretendWriterThread::start();
+        BATCHING.store(true, Ordering::Relaxed);
         write_pending_log_lines();
-        // Told of no line before this one.
-        *LINES_WAITING.lock().expect("lines waiting") = false;
-        let (done, wrote) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            write_next_batch();
-            let _ = done.send(());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        start_writer_task(runtime.handle());
+        let line = "for the writer task";
+        runtime.block_on(async {
+            keep_back(&format!("{{\"msg\":\"{line}\"}}\n"));
+            tokio::time::sleep(KEEP_BACK - Duration::from_millis(1)).await;
+            assert!(
+                pending_lines().contains(line),
+                "written before the keep-back was up"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            assert!(
+                !pending_lines().contains(line),
+                "the writer task did not write the line"
+            );
         });
-        keep_back("{\"msg\":\"for the writer thread\"}\n");
-        assert!(
-            wrote
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .is_ok(),
-            "the writer thread was not told of the line"
+        drop(runtime);
+        assert_eq!(
+            WRITER_TASKS.load(Ordering::Acquire),
+            0,
+            "a waiter would wait for a task that is gone"
         );
-        assert!(!pending_lines().contains("for the writer thread"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -888,7 +899,7 @@ mod tests {
     )]
     async fn waiting_for_the_lines_ends_with_the_write_that_took_them() {
         let _one_at_a_time = one_test_at_a_time();
-        let _thread = PretendWriterThread::start();
+        let _task = PretendWriterTask::start();
         keep_back("{\"msg\":\"waited for\"}\n");
         let start = tokio::time::Instant::now();
         let mut wait = std::pin::pin!(log_lines_written());
@@ -914,7 +925,7 @@ mod tests {
     )]
     async fn waiting_for_lines_nothing_writes_writes_them_after_twice_the_keep_back() {
         let _one_at_a_time = one_test_at_a_time();
-        let _thread = PretendWriterThread::start();
+        let _task = PretendWriterTask::start();
         keep_back("{\"msg\":\"nobody wrote\"}\n");
         let start = tokio::time::Instant::now();
         log_lines_written().await;
@@ -927,11 +938,11 @@ mod tests {
         clippy::await_holding_lock,
         reason = "the lock only keeps other tests off the process's kept-back lines meanwhile"
     )]
-    async fn without_the_writer_thread_waiting_for_the_lines_writes_them() {
+    async fn without_the_writer_task_waiting_for_the_lines_writes_them() {
         let _one_at_a_time = one_test_at_a_time();
-        keep_back("{\"msg\":\"no writer thread\"}\n");
+        keep_back("{\"msg\":\"no writer task\"}\n");
         log_lines_written().await;
-        assert!(!pending_lines().contains("no writer thread"));
+        assert!(!pending_lines().contains("no writer task"));
     }
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
