@@ -216,15 +216,7 @@ pub fn batch_log_lines(runtime: &tokio::runtime::Handle) {
 /// Spawns the writer task on `runtime`. It runs until the runtime stops; from then on every
 /// wait for the lines writes them itself.
 fn start_writer_task(runtime: &tokio::runtime::Handle) {
-    /// Counted in [`WRITER_TASKS`] until the task is dropped with its runtime.
-    struct Running;
-    impl Drop for Running {
-        fn drop(&mut self) {
-            WRITER_TASKS.fetch_sub(1, Ordering::Release);
-        }
-    }
-    WRITER_TASKS.fetch_add(1, Ordering::Release);
-    let running = Running;
+    let running = WriterTaskRunning::new();
     runtime.spawn(async move {
         let _running = running;
         loop {
@@ -233,6 +225,23 @@ fn start_writer_task(runtime: &tokio::runtime::Handle) {
             let _ = write_out();
         }
     });
+}
+
+/// A writer task counted in [`WRITER_TASKS`] for as long as this lives (the task holds it, so
+/// it is dropped with its runtime).
+struct WriterTaskRunning;
+
+impl WriterTaskRunning {
+    fn new() -> Self {
+        WRITER_TASKS.fetch_add(1, Ordering::Release);
+        WriterTaskRunning
+    }
+}
+
+impl Drop for WriterTaskRunning {
+    fn drop(&mut self) {
+        WRITER_TASKS.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// Writes the lines kept back, if any. The process calls it before it exits.
@@ -798,7 +807,7 @@ mod tests {
     #[test]
     fn a_write_under_way_counts_only_the_lines_it_took() {
         let _one_at_a_time = one_test_at_a_time();
-        let _task = PretendWriterTask::start();
+        let _task = pretend_writer_task();
         keep_back("{\"msg\":\"taken by the write\"}\n");
         let stdout = io::stdout().lock();
         let write = a_write_under_way("taken by the write");
@@ -842,21 +851,10 @@ mod tests {
         );
     }
 
-    /// Pretends the writer task runs (the tests write the lines themselves).
-    struct PretendWriterTask;
-
-    impl PretendWriterTask {
-        fn start() -> Self {
-            BATCHING.store(true, Ordering::Relaxed);
-            WRITER_TASKS.fetch_add(1, Ordering::Release);
-            PretendWriterTask
-        }
-    }
-
-    impl Drop for PretendWriterTask {
-        fn drop(&mut self) {
-            WRITER_TASKS.fetch_sub(1, Ordering::Release);
-        }
+    /// Pretends a writer task runs (the tests write the lines themselves) while the value lives.
+    fn pretend_writer_task() -> WriterTaskRunning {
+        BATCHING.store(true, Ordering::Relaxed);
+        WriterTaskRunning::new()
     }
 
     #[test]
@@ -899,7 +897,7 @@ mod tests {
     )]
     async fn waiting_for_the_lines_ends_with_the_write_that_took_them() {
         let _one_at_a_time = one_test_at_a_time();
-        let _task = PretendWriterTask::start();
+        let _task = pretend_writer_task();
         keep_back("{\"msg\":\"waited for\"}\n");
         let start = tokio::time::Instant::now();
         let mut wait = std::pin::pin!(log_lines_written());
@@ -925,7 +923,7 @@ mod tests {
     )]
     async fn waiting_for_lines_nothing_writes_writes_them_after_twice_the_keep_back() {
         let _one_at_a_time = one_test_at_a_time();
-        let _task = PretendWriterTask::start();
+        let _task = pretend_writer_task();
         keep_back("{\"msg\":\"nobody wrote\"}\n");
         let start = tokio::time::Instant::now();
         log_lines_written().await;
