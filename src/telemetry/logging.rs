@@ -193,10 +193,9 @@ static FIRST_LINE: Notify = Notify::const_new();
 /// is acknowledged without a write per delete. Only a process killed outright loses what was
 /// kept back.
 ///
-/// A task of the runtime rather than a thread of its own: its timer fires in the turn that
-/// fires the acker's flush timer, started by the same message, so a batch wakes no thread of
-/// its own (a thread cost several context switches and futex calls a batch, which counted
-/// when events are far apart; docs/performance.md).
+/// A task of the runtime rather than a thread of its own: it waits on the runtime's timer, so
+/// a batch wakes no thread of its own (the thread cost a condvar wake, a sleep and several
+/// context switches a batch, which counted when events are far apart; docs/performance.md).
 pub fn batch_log_lines(runtime: &tokio::runtime::Handle) {
     BATCHING.store(true, Ordering::Relaxed);
     start_writer_task(runtime);
