@@ -32,7 +32,8 @@ fn return_freed_memory_promptly() {
 /// worker's tasks poll briefly and often (a task per message, the acker, the log writer, the
 /// peers' connections), so at the default a busy worker polls the I/O driver more often an
 /// event than a client with fewer tasks would, and each look costs synchronisation and a
-/// syscall. An idle thread looks at once, so pickup latency is unchanged (docs/performance.md).
+/// syscall. An idle thread looks at once, so an idle worker still picks up at once (pickup
+/// latency as measured: docs/performance.md).
 const EVENT_INTERVAL: u32 = 200;
 
 fn main() -> ExitCode {
