@@ -284,6 +284,44 @@ async fn a_body_without_id_uses_the_sqs_message_id_and_ids_are_percent_encoded()
     assert_eq!(h.peers.inventory.calls()[0].idempotency_key, message_id);
 }
 
+/// On an `https://` reservation API the default (`alpn`) takes HTTP/2 when TLS offers it, and
+/// `off` keeps HTTP/1.1. The worker runs as its own process, so the test's certificate
+/// authority reaches its trust store through `SSL_CERT_FILE` and nothing else's.
+#[tokio::test]
+async fn an_https_reservation_api_gets_http2_by_alpn_unless_it_is_off() {
+    let h = Harness::start().await;
+    let api = h.peers.reservations_over_https().await;
+    let ca_file = api.ca_file.path().to_str().expect("a UTF-8 temp path");
+    for (setting, version) in [(None, "HTTP/2.0"), (Some("off"), "HTTP/1.1")] {
+        let rid = format!("r-tls-{}", setting.unwrap_or("alpn"));
+        h.peers.hold(&rid);
+        let mut env = vec![
+            ("RESERVATION_API_BASE", api.base.as_str()),
+            ("SSL_CERT_FILE", ca_file),
+        ];
+        env.extend(setting.map(|v| ("RESERVATION_API_HTTP2", v)));
+        let _w = h.worker(&env).await;
+        h.queue
+            .send(&bodies::approved(&format!("env-{rid}"), &rid))
+            .await;
+        eventually("confirmed over https", || {
+            h.peers
+                .reservations
+                .get(&rid)
+                .is_some_and(|r| r.status == "CONFIRMED")
+        })
+        .await;
+        let versions: Vec<String> = h
+            .peers
+            .reservations
+            .calls_for(&rid)
+            .into_iter()
+            .map(|c| c.version)
+            .collect();
+        assert_eq!(versions, [version], "RESERVATION_API_HTTP2={setting:?}");
+    }
+}
+
 /// `RESERVATION_API_HTTP2=prior-knowledge` speaks cleartext HTTP/2 (h2c) to the reservation
 /// API, so requests in flight share a connection; by default an `http://` API gets HTTP/1.1.
 #[tokio::test]

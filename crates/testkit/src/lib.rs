@@ -2,7 +2,8 @@
 //! share. The fast SQS endpoint (`reservation-sim`'s `SqsSim`: what scenarios run on unless
 //! they ask for moto; the worker's conformance suite proves the two agree where the tests rely
 //! on it) and a real moto server (Secrets Manager, a second SQS implementation), the
-//! two peers (the simulators, which record calls and take scripted faults), the real worker
+//! two peers (the simulators, which record calls and take scripted faults; the reservation API
+//! also over TLS, with a certificate authority made for the run), the real worker
 //! binary as a child process, an OTLP trace receiver, the chaos soak's pieces and the
 //! documented message bodies.
 //!
@@ -17,6 +18,7 @@ pub mod fast_sqs;
 pub mod moto;
 pub mod otlp;
 pub mod peers;
+pub mod tls;
 pub mod worker;
 
 use std::marker::PhantomData;

@@ -56,6 +56,12 @@ impl TestPeers {
             .seed(reservation_sim::Reservation::held(reservation_id));
     }
 
+    /// The same reservation API simulator also on `https://` (a TLS listener of its own, h2 and
+    /// HTTP/1.1 offered by ALPN), stopped with these peers.
+    pub async fn reservations_over_https(&self) -> crate::tls::HttpsReservationApi {
+        crate::tls::serve_reservation_https(self.reservations.clone(), self.stop.clone()).await
+    }
+
     /// Total calls both peers received.
     pub fn total_calls(&self) -> usize {
         self.inventory.calls().len() + self.reservations.calls().len()
