@@ -4,6 +4,7 @@
 # Idempotent: a stamp file inside .venv records what was installed, so a second run only
 # prints one status line. Progress goes to stderr; the last line on stdout is always the
 # absolute path of .venv/bin/moto_server, so callers can do MOTO=$(scripts/install-moto.sh).
+# That is a launcher for scripts/moto_server.py (moto's server with one thread-safety fix).
 #
 # Environment: MOTO_VERSION (default below) picks another moto release; PYTHON (default
 # python3) another interpreter.
@@ -25,9 +26,22 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
     die "'$PYTHON' not found: install Python 3.9 or newer (Debian: apt-get install -y python3 python3-venv)"
 fi
 
+# .venv/bin/moto_server runs scripts/moto_server.py: moto's server with SQS deletes under the
+# queue's lock (why: that file). Written on every run, over the script pip makes.
+write_launcher() {
+    local launcher="#!/bin/sh
+# Written by scripts/install-moto.sh: moto's server with the fix in scripts/moto_server.py.
+exec \"$VENV/bin/python\" \"$ROOT/scripts/moto_server.py\" \"\$@\""
+    if [[ ! -f "$MOTO" || "$(cat "$MOTO")" != "$launcher" ]]; then
+        printf '%s\n' "$launcher" >"$MOTO"
+        chmod +x "$MOTO"
+    fi
+}
+
 # The stamp names the spec and the interpreter, so changing either reinstalls.
 want="$SPEC $("$PYTHON" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')"
 if [[ -x "$MOTO" && -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+    write_launcher
     say "$SPEC already installed in .venv"
     echo "$MOTO"
     exit 0
@@ -69,6 +83,7 @@ say "installing $SPEC into .venv (takes a minute the first time)"
     die "pip could not install $SPEC (is PyPI reachable? try: $VENV/bin/pip install '$SPEC')"
 [[ -x "$MOTO" ]] || die "$SPEC installed but $MOTO is missing"
 "$VENV/bin/python" -c 'import boto3, moto' || die "boto3/moto do not import from .venv"
+write_launcher
 
 echo "$want" >"$STAMP"
 say "installed $SPEC"

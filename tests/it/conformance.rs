@@ -283,6 +283,40 @@ on_both_endpoints!(
     refusals_carry_the_codes_the_sdk_maps,
 );
 
+/// The moto the tests start keeps every message where it belongs while deletes and sends
+/// overlap: moto as shipped does not (its delete rebuilds the queue's list outside the lock;
+/// `scripts/moto_server.py` says more), and a worker deletes in parallel batches while tests
+/// send. The launcher's `--self-check` races two deleters and a sender on moto's own backend,
+/// as shipped and fixed; the as-shipped count proves the race is really exercised.
+#[test]
+fn the_test_moto_keeps_deleted_messages_deleted_and_sent_ones_sent() {
+    let out = std::process::Command::new(support::moto::server_command())
+        .arg("--self-check")
+        .output()
+        .expect("run moto_server --self-check (`make test` installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let said = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let counts = |prefix: &str| -> (u64, u64) {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{said}"));
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert_eq!(numbers.len(), 2, "{line}");
+        (numbers[0], numbers[1])
+    };
+    let (back, lost) = counts("moto as shipped: ");
+    assert!(
+        back + lost > 0,
+        "the race did not happen, so the check proves nothing:\n{said}"
+    );
+    assert_eq!(counts("moto with the lock: "), (0, 0), "{said}");
+    assert!(out.status.success(), "{said}");
+}
+
 /// (1) A received message stays invisible for its visibility timeout, then comes back with a
 /// higher count and a new receipt handle.
 async fn visibility_expiry_redelivers(s: &Sqs) {

@@ -286,7 +286,33 @@ async fn corpus_goes_to_the_dlq_and_the_worker_survives() {
         })
         .collect();
 
-    let dead = h.dlq.receive_n(cases.len()).await;
+    let dead = h
+        .dlq
+        .try_receive_n(cases.len())
+        .await
+        .unwrap_or_else(|got| {
+            let arrived: Vec<String> = got
+                .iter()
+                .filter_map(|m| m.attributes.get("OriginalMessageId").cloned())
+                .collect();
+            let logs = worker.raw_logs();
+            let missing: Vec<String> = sent
+                .iter()
+                .filter(|(id, _)| !arrived.contains(id))
+                .map(|(id, file)| {
+                    let said: Vec<&String> =
+                        logs.iter().filter(|l| l.contains(id.as_str())).collect();
+                    format!("{file} (message {id}); the worker logged: {said:#?}")
+                })
+                .collect();
+            panic!(
+                "{} of {} bodies reached the DLQ in {:?}; missing:\n{}",
+                got.len(),
+                cases.len(),
+                support::PATIENCE,
+                missing.join("\n")
+            )
+        });
     let mut wrong = Vec::new();
     let mut seen = HashMap::new();
     for m in &dead {

@@ -25,8 +25,8 @@ pub struct Moto {
 }
 
 /// Where moto_server is: `MOTO_SERVER`, the workspace root's `.venv` (where `make test`
-/// installs it), or `PATH`.
-fn moto_binary() -> String {
+/// installs it, as a launcher for `scripts/moto_server.py`), or `PATH`.
+pub fn server_command() -> String {
     if let Ok(p) = std::env::var("MOTO_SERVER") {
         return p;
     }
@@ -56,7 +56,7 @@ impl Moto {
             let mut child = Command::new("sh")
                 .arg("-c")
                 .arg(&script)
-                .arg(moto_binary())
+                .arg(server_command())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -394,6 +394,14 @@ impl TestQueue {
 
     /// Waits until `n` messages can be received (each left in flight for 60 s), returning them.
     pub async fn receive_n(&self, n: usize) -> Vec<Received> {
+        self.try_receive_n(n).await.unwrap_or_else(|got| {
+            panic!("expected {n} messages on {}, got {}", self.url, got.len())
+        })
+    }
+
+    /// As [`TestQueue::receive_n`], but when `PATIENCE` runs out returns what did arrive as
+    /// the error, so the caller can say which messages are missing.
+    pub async fn try_receive_n(&self, n: usize) -> Result<Vec<Received>, Vec<Received>> {
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + crate::PATIENCE;
         while got.len() < n {
@@ -402,10 +410,10 @@ impl TestQueue {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("expected {n} messages on {}, got {}", self.url, got.len());
+                return Err(got);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        got
+        Ok(got)
     }
 }
