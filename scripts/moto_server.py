@@ -5,8 +5,7 @@ list, without the `_messages_lock` that sends take. moto serves each request on 
 its own, so two deletes at once can each assign a list that still holds the message the
 other removed (the deleted message comes back a visibility timeout later), and a send that
 lands between them is dropped with the list it went into. A worker deletes in parallel
-batches while tests send, so on the test server this cost a corpus message (CI, 2026-12-06)
-and brought deleted ones back in about a quarter of the corpus test's runs.
+batches while tests send, so the tests' moto needs the lock (what it cost: docs/development.md).
 
 scripts/install-moto.sh writes .venv/bin/moto_server to run this file; everything that starts
 moto (the tests' harness, `make dev`, `make emulator-up`) goes through it.

@@ -76,7 +76,8 @@ pub async fn serve_reservation_https(
 }
 
 /// Accepts TCP connections and completes their TLS handshakes; a failed handshake drops that
-/// connection only.
+/// connection only, and a failed accept (out of descriptors) waits a moment, as axum's own
+/// listener does, instead of spinning.
 struct TlsListener {
     tcp: TcpListener,
     tls: TlsAcceptor,
@@ -89,6 +90,7 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             if let Ok(tls) = self.tls.accept(tcp).await {
